@@ -1,0 +1,3 @@
+//! Shared helpers for Tandem's criterion benchmarks.
+
+#![deny(missing_docs)]
