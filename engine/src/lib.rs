@@ -11,3 +11,6 @@
 #![deny(missing_docs)]
 
 pub use tandem_raft as raft;
+
+pub mod sm;
+pub mod verify;

@@ -1,0 +1,2 @@
+//! The replicated state machine: commands carried in log entries and their
+//! application to sled, atomically with the applied index.

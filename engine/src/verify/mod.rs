@@ -1,0 +1,1 @@
+//! Verification tools: a linearizability checker for client histories.
