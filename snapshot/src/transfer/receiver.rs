@@ -1,0 +1,461 @@
+//! The receiving side of a snapshot transfer, as a pure state machine.
+
+use tracing::{debug, warn};
+
+use super::{AbortReason, TransferId, TransferMsg};
+use crate::error::{Error, Result};
+use crate::format::Manifest;
+use crate::reader::check_chunk_belongs;
+
+/// Patience of a [`Receiver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiverConfig {
+    /// Ticks without any message of the current transfer after which it is
+    /// dropped (the sender crashed or was partitioned away; a new leader
+    /// will start over). Must exceed the sender's retransmission period.
+    pub idle_timeout_ticks: u32,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            idle_timeout_ticks: 100,
+        }
+    }
+}
+
+impl ReceiverConfig {
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if `idle_timeout_ticks` is 0.
+    pub fn validate(&self) -> Result<()> {
+        if self.idle_timeout_ticks == 0 {
+            return Err(Error::InvalidConfig(
+                "idle_timeout_ticks must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the caller of a [`Receiver`] must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiverAction {
+    /// Send this message to the sender (`id.from`).
+    Send(TransferMsg),
+    /// Start staging `manifest` (dropping any other staging), then call
+    /// [`Receiver::on_begun`].
+    Begin {
+        /// The transfer.
+        id: TransferId,
+        /// Its decoded manifest.
+        manifest: Manifest,
+    },
+    /// Write this verified chunk durably to the staging area, then call
+    /// [`Receiver::on_staged`].
+    Stage {
+        /// The transfer.
+        id: TransferId,
+        /// Chunk position.
+        chunk_no: u32,
+        /// Encoded chunk, CRC already checked.
+        bytes: Vec<u8>,
+    },
+    /// Every chunk is staged: verify the whole snapshot and publish it, then
+    /// call [`Receiver::on_verified`].
+    Verify {
+        /// The transfer.
+        id: TransferId,
+    },
+    /// Remove the staging area of this transfer.
+    Discard {
+        /// The transfer.
+        id: TransferId,
+    },
+    /// The snapshot of this transfer is verified and published: install it
+    /// (step the raft `MsgSnapshot`, switch the state machine).
+    Complete {
+        /// The transfer.
+        id: TransferId,
+    },
+    /// The transfer ended without a snapshot.
+    Failed {
+        /// The transfer.
+        id: TransferId,
+        /// Why.
+        reason: AbortReason,
+    },
+}
+
+/// Counters for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiverStats {
+    /// Chunks that failed their CRC or did not belong to the transfer.
+    pub chunks_rejected: u64,
+    /// Chunks that arrived again after being staged.
+    pub chunks_duplicate: u64,
+    /// Messages of older or unknown transfers.
+    pub stale_messages: u64,
+    /// Transfers dropped in favour of a newer one.
+    pub superseded: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for the staging area to be created.
+    Beginning,
+    Receiving,
+    Verifying,
+    /// Verified and published; answers repeats with `Done`.
+    Done,
+}
+
+#[derive(Debug)]
+struct Current {
+    id: TransferId,
+    manifest: Manifest,
+    state: State,
+    /// Chunks handed out for staging (possibly not yet durable).
+    requested: Vec<bool>,
+    /// Chunks durably staged.
+    staged: Vec<bool>,
+    staged_count: u32,
+    idle_ticks: u32,
+}
+
+/// The follower's side of snapshot transfers. One transfer at a time; a
+/// newer one (by [`TransferId::supersedes`]) replaces the current one.
+///
+/// Invariants: a chunk is acked only after [`Receiver::on_staged`]
+/// reported it durable; `Done` is sent only after
+/// [`Receiver::on_verified`] succeeded.
+#[derive(Debug)]
+pub struct Receiver {
+    cfg: ReceiverConfig,
+    /// The highest leader term seen; older transfers are refused.
+    term: u64,
+    current: Option<Current>,
+    stats: ReceiverStats,
+}
+
+impl Receiver {
+    /// A receiver with no transfer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a bad config.
+    pub fn new(cfg: ReceiverConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Receiver {
+            cfg,
+            term: 0,
+            current: None,
+            stats: ReceiverStats::default(),
+        })
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> ReceiverStats {
+        self.stats
+    }
+
+    /// The transfer in progress or completed last, if any.
+    #[must_use]
+    pub fn current(&self) -> Option<TransferId> {
+        self.current.as_ref().map(|c| c.id)
+    }
+
+    /// True if no transfer is in progress (idle or the last one done).
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.current.as_ref().is_none_or(|c| c.state == State::Done)
+    }
+
+    fn drop_current(&mut self, reason: AbortReason, out: &mut Vec<ReceiverAction>) {
+        if let Some(c) = self.current.take() {
+            if c.state == State::Done {
+                return;
+            }
+            warn!(id = ?c.id, ?reason, "dropping snapshot transfer");
+            out.push(ReceiverAction::Discard { id: c.id });
+            out.push(ReceiverAction::Failed { id: c.id, reason });
+        }
+    }
+
+    /// Tells the receiver the raft term it has seen (on every term change).
+    /// A transfer from an older leader term is dropped.
+    pub fn on_term(&mut self, term: u64) -> Vec<ReceiverAction> {
+        let mut out = Vec::new();
+        if term <= self.term {
+            return out;
+        }
+        self.term = term;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.id.leader_term < term)
+        {
+            self.drop_current(AbortReason::Superseded, &mut out);
+        }
+        out
+    }
+
+    /// Handles a message from a sender.
+    pub fn on_message(&mut self, msg: TransferMsg) -> Vec<ReceiverAction> {
+        let mut out = Vec::new();
+        let id = *msg.id();
+        if id.leader_term < self.term {
+            self.stats.stale_messages += 1;
+            // Tell an old leader to stop, unless it is already stopping.
+            if !matches!(msg, TransferMsg::Abort { .. }) {
+                out.push(ReceiverAction::Send(TransferMsg::Abort {
+                    id,
+                    reason: AbortReason::Superseded,
+                }));
+            }
+            return out;
+        }
+        self.on_term(id.leader_term)
+            .into_iter()
+            .for_each(|a| out.push(a));
+        let is_current = self.current.as_ref().is_some_and(|c| c.id == id);
+        match msg {
+            TransferMsg::Offer { manifest, .. } => {
+                if is_current {
+                    let c = self.current.as_mut().expect("current");
+                    c.idle_ticks = 0;
+                    match c.state {
+                        State::Receiving => {
+                            out.push(ReceiverAction::Send(TransferMsg::Accept { id }))
+                        }
+                        State::Done => out.push(ReceiverAction::Send(TransferMsg::Done { id })),
+                        _ => {}
+                    }
+                    return out;
+                }
+                if let Some(c) = &self.current {
+                    if !id.supersedes(&c.id) {
+                        self.stats.stale_messages += 1;
+                        out.push(ReceiverAction::Send(TransferMsg::Abort {
+                            id,
+                            reason: AbortReason::Superseded,
+                        }));
+                        return out;
+                    }
+                    self.stats.superseded += 1;
+                    self.drop_current(AbortReason::Superseded, &mut out);
+                }
+                let manifest = match Manifest::decode(&manifest) {
+                    Ok(m) if (m.index, m.term) == (id.index, id.term) => m,
+                    Ok(_) | Err(_) => {
+                        warn!(?id, "invalid snapshot offer");
+                        out.push(ReceiverAction::Send(TransferMsg::Abort {
+                            id,
+                            reason: AbortReason::BadOffer,
+                        }));
+                        return out;
+                    }
+                };
+                debug!(?id, chunks = manifest.chunk_count, "snapshot offer");
+                let n = manifest.chunk_count as usize;
+                self.current = Some(Current {
+                    id,
+                    manifest: manifest.clone(),
+                    state: State::Beginning,
+                    requested: vec![false; n],
+                    staged: vec![false; n],
+                    staged_count: 0,
+                    idle_ticks: 0,
+                });
+                out.push(ReceiverAction::Begin { id, manifest });
+            }
+            TransferMsg::Chunk {
+                chunk_no, bytes, ..
+            } => {
+                let Some(c) = self.current.as_mut().filter(|_| is_current) else {
+                    self.stats.stale_messages += 1;
+                    return out;
+                };
+                c.idle_ticks = 0;
+                match c.state {
+                    State::Receiving | State::Verifying | State::Done => {}
+                    State::Beginning => return out,
+                }
+                if chunk_no >= c.manifest.chunk_count
+                    || check_chunk_belongs(&c.manifest, chunk_no, &bytes).is_err()
+                {
+                    self.stats.chunks_rejected += 1;
+                    out.push(ReceiverAction::Send(TransferMsg::Reject { id, chunk_no }));
+                    return out;
+                }
+                let i = chunk_no as usize;
+                if c.staged[i] {
+                    self.stats.chunks_duplicate += 1;
+                    out.push(ReceiverAction::Send(TransferMsg::Ack { id, chunk_no }));
+                } else if c.requested[i] {
+                    // A retransmission while the first copy is being staged:
+                    // its ack follows from `on_staged`.
+                    self.stats.chunks_duplicate += 1;
+                } else {
+                    c.requested[i] = true;
+                    out.push(ReceiverAction::Stage {
+                        id,
+                        chunk_no,
+                        bytes,
+                    });
+                }
+            }
+            TransferMsg::Abort { reason, .. } => {
+                if is_current {
+                    self.drop_current(reason, &mut out);
+                } else {
+                    self.stats.stale_messages += 1;
+                }
+            }
+            TransferMsg::Accept { .. }
+            | TransferMsg::Ack { .. }
+            | TransferMsg::Reject { .. }
+            | TransferMsg::Done { .. } => {
+                // Sender-bound messages sent to a receiver: ignore.
+                self.stats.stale_messages += 1;
+            }
+        }
+        out
+    }
+
+    /// Result of a [`ReceiverAction::Begin`].
+    pub fn on_begun(&mut self, id: TransferId, result: Result<()>) -> Vec<ReceiverAction> {
+        let mut out = Vec::new();
+        let Some(c) = self
+            .current
+            .as_mut()
+            .filter(|c| c.id == id && c.state == State::Beginning)
+        else {
+            return out;
+        };
+        match result {
+            Ok(()) => {
+                c.state = State::Receiving;
+                out.push(ReceiverAction::Send(TransferMsg::Accept { id }));
+                if c.manifest.chunk_count == 0 {
+                    c.state = State::Verifying;
+                    out.push(ReceiverAction::Verify { id });
+                }
+            }
+            Err(e) => {
+                warn!(?id, error = %e, "could not begin staging");
+                out.push(ReceiverAction::Send(TransferMsg::Abort {
+                    id,
+                    reason: AbortReason::ReceiverIo,
+                }));
+                self.drop_current(AbortReason::ReceiverIo, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Result of a [`ReceiverAction::Stage`].
+    pub fn on_staged(
+        &mut self,
+        id: TransferId,
+        chunk_no: u32,
+        result: Result<()>,
+    ) -> Vec<ReceiverAction> {
+        let mut out = Vec::new();
+        let Some(c) = self
+            .current
+            .as_mut()
+            .filter(|c| c.id == id && c.state == State::Receiving)
+        else {
+            return out;
+        };
+        let i = chunk_no as usize;
+        assert!(
+            c.requested[i],
+            "chunk {chunk_no} staged but never requested"
+        );
+        if let Err(e) = result {
+            warn!(?id, chunk_no, error = %e, "could not stage chunk");
+            out.push(ReceiverAction::Send(TransferMsg::Abort {
+                id,
+                reason: AbortReason::ReceiverIo,
+            }));
+            self.drop_current(AbortReason::ReceiverIo, &mut out);
+            return out;
+        }
+        if !c.staged[i] {
+            c.staged[i] = true;
+            c.staged_count += 1;
+        }
+        out.push(ReceiverAction::Send(TransferMsg::Ack { id, chunk_no }));
+        if c.staged_count == c.manifest.chunk_count {
+            c.state = State::Verifying;
+            out.push(ReceiverAction::Verify { id });
+        }
+        out
+    }
+
+    /// Result of a [`ReceiverAction::Verify`].
+    pub fn on_verified(&mut self, id: TransferId, result: Result<()>) -> Vec<ReceiverAction> {
+        let mut out = Vec::new();
+        let Some(c) = self
+            .current
+            .as_mut()
+            .filter(|c| c.id == id && c.state == State::Verifying)
+        else {
+            return out;
+        };
+        match result {
+            Ok(()) => {
+                c.state = State::Done;
+                // Staging memory is no longer needed.
+                c.requested = Vec::new();
+                c.staged = Vec::new();
+                out.push(ReceiverAction::Send(TransferMsg::Done { id }));
+                out.push(ReceiverAction::Complete { id });
+            }
+            Err(e) => {
+                warn!(?id, error = %e, "staged snapshot failed verification");
+                out.push(ReceiverAction::Send(TransferMsg::Abort {
+                    id,
+                    reason: AbortReason::VerifyFailed,
+                }));
+                // The staging area is already gone (Staging::finish removes
+                // it on failure); Discard is harmless if so.
+                self.drop_current(AbortReason::VerifyFailed, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Advances time by one tick; drops a transfer that went quiet.
+    pub fn tick(&mut self) -> Vec<ReceiverAction> {
+        let mut out = Vec::new();
+        if let Some(c) = self.current.as_mut() {
+            if matches!(c.state, State::Receiving | State::Beginning) {
+                c.idle_ticks += 1;
+                if c.idle_ticks >= self.cfg.idle_timeout_ticks {
+                    self.drop_current(AbortReason::TimedOut, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// Drops the current transfer (shutdown, or the node learned by other
+    /// means that it is not needed).
+    pub fn cancel(&mut self) -> Vec<ReceiverAction> {
+        let mut out = Vec::new();
+        if let Some(id) = self.current() {
+            if !self.is_idle() {
+                out.push(ReceiverAction::Send(TransferMsg::Abort {
+                    id,
+                    reason: AbortReason::Cancelled,
+                }));
+            }
+        }
+        self.drop_current(AbortReason::Cancelled, &mut out);
+        out
+    }
+}
