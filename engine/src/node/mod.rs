@@ -1,5 +1,13 @@
-//! The replica runtime: proposal and read tracking, and (as the consensus
-//! core lands) the step function and the threads around it.
+//! The replica runtime: the step function ([`core`]), proposal and read
+//! tracking, and the threads around them.
 
+pub mod core;
 pub mod proposals;
 pub mod reads;
+
+pub use self::core::{
+    ApplyTask, Counters, Effects, NodeCore, NodeStatus, PeerProgress, PersistTask,
+};
+
+#[cfg(test)]
+mod sim_tests;

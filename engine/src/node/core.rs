@@ -1,0 +1,638 @@
+//! The replica's step function: everything the raft loop decides, as a
+//! struct a test can drive on one thread.
+//!
+//! [`NodeCore`] owns the consensus core (`RawNode`), the proposal and read
+//! trackers, and the bookkeeping of what is being persisted and applied.
+//! Inputs are method calls (`tick`, `step`, `propose`, `read`,
+//! `on_persisted`, `on_applied`, ...); [`NodeCore::poll`] turns everything
+//! that became ready into [`Effects`] for the caller to carry out:
+//!
+//! 1. `send` — messages to send now: the leader's appends and heartbeats
+//!    leave before its own entries are durable (the leader counts itself
+//!    only once they are), and persisted messages whose state is durable;
+//! 2. `persist` — entries and hard state for the WAL, each tagged with its
+//!    Ready number; the caller reports durability with
+//!    [`NodeCore::on_persisted`], which releases the messages that promised
+//!    that state (votes, append acknowledgements);
+//! 3. `apply` — committed entries with the waiters of this replica's
+//!    proposals among them; the caller applies them and reports the new
+//!    applied index with [`NodeCore::on_applied`].
+//!
+//! The loop never waits: it hands the Ready over (`advance_append_async`)
+//! and goes on batching new inputs while the WAL syncs.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Instant;
+
+use tandem_raft::{
+    ConfChangeI, ConfChangeV2, ConfState, Entry, HardState, Message, RawNode, ReadOnlyOption,
+    Snapshot, StateRole, Storage,
+};
+
+use crate::config::{Config, ReadConsistency};
+use crate::error::{Error, Result};
+use crate::node::proposals::{CommittedProposal, Proposals, Responder};
+use crate::node::reads::Reads;
+use crate::transport::{Envelope, Payload};
+
+/// Entries and hard state to make durable, as one WAL submission.
+#[derive(Debug, Default)]
+pub struct PersistTask {
+    /// The Ready this comes from; report it to [`NodeCore::on_persisted`].
+    pub number: u64,
+    /// Entries to append (an append at index i replaces any suffix from i).
+    pub entries: Vec<Entry>,
+    /// The hard state to record, if it changed.
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader (not yet supported: see docs/engine.md).
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Committed entries for the apply thread.
+#[derive(Debug)]
+pub struct ApplyTask<R> {
+    /// In index order, contiguous.
+    pub entries: Vec<Entry>,
+    /// Waiters of this replica's proposals among `entries`.
+    pub waiters: Vec<CommittedProposal<R>>,
+}
+
+/// What the caller must do after [`NodeCore::poll`], in field order.
+#[derive(Debug)]
+pub struct Effects<R> {
+    /// Messages to send now.
+    pub send: Vec<Message>,
+    /// Submissions to the WAL, in order.
+    pub persist: Vec<PersistTask>,
+    /// Committed entries to apply, in order.
+    pub apply: Vec<ApplyTask<R>>,
+}
+
+impl<R> Default for Effects<R> {
+    fn default() -> Self {
+        Effects {
+            send: Vec::new(),
+            persist: Vec::new(),
+            apply: Vec::new(),
+        }
+    }
+}
+
+impl<R> Effects<R> {
+    /// True if there is nothing to do.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.send.is_empty() && self.persist.is_empty() && self.apply.is_empty()
+    }
+}
+
+/// Counters of one replica, for monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Ticks processed.
+    pub ticks: u64,
+    /// Readies processed.
+    pub readies: u64,
+    /// Raft messages stepped.
+    pub messages_received: u64,
+    /// Raft messages handed out to send.
+    pub messages_sent: u64,
+    /// Messages dropped because the sender is not a member.
+    pub dropped_non_member: u64,
+    /// Snapshot frames received (not yet handled).
+    pub snapshot_frames_ignored: u64,
+    /// Proposals accepted by the consensus core.
+    pub proposals: u64,
+    /// Proposals refused (not leader, transfer in progress, overloaded...).
+    pub proposals_refused: u64,
+    /// Linearizable / lease reads started.
+    pub reads: u64,
+    /// WAL submissions handed out.
+    pub persist_tasks: u64,
+    /// Entries handed to the WAL.
+    pub entries_persisted: u64,
+    /// Committed entries handed to the apply thread.
+    pub entries_committed: u64,
+    /// Times this replica became leader.
+    pub became_leader: u64,
+}
+
+/// Replication progress of one peer, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The peer.
+    pub id: u64,
+    /// Highest index known to be replicated to it.
+    pub matched: u64,
+    /// Next index to send.
+    pub next: u64,
+    /// Probe / Replicate / Snapshot.
+    pub state: String,
+    /// True if it is a learner.
+    pub learner: bool,
+}
+
+/// A replica's state, as reported by `status()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// This replica.
+    pub id: u64,
+    /// Follower, candidate, pre-candidate or leader.
+    pub role: StateRole,
+    /// Current term.
+    pub term: u64,
+    /// Known leader, if any.
+    pub leader: Option<u64>,
+    /// Highest committed index known.
+    pub commit: u64,
+    /// Highest index applied to the state machine.
+    pub applied: u64,
+    /// First index still in the log.
+    pub first_index: u64,
+    /// Last index in the log.
+    pub last_index: u64,
+    /// Voters and learners.
+    pub conf_state: ConfState,
+    /// Per-peer progress (leaders only).
+    pub progress: Vec<PeerProgress>,
+    /// Requests waiting on this replica.
+    pub pending_proposals: usize,
+    /// Reads waiting on this replica.
+    pub pending_reads: usize,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// The step function of one replica. See the module docs.
+pub struct NodeCore<S: Storage, R> {
+    id: u64,
+    cfg: Config,
+    raw: RawNode<S>,
+    proposals: Proposals<R>,
+    reads: Reads,
+    /// Readies handed to the WAL and not yet durable, with the messages
+    /// that must wait for them. `needs_io == false` marks a Ready with
+    /// nothing to write, released as soon as everything before it is.
+    awaiting_persist: VecDeque<(u64, Vec<Message>, bool)>,
+    /// Messages released by `on_persisted`, sent at the next `poll`.
+    outbox: Vec<Message>,
+    /// Applied index reported by the apply thread.
+    applied: u64,
+    /// Last index handed to the apply thread.
+    apply_handed: u64,
+    members: HashSet<u64>,
+    role: StateRole,
+    leader: u64,
+    counters: Counters,
+}
+
+impl<S: Storage, R> std::fmt::Debug for NodeCore<S, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCore")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("leader", &self.leader)
+            .field("applied", &self.applied)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The raft configuration a replica's [`Config`] implies.
+#[must_use]
+pub fn raft_config(cfg: &Config, applied: u64) -> tandem_raft::Config {
+    tandem_raft::Config {
+        id: cfg.id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: cfg.heartbeat_ticks,
+        applied,
+        max_size_per_msg: cfg.max_size_per_msg_bytes,
+        max_inflight_msgs: cfg.max_inflight_msgs,
+        check_quorum: cfg.check_quorum,
+        pre_vote: cfg.pre_vote,
+        read_only_option: ReadOnlyOption::Safe,
+        max_uncommitted_size: cfg.max_uncommitted_bytes,
+        seed: cfg.effective_seed(),
+        ..tandem_raft::Config::default()
+    }
+}
+
+fn members_of(cs: &ConfState) -> HashSet<u64> {
+    cs.voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners_next)
+        .copied()
+        .collect()
+}
+
+impl<S: Storage, R> NodeCore<S, R> {
+    /// A replica over `storage`, whose state machine has applied `applied`.
+    /// `incarnation` must differ across restarts of the replica (a random
+    /// number is fine): proposal ids carry it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad configuration, [`Error::Raft`] if the
+    /// storage cannot be read.
+    pub fn new(cfg: &Config, storage: S, applied: u64, incarnation: u64) -> Result<Self> {
+        cfg.validate()?;
+        let initial = storage.initial_state()?;
+        let raft_cfg = raft_config(cfg, applied);
+        raft_cfg
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let raw = RawNode::new(&raft_cfg, storage)?;
+        Ok(NodeCore {
+            id: cfg.id,
+            cfg: cfg.clone(),
+            raw,
+            proposals: Proposals::new(cfg.id, incarnation, cfg.max_pending_requests),
+            reads: Reads::new(cfg.id, incarnation, cfg.max_pending_requests),
+            awaiting_persist: VecDeque::new(),
+            outbox: Vec::new(),
+            applied,
+            apply_handed: applied,
+            members: members_of(&initial.conf_state),
+            role: StateRole::Follower,
+            leader: 0,
+            counters: Counters::default(),
+        })
+    }
+
+    /// This replica's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The consensus core (read-only).
+    #[must_use]
+    pub fn raw(&self) -> &RawNode<S> {
+        &self.raw
+    }
+
+    /// The known leader.
+    #[must_use]
+    pub fn leader(&self) -> Option<u64> {
+        (self.leader != 0).then_some(self.leader)
+    }
+
+    /// True if this replica leads.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        self.raw.is_leader()
+    }
+
+    /// The applied index reported by the apply side.
+    #[must_use]
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Counters so far.
+    #[must_use]
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    fn not_leader(&self) -> Error {
+        let leader = self.raw.raft.lead_transferee.or(self.leader());
+        Error::NotLeader {
+            leader: leader.filter(|&l| l != self.id),
+        }
+    }
+
+    /// One tick of the logical clock; also expires overdue requests.
+    pub fn tick(&mut self, now: Instant) {
+        self.counters.ticks += 1;
+        self.raw.tick();
+        self.proposals.expire(now);
+        self.reads.expire(now);
+    }
+
+    /// Start an election now (tests and bootstrap of a single replica).
+    ///
+    /// # Errors
+    /// From the consensus core.
+    pub fn campaign(&mut self) -> Result<()> {
+        Ok(self.raw.campaign()?)
+    }
+
+    /// Handle an incoming envelope (already checked for cluster id).
+    /// Messages from non-members are dropped and counted — except while
+    /// this replica knows no membership yet (a new replica being added).
+    pub fn step(&mut self, env: Envelope) {
+        match env.payload {
+            Payload::Raft(m) => {
+                if !self.members.is_empty() && !self.members.contains(&m.from) {
+                    self.counters.dropped_non_member += 1;
+                    tracing::debug!(
+                        id = self.id,
+                        from = m.from,
+                        "dropped message from non-member"
+                    );
+                    return;
+                }
+                self.counters.messages_received += 1;
+                if let Err(e) = self.raw.step(m) {
+                    tracing::debug!(id = self.id, error = %e, "step refused a message");
+                }
+            }
+            Payload::SnapshotChunk(_) => self.counters.snapshot_frames_ignored += 1,
+        }
+    }
+
+    /// Propose an encoded command; `tx` receives the apply result or a typed error.
+    pub fn propose(&mut self, data: Vec<u8>, tx: Responder<R>, now: Instant) {
+        self.propose_with(tx, now, |raw, ctx| raw.propose(ctx, data));
+    }
+
+    /// Propose a membership change; `tx` receives the apply result.
+    pub fn propose_conf_change(&mut self, cc: ConfChangeV2, tx: Responder<R>, now: Instant) {
+        self.propose_with(tx, now, |raw, ctx| raw.propose_conf_change(ctx, cc));
+    }
+
+    fn propose_with(
+        &mut self,
+        tx: Responder<R>,
+        now: Instant,
+        f: impl FnOnce(&mut RawNode<S>, Vec<u8>) -> tandem_raft::Result<()>,
+    ) {
+        if !self.raw.is_leader() {
+            self.counters.proposals_refused += 1;
+            let _ = tx.send(Err(self.not_leader()));
+            return;
+        }
+        let id = match self
+            .proposals
+            .register(tx.clone(), now, self.cfg.request_timeout)
+        {
+            Ok(id) => id,
+            Err(e) => {
+                self.counters.proposals_refused += 1;
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        match f(&mut self.raw, id.to_context()) {
+            Ok(()) => self.counters.proposals += 1,
+            Err(e) => {
+                self.counters.proposals_refused += 1;
+                let err = match e {
+                    tandem_raft::Error::ProposalDropped => self.not_leader(),
+                    tandem_raft::Error::ConfChangeError(s) => Error::ConfChange(s),
+                    other => Error::Raft(other),
+                };
+                self.proposals.fail(id, err);
+            }
+        }
+    }
+
+    /// Start a read; `tx` receives the index the state machine must have
+    /// applied before reading, once it has. Stale reads never come here.
+    pub fn read(&mut self, consistency: ReadConsistency, tx: Responder<u64>, now: Instant) {
+        if !self.raw.is_leader() {
+            let _ = tx.send(Err(self.not_leader()));
+            return;
+        }
+        let ctx = match self
+            .reads
+            .register(tx.clone(), now, self.cfg.request_timeout)
+        {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        self.counters.reads += 1;
+        match consistency {
+            ReadConsistency::Lease if self.lease_valid() => {
+                // Check-quorum makes a leader step down within an election
+                // timeout of losing its quorum, and a new leader cannot be
+                // elected sooner (followers ignore votes while they hear
+                // from a leader): the commit index is safe to read at.
+                let commit = self.raw.raft.raft_log.committed;
+                self.reads.on_read_state(commit, &ctx, self.applied);
+            }
+            _ => self.raw.read_index(ctx),
+        }
+    }
+
+    fn lease_valid(&self) -> bool {
+        let r = &self.raw.raft;
+        self.cfg.check_quorum
+            && r.state == StateRole::Leader
+            && r.lead_transferee.is_none()
+            && r.raft_log.term(r.raft_log.committed).ok() == Some(r.term)
+    }
+
+    /// Ask the consensus core to hand leadership to `to`.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] if this replica does not lead;
+    /// [`Error::UnknownNode`] if `to` is not a voter.
+    pub fn transfer_leader(&mut self, to: u64) -> Result<()> {
+        if !self.raw.is_leader() {
+            return Err(self.not_leader());
+        }
+        if !self.raw.raft.prs().is_voter(to) {
+            return Err(Error::UnknownNode(to));
+        }
+        self.raw.transfer_leader(to);
+        Ok(())
+    }
+
+    /// Tell the consensus core a peer could not be reached.
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    /// The WAL made every submission up to Ready `number` durable.
+    pub fn on_persisted(&mut self, number: u64) {
+        let mut last = None;
+        while let Some((n, _, needs_io)) = self.awaiting_persist.front() {
+            if *n > number && (*needs_io || last.is_none()) {
+                break;
+            }
+            let (n, msgs, _) = self.awaiting_persist.pop_front().expect("front exists");
+            self.outbox.extend(msgs);
+            last = Some(n);
+        }
+        if let Some(n) = last {
+            self.raw.on_persist_ready(n);
+        }
+    }
+
+    /// The apply thread applied everything up to `index`; `conf_changes`
+    /// are the membership changes that took effect, in order.
+    ///
+    /// # Panics
+    /// If the applied index goes backwards (an apply-thread bug).
+    pub fn on_applied(&mut self, index: u64, conf_changes: &[ConfChangeV2]) {
+        assert!(
+            index >= self.applied,
+            "applied index went backwards: {} -> {index}",
+            self.applied
+        );
+        for cc in conf_changes {
+            match self.raw.apply_conf_change(cc) {
+                Ok(cs) => {
+                    self.members = members_of(&cs);
+                    tracing::info!(id = self.id, ?cs, "membership changed");
+                }
+                Err(e) => tracing::warn!(id = self.id, error = %e, "conf change not applied"),
+            }
+        }
+        self.applied = index;
+        self.raw.advance_apply_to(index);
+        self.reads.on_applied(index);
+    }
+
+    /// Collect everything ready to do.
+    pub fn poll(&mut self, now: Instant) -> Effects<R> {
+        let _ = now;
+        let mut fx = Effects::default();
+        fx.send.append(&mut self.outbox);
+        while self.raw.has_ready() {
+            let mut rd = self.raw.ready();
+            self.counters.readies += 1;
+            if let Some(ss) = rd.ss() {
+                self.on_soft_state(ss.raft_state, ss.leader_id);
+            }
+            fx.send.extend(rd.take_messages());
+            let entries = rd.take_entries();
+            self.proposals.on_appended(&entries);
+            let hard_state = rd.hs().copied();
+            let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+            if let Some(s) = &snapshot {
+                tracing::error!(
+                    id = self.id,
+                    index = s.metadata.index,
+                    "received a snapshot, which this version cannot install yet"
+                );
+            }
+            let needs_io = !entries.is_empty() || hard_state.is_some() || snapshot.is_some();
+            let number = rd.number();
+            let persisted_msgs = rd.take_persisted_messages();
+            for rs in rd.take_read_states() {
+                self.reads
+                    .on_read_state(rs.index, &rs.request_ctx, self.applied);
+            }
+            let committed = rd.take_committed_entries();
+            self.raw.advance_append_async(rd);
+            if needs_io {
+                self.counters.persist_tasks += 1;
+                self.counters.entries_persisted += entries.len() as u64;
+                self.awaiting_persist
+                    .push_back((number, persisted_msgs, true));
+                fx.persist.push(PersistTask {
+                    number,
+                    entries,
+                    hard_state,
+                    snapshot,
+                });
+            } else if self.awaiting_persist.is_empty() {
+                // Nothing to write and nothing in flight: durable already.
+                fx.send.extend(persisted_msgs);
+                self.raw.on_persist_ready(number);
+            } else {
+                self.awaiting_persist
+                    .push_back((number, persisted_msgs, false));
+            }
+            self.hand_to_apply(committed, &mut fx);
+        }
+        self.counters.messages_sent += fx.send.len() as u64;
+        fx
+    }
+
+    fn hand_to_apply(&mut self, committed: Vec<Entry>, fx: &mut Effects<R>) {
+        if committed.is_empty() {
+            return;
+        }
+        let first = committed[0].index;
+        assert_eq!(
+            first,
+            self.apply_handed + 1,
+            "committed entries must continue what was handed to apply"
+        );
+        self.apply_handed = committed.last().expect("non-empty").index;
+        self.counters.entries_committed += committed.len() as u64;
+        let mut rest = committed;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(self.cfg.max_apply_batch_entries));
+            let waiters = self.proposals.take_committed(&rest);
+            fx.apply.push(ApplyTask {
+                entries: rest,
+                waiters,
+            });
+            rest = tail;
+        }
+    }
+
+    fn on_soft_state(&mut self, role: StateRole, leader: u64) {
+        let was_leader = self.role == StateRole::Leader;
+        if role == StateRole::Leader && !was_leader {
+            self.counters.became_leader += 1;
+            tracing::info!(id = self.id, term = self.raw.raft.term, "became leader");
+        }
+        if leader != self.leader || (was_leader && role != StateRole::Leader) {
+            // Confirmations asked of the old leader will never arrive.
+            let err = Error::NotLeader {
+                leader: (leader != 0 && leader != self.id).then_some(leader),
+            };
+            self.reads.fail_unconfirmed(&err);
+        }
+        self.role = role;
+        self.leader = leader;
+    }
+
+    /// Complete every request with `ShuttingDown`.
+    pub fn shutdown(&mut self) {
+        self.proposals.fail_all(&Error::ShuttingDown);
+        self.reads.fail_all(&Error::ShuttingDown);
+    }
+
+    /// The replica's state for `status()`.
+    #[must_use]
+    pub fn status(&self) -> NodeStatus {
+        let st = self.raw.status();
+        let log = &self.raw.raft.raft_log;
+        let progress = st
+            .progress
+            .as_ref()
+            .map(|prs| {
+                prs.iter()
+                    .map(|(&id, p)| PeerProgress {
+                        id,
+                        matched: p.matched,
+                        next: p.next_idx,
+                        state: format!("{:?}", p.state),
+                        learner: st.conf_state.learners.contains(&id),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        NodeStatus {
+            id: self.id,
+            role: st.ss.raft_state,
+            term: st.hs.term,
+            leader: (st.ss.leader_id != 0).then_some(st.ss.leader_id),
+            commit: st.hs.commit,
+            applied: self.applied,
+            first_index: log.first_index(),
+            last_index: log.last_index(),
+            conf_state: st.conf_state,
+            progress,
+            pending_proposals: self.proposals.len(),
+            pending_reads: self.reads.len(),
+            counters: self.counters,
+        }
+    }
+}
+
+/// Encode a membership change the way `propose_conf_change` carries it.
+#[must_use]
+pub fn conf_change_v2(cc: impl ConfChangeI) -> ConfChangeV2 {
+    cc.into_v2()
+}

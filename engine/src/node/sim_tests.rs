@@ -1,0 +1,309 @@
+//! Single-threaded tests of the step function: three [`NodeCore`]s over
+//! `MemStorage`, a simulated network and simulated disks, driven by hand.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver};
+use tandem_raft::{ConfState, MemStorage, Message, MessageType};
+
+use super::core::{NodeCore, PersistTask};
+use crate::config::{Config, ReadConsistency};
+use crate::error::{Error, Result};
+use crate::transport::Envelope;
+
+type Core = NodeCore<MemStorage, u64>;
+
+struct Sim {
+    nodes: BTreeMap<u64, Core>,
+    /// Messages in flight.
+    net: Vec<Message>,
+    /// Nodes whose traffic is dropped.
+    cut: HashSet<u64>,
+    /// Persist tasks not yet durable, per node (when `hold_disk` has it).
+    held: BTreeMap<u64, Vec<PersistTask>>,
+    hold_disk: HashSet<u64>,
+    /// Everything each node applied, in order.
+    applied: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
+    now: Instant,
+}
+
+impl Sim {
+    fn new(n: u64) -> Sim {
+        let mut nodes = BTreeMap::new();
+        for id in 1..=n {
+            let store = MemStorage::new_with_conf_state(ConfState::from_voters(1..=n));
+            let cfg = Config {
+                election_ticks: 10,
+                heartbeat_ticks: 2,
+                request_timeout: Duration::from_secs(5),
+                ..Config::new(id)
+            };
+            nodes.insert(id, NodeCore::new(&cfg, store, 0, 100 + id).unwrap());
+        }
+        Sim {
+            nodes,
+            net: Vec::new(),
+            cut: HashSet::new(),
+            held: BTreeMap::new(),
+            hold_disk: HashSet::new(),
+            applied: BTreeMap::new(),
+            now: Instant::now(),
+        }
+    }
+
+    fn persist(node: &mut Core, t: &PersistTask) {
+        let store = node.raw().store().clone();
+        let mut w = store.wl();
+        if !t.entries.is_empty() {
+            w.append(&t.entries).unwrap();
+        }
+        if let Some(hs) = t.hard_state {
+            w.set_hard_state(hs);
+        }
+        drop(w);
+        node.on_persisted(t.number);
+    }
+
+    /// Poll every node until it has nothing more to do, carrying out its effects.
+    fn cycle(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let node = self.nodes.get_mut(&id).unwrap();
+            loop {
+                let fx = node.poll(self.now);
+                if fx.is_empty() {
+                    break;
+                }
+                self.net.extend(fx.send);
+                for t in fx.persist {
+                    if self.hold_disk.contains(&id) {
+                        self.held.entry(id).or_default().push(t);
+                    } else {
+                        Self::persist(node, &t);
+                    }
+                }
+                for task in fx.apply {
+                    let last = task.entries.last().unwrap().index;
+                    let log = self.applied.entry(id).or_default();
+                    for e in &task.entries {
+                        log.push((e.index, e.data.clone()));
+                    }
+                    for w in task.waiters {
+                        let _ = w.tx.send(Ok(w.index));
+                    }
+                    node.on_applied(last, &[]);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        let msgs = std::mem::take(&mut self.net);
+        for m in msgs {
+            if self.cut.contains(&m.from) || self.cut.contains(&m.to) {
+                continue;
+            }
+            if let Some(n) = self.nodes.get_mut(&m.to) {
+                n.step(Envelope::raft(1, m));
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..20 {
+            self.cycle();
+            self.deliver();
+        }
+        self.cycle();
+    }
+
+    fn tick_all(&mut self) {
+        self.now += Duration::from_millis(10);
+        for n in self.nodes.values_mut() {
+            n.tick(self.now);
+        }
+    }
+
+    fn elect(&mut self, id: u64) {
+        self.nodes.get_mut(&id).unwrap().campaign().unwrap();
+        self.settle();
+        assert!(self.nodes[&id].is_leader(), "node {id} should lead");
+    }
+
+    fn propose(&mut self, id: u64, data: &[u8]) -> Receiver<Result<u64>> {
+        let (tx, rx) = unbounded();
+        let now = self.now;
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .propose(data.to_vec(), tx, now);
+        rx
+    }
+
+    fn read(&mut self, id: u64, c: ReadConsistency) -> Receiver<Result<u64>> {
+        let (tx, rx) = unbounded();
+        let now = self.now;
+        self.nodes.get_mut(&id).unwrap().read(c, tx, now);
+        rx
+    }
+}
+
+#[test]
+fn a_proposal_completes_with_its_index_and_every_replica_applies_it() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    let rx = sim.propose(1, b"x");
+    sim.settle();
+    let index = rx.try_recv().unwrap().unwrap();
+    for id in 1..=3 {
+        let log = &sim.applied[&id];
+        assert!(log.contains(&(index, b"x".to_vec())), "node {id}: {log:?}");
+    }
+    assert_eq!(sim.applied[&1], sim.applied[&2]);
+    assert_eq!(sim.applied[&1], sim.applied[&3]);
+    let st = sim.nodes[&1].status();
+    assert_eq!(st.leader, Some(1));
+    assert_eq!(st.commit, index);
+    assert_eq!(st.progress.len(), 3);
+}
+
+#[test]
+fn a_follower_refuses_proposals_naming_the_leader() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    let rx = sim.propose(2, b"x");
+    assert!(matches!(
+        rx.try_recv().unwrap(),
+        Err(Error::NotLeader { leader: Some(1) })
+    ));
+}
+
+#[test]
+fn acknowledgements_wait_for_durability_but_leader_appends_do_not() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    sim.hold_disk.insert(1);
+    sim.hold_disk.insert(2);
+    let rx = sim.propose(1, b"x");
+    sim.cycle();
+    // The leader sent its appends although its own write is not durable.
+    assert!(sim
+        .net
+        .iter()
+        .any(|m| m.from == 1 && m.msg_type == MessageType::MsgAppend));
+    sim.deliver();
+    sim.cycle();
+    // Node 2 has not persisted: it must not acknowledge; node 3 has.
+    assert!(!sim
+        .net
+        .iter()
+        .any(|m| m.from == 2 && m.msg_type == MessageType::MsgAppendResponse));
+    assert!(sim
+        .net
+        .iter()
+        .any(|m| m.from == 3 && m.msg_type == MessageType::MsgAppendResponse));
+    sim.deliver();
+    sim.cycle();
+    // Leader (not durable) + node 3 (durable) is a quorum of acks only if
+    // the leader counts itself — it must not yet.
+    assert!(
+        rx.try_recv().is_err(),
+        "committed before the leader's write was durable"
+    );
+    let held = sim.held.remove(&1).unwrap();
+    for t in &held {
+        Sim::persist(sim.nodes.get_mut(&1).unwrap(), t);
+    }
+    sim.hold_disk.remove(&1);
+    sim.settle();
+    assert!(rx.try_recv().unwrap().is_ok());
+    // Node 2 finally persists and acknowledges.
+    sim.hold_disk.remove(&2);
+    for t in sim.held.remove(&2).unwrap() {
+        Sim::persist(sim.nodes.get_mut(&2).unwrap(), &t);
+    }
+    sim.settle();
+    assert_eq!(sim.applied[&2], sim.applied[&1]);
+}
+
+#[test]
+fn an_overwritten_proposal_completes_stale() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    sim.cut.insert(1);
+    let rx = sim.propose(1, b"lost");
+    sim.settle();
+    assert!(rx.try_recv().is_err());
+    // Without heartbeats from 1, one of the others times out and wins.
+    let mut new_leader = None;
+    for _ in 0..100 {
+        sim.tick_all();
+        sim.settle();
+        new_leader = [2, 3].into_iter().find(|id| sim.nodes[id].is_leader());
+        if new_leader.is_some() {
+            break;
+        }
+    }
+    let new_leader = new_leader.expect("2 or 3 must take over");
+    let rx2 = sim.propose(new_leader, b"won");
+    sim.settle();
+    assert!(rx2.try_recv().unwrap().is_ok());
+    sim.cut.clear();
+    for _ in 0..5 {
+        sim.tick_all();
+        sim.settle();
+    }
+    match rx.try_recv().unwrap() {
+        Err(Error::Stale { .. }) => {}
+        other => panic!("expected Stale, got {other:?}"),
+    }
+    assert!(sim.applied[&1].iter().all(|(_, d)| d != b"lost"));
+    assert_eq!(sim.applied[&1], sim.applied[&new_leader]);
+}
+
+#[test]
+fn reads_need_a_quorum_unless_stale_and_time_out_otherwise() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    let w = sim.propose(1, b"x");
+    sim.settle();
+    let index = w.try_recv().unwrap().unwrap();
+    let r = sim.read(1, ReadConsistency::Linearizable);
+    sim.settle();
+    assert!(r.try_recv().unwrap().unwrap() >= index);
+    let r = sim.read(1, ReadConsistency::Lease);
+    assert!(
+        r.try_recv().unwrap().unwrap() >= index,
+        "lease read needs no round"
+    );
+    // An isolated leader cannot confirm a linearizable read.
+    sim.cut.insert(1);
+    let r = sim.read(1, ReadConsistency::Linearizable);
+    sim.settle();
+    assert!(r.try_recv().is_err());
+    for _ in 0..600 {
+        sim.tick_all();
+        sim.settle();
+        if !r.is_empty() {
+            break;
+        }
+    }
+    match r.try_recv().unwrap() {
+        Err(Error::NotLeader { .. } | Error::Timeout(_)) => {}
+        other => panic!("an isolated leader served a read: {other:?}"),
+    }
+}
+
+#[test]
+fn shutdown_completes_everything_in_flight() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    sim.cut.insert(1);
+    let w = sim.propose(1, b"x");
+    let r = sim.read(1, ReadConsistency::Linearizable);
+    sim.settle();
+    sim.nodes.get_mut(&1).unwrap().shutdown();
+    assert!(matches!(w.try_recv().unwrap(), Err(Error::ShuttingDown)));
+    assert!(matches!(r.try_recv().unwrap(), Err(Error::ShuttingDown)));
+}
