@@ -4,10 +4,12 @@
 pub mod core;
 pub mod proposals;
 pub mod reads;
+pub mod runtime;
 
 pub use self::core::{
     ApplyTask, Counters, Effects, NodeCore, NodeStatus, PeerProgress, PersistTask,
 };
+pub use self::runtime::{wait, Applied, Applier, LogWriter, MemLogWriter, Node};
 
 #[cfg(test)]
 mod sim_tests;

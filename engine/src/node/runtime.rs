@@ -1,0 +1,622 @@
+//! The threads around the step function: a thin shell.
+//!
+//! - **raft loop** (`tandem-raft-<id>`): waits for any input — a client
+//!   command, an incoming envelope, a WAL durability report, an apply
+//!   report, a tick — then drains everything else already queued (so one
+//!   `Ready` batches all pending proposals and messages), polls
+//!   [`NodeCore`], and carries out the effects without waiting: messages go
+//!   to the transport, entries and hard state to the [`LogWriter`], and
+//!   committed entries to the apply thread.
+//! - **WAL writer**: owned by the [`LogWriter`] (the WAL's own group-commit
+//!   thread); it reports durability on a channel.
+//! - **apply thread** (`tandem-apply-<id>`): applies committed entries
+//!   through the [`Applier`], completes the waiting proposals with their
+//!   results, and reports the applied index back to the raft loop.
+//!
+//! Shutdown completes every request still in flight with
+//! [`Error::ShuttingDown`]; nothing waits forever.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use parking_lot::Mutex;
+use tandem_raft::{ConfChangeV2, Entry, MemStorage, Storage};
+
+use super::core::{ApplyTask, NodeCore, NodeStatus, PersistTask};
+use super::proposals::Responder;
+use crate::config::{Config, ReadConsistency};
+use crate::error::{Error, Result};
+use crate::transport::{Envelope, Inbox, Transport};
+
+/// Makes [`PersistTask`]s durable, in submission order, and reports each
+/// task's number on `done` once it is (never before).
+pub trait LogWriter: Send + 'static {
+    /// Start persisting `task`.
+    ///
+    /// # Errors
+    /// If the log can no longer accept writes (e.g. an fsync failed: the
+    /// log is poisoned). The replica then stops.
+    fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()>;
+}
+
+/// A [`LogWriter`] over raft's in-memory storage: "durable" at once. For
+/// tests of the runtime only — it survives no restart.
+#[derive(Clone, Debug)]
+pub struct MemLogWriter(pub MemStorage);
+
+impl LogWriter for MemLogWriter {
+    fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()> {
+        let mut w = self.0.wl();
+        if !task.entries.is_empty() {
+            w.append(&task.entries)?;
+        }
+        if let Some(hs) = task.hard_state {
+            w.set_hard_state(hs);
+        }
+        drop(w);
+        let _ = done.send(task.number);
+        Ok(())
+    }
+}
+
+/// What one apply call produced.
+#[derive(Debug)]
+pub struct Applied<R> {
+    /// The applied index after the call.
+    pub applied_index: u64,
+    /// Results of the newly applied entries, by index.
+    pub results: Vec<(u64, R)>,
+    /// Membership changes that took effect, in log order.
+    pub conf_changes: Vec<ConfChangeV2>,
+}
+
+/// Applies committed entries to the state machine.
+pub trait Applier: Send + Sync + 'static {
+    /// The result handed back to a proposer.
+    type Output: Send + 'static;
+
+    /// Apply `entries` (contiguous, in order; already-applied ones skipped).
+    ///
+    /// # Errors
+    /// If the state machine cannot apply them; the replica then stops.
+    fn apply(&self, entries: &[Entry]) -> Result<Applied<Self::Output>>;
+}
+
+enum Cmd<R> {
+    Propose(Vec<u8>, Responder<R>),
+    ConfChange(ConfChangeV2, Responder<R>),
+    Read(ReadConsistency, Responder<u64>),
+    Transfer(u64, Sender<Result<()>>),
+    Campaign(Sender<Result<()>>),
+    Status(Sender<NodeStatus>),
+}
+
+/// A running replica: the raft loop and apply threads, and the handle to
+/// talk to them. Dropping it shuts it down.
+pub struct Node<R: Send + 'static> {
+    id: u64,
+    cmd_tx: Sender<Cmd<R>>,
+    inbox: Inbox,
+    stop: Arc<AtomicBool>,
+    stop_tx: Sender<()>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl<R: Send + 'static> std::fmt::Debug for Node<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bound of a replica's inbound message queue; beyond it messages are
+/// dropped and counted (raft retransmits).
+pub const INBOX_CAPACITY: usize = 65_536;
+
+/// Bound of the queue of committed batches waiting for the apply thread.
+const APPLY_QUEUE: usize = 1024;
+
+impl<R: Send + 'static> Node<R> {
+    /// Start the threads of a replica around `core`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a thread cannot be spawned.
+    pub fn start<S, W, A>(
+        cfg: &Config,
+        core: NodeCore<S, R>,
+        writer: W,
+        applier: Arc<A>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Node<R>>
+    where
+        S: Storage + Send + 'static,
+        W: LogWriter,
+        A: Applier<Output = R>,
+    {
+        let id = cfg.id;
+        let (cmd_tx, cmd_rx) = unbounded();
+        let (msg_tx, msg_rx) = bounded(INBOX_CAPACITY);
+        let inbox = Inbox::new(id, cfg.cluster_id, msg_tx);
+        let (stop_tx, stop_rx) = bounded(1);
+        let (apply_tx, apply_rx) = bounded::<ApplyTask<R>>(APPLY_QUEUE);
+        let (applied_tx, applied_rx) = unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(Mutex::new(None));
+        let spawn_err = |e: std::io::Error| Error::io("thread", e);
+
+        let apply_failed = Arc::clone(&failed);
+        let apply_thread = std::thread::Builder::new()
+            .name(format!("tandem-apply-{id}"))
+            .spawn(move || apply_loop(&*applier, &apply_rx, &applied_tx, &apply_failed))
+            .map_err(spawn_err)?;
+
+        let mut lp = RaftLoop {
+            core,
+            writer,
+            transport,
+            cluster_id: cfg.cluster_id,
+            tick_interval: cfg.tick_interval,
+            apply_tx,
+            failed: Arc::clone(&failed),
+        };
+        let loop_stop = Arc::clone(&stop);
+        let raft_thread = std::thread::Builder::new()
+            .name(format!("tandem-raft-{id}"))
+            .spawn(move || {
+                lp.run(&cmd_rx, &msg_rx, &applied_rx, &stop_rx, &loop_stop);
+            })
+            .map_err(spawn_err)?;
+        Ok(Node {
+            id,
+            cmd_tx,
+            inbox,
+            stop,
+            stop_tx,
+            threads: Mutex::new(vec![raft_thread, apply_thread]),
+            failed,
+        })
+    }
+
+    /// This replica's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Where transports deliver this replica's incoming envelopes.
+    #[must_use]
+    pub fn inbox(&self) -> Inbox {
+        self.inbox.clone()
+    }
+
+    /// Why the replica stopped on its own (a storage failure), if it did.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().clone()
+    }
+
+    fn send(&self, cmd: Cmd<R>) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        self.cmd_tx.send(cmd).map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Propose an encoded command; the receiver gets exactly one answer.
+    #[must_use]
+    pub fn propose(&self, data: Vec<u8>) -> Receiver<Result<R>> {
+        let (tx, rx) = bounded(1);
+        if let Err(e) = self.send(Cmd::Propose(data, tx.clone())) {
+            let _ = tx.send(Err(e));
+        }
+        rx
+    }
+
+    /// Propose a membership change; the receiver gets exactly one answer.
+    #[must_use]
+    pub fn propose_conf_change(&self, cc: ConfChangeV2) -> Receiver<Result<R>> {
+        let (tx, rx) = bounded(1);
+        if let Err(e) = self.send(Cmd::ConfChange(cc, tx.clone())) {
+            let _ = tx.send(Err(e));
+        }
+        rx
+    }
+
+    /// Wait until a read with `consistency` (not `Stale`) may be served
+    /// from this replica's state machine; returns the read index.
+    ///
+    /// # Errors
+    /// `NotLeader`, `Timeout`, `ShuttingDown`.
+    pub fn read_barrier(&self, consistency: ReadConsistency, timeout: Duration) -> Result<u64> {
+        let (tx, rx) = bounded(1);
+        self.send(Cmd::Read(consistency, tx))?;
+        wait(&rx, timeout)
+    }
+
+    /// Ask this replica (the leader) to hand leadership to `to`.
+    ///
+    /// # Errors
+    /// `NotLeader`, `UnknownNode`, `ShuttingDown`.
+    pub fn transfer_leader(&self, to: u64) -> Result<()> {
+        let (tx, rx) = bounded(1);
+        self.send(Cmd::Transfer(to, tx))?;
+        wait_flat(&rx)
+    }
+
+    /// Start an election now.
+    ///
+    /// # Errors
+    /// `ShuttingDown`, or the consensus core's refusal.
+    pub fn campaign(&self) -> Result<()> {
+        let (tx, rx) = bounded(1);
+        self.send(Cmd::Campaign(tx))?;
+        wait_flat(&rx)
+    }
+
+    /// The replica's current state.
+    ///
+    /// # Errors
+    /// `ShuttingDown` if the loop has stopped.
+    pub fn status(&self) -> Result<NodeStatus> {
+        let (tx, rx) = bounded(1);
+        self.send(Cmd::Status(tx))?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Stop the threads; requests in flight complete with `ShuttingDown`.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.stop_tx.try_send(());
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!(id = self.id, "a replica thread panicked");
+            }
+        }
+    }
+}
+
+impl<R: Send + 'static> Drop for Node<R> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Wait for one answer on `rx`.
+///
+/// # Errors
+/// The answer's error; `Timeout` after `timeout`; `ShuttingDown` if the
+/// sender vanished without answering.
+pub fn wait<T>(rx: &Receiver<Result<T>>, timeout: Duration) -> Result<T> {
+    match rx.recv_timeout(timeout) {
+        Ok(r) => r,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(timeout)),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::ShuttingDown),
+    }
+}
+
+fn wait_flat<T>(rx: &Receiver<Result<T>>) -> Result<T> {
+    wait(rx, Duration::from_secs(30))
+}
+
+struct RaftLoop<S: Storage, R, W> {
+    core: NodeCore<S, R>,
+    writer: W,
+    transport: Arc<dyn Transport>,
+    cluster_id: u64,
+    tick_interval: Duration,
+    apply_tx: Sender<ApplyTask<R>>,
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+/// Most inputs drained into one Ready before polling.
+const MAX_BATCH_INPUTS: usize = 4096;
+
+impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
+    fn run(
+        &mut self,
+        cmd_rx: &Receiver<Cmd<R>>,
+        msg_rx: &Receiver<Envelope>,
+        applied_rx: &Receiver<(u64, Vec<ConfChangeV2>)>,
+        stop_rx: &Receiver<()>,
+        stop: &AtomicBool,
+    ) {
+        let (done_tx, done_rx) = unbounded::<u64>();
+        let mut next_tick = Instant::now() + self.tick_interval;
+        while !stop.load(Ordering::Acquire) && self.failed.lock().is_none() {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            select! {
+                recv(stop_rx) -> _ => break,
+                recv(cmd_rx) -> c => if let Ok(c) = c { self.on_cmd(c) },
+                recv(msg_rx) -> m => if let Ok(m) = m { self.core.step(m) },
+                recv(done_rx) -> n => if let Ok(n) = n { self.core.on_persisted(n) },
+                recv(applied_rx) -> a => if let Ok((i, cc)) = a { self.core.on_applied(i, &cc) },
+                default(timeout) => {},
+            }
+            // Batch everything else already waiting into this Ready.
+            for _ in 0..MAX_BATCH_INPUTS {
+                let mut any = false;
+                if let Ok(n) = done_rx.try_recv() {
+                    self.core.on_persisted(n);
+                    any = true;
+                }
+                if let Ok((i, cc)) = applied_rx.try_recv() {
+                    self.core.on_applied(i, &cc);
+                    any = true;
+                }
+                if let Ok(m) = msg_rx.try_recv() {
+                    self.core.step(m);
+                    any = true;
+                }
+                if let Ok(c) = cmd_rx.try_recv() {
+                    self.on_cmd(c);
+                    any = true;
+                }
+                if !any {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            while now >= next_tick {
+                self.core.tick(now);
+                next_tick += self.tick_interval;
+            }
+            self.carry_out(now, &done_tx);
+        }
+        self.core.shutdown();
+        // Commands that raced with shutdown are answered too.
+        while let Ok(c) = cmd_rx.try_recv() {
+            self.refuse(c);
+        }
+    }
+
+    fn refuse(&self, c: Cmd<R>) {
+        match c {
+            Cmd::Propose(_, tx) | Cmd::ConfChange(_, tx) => {
+                let _ = tx.send(Err(Error::ShuttingDown));
+            }
+            Cmd::Read(_, tx) => {
+                let _ = tx.send(Err(Error::ShuttingDown));
+            }
+            Cmd::Transfer(_, tx) | Cmd::Campaign(tx) => {
+                let _ = tx.send(Err(Error::ShuttingDown));
+            }
+            Cmd::Status(_) => {}
+        }
+    }
+
+    fn on_cmd(&mut self, c: Cmd<R>) {
+        let now = Instant::now();
+        match c {
+            Cmd::Propose(data, tx) => self.core.propose(data, tx, now),
+            Cmd::ConfChange(cc, tx) => self.core.propose_conf_change(cc, tx, now),
+            Cmd::Read(consistency, tx) => self.core.read(consistency, tx, now),
+            Cmd::Transfer(to, tx) => {
+                let _ = tx.send(self.core.transfer_leader(to));
+            }
+            Cmd::Campaign(tx) => {
+                let _ = tx.send(self.core.campaign());
+            }
+            Cmd::Status(tx) => {
+                let _ = tx.send(self.core.status());
+            }
+        }
+    }
+
+    fn carry_out(&mut self, now: Instant, done_tx: &Sender<u64>) {
+        // Polling twice covers messages released by durability reports
+        // handled in the same iteration.
+        let fx = self.core.poll(now);
+        for m in fx.send {
+            let to = m.to;
+            if self
+                .transport
+                .send(Envelope::raft(self.cluster_id, m))
+                .is_err()
+            {
+                self.core.report_unreachable(to);
+            }
+        }
+        for t in fx.persist {
+            if let Err(e) = self.writer.submit(t, done_tx) {
+                tracing::error!(id = self.core.id(), error = %e, "log write failed; stopping");
+                *self.failed.lock() = Some(e.to_string());
+                return;
+            }
+        }
+        for task in fx.apply {
+            if self.apply_tx.send(task).is_err() {
+                *self.failed.lock() = Some("apply thread stopped".into());
+                return;
+            }
+        }
+    }
+}
+
+fn apply_loop<A: Applier>(
+    applier: &A,
+    rx: &Receiver<ApplyTask<A::Output>>,
+    applied_tx: &Sender<(u64, Vec<ConfChangeV2>)>,
+    failed: &Mutex<Option<String>>,
+) {
+    while let Ok(task) = rx.recv() {
+        match applier.apply(&task.entries) {
+            Ok(out) => {
+                let mut waiters = task.waiters.into_iter().peekable();
+                for (index, result) in out.results {
+                    while waiters.peek().is_some_and(|w| w.index < index) {
+                        let w = waiters.next().expect("peeked");
+                        // Applied before a restart: the result is gone, but it was applied.
+                        let _ = w.tx.send(Err(Error::Storage(format!(
+                            "entry {} was applied earlier; its result is unavailable",
+                            w.index
+                        ))));
+                    }
+                    if waiters.peek().is_some_and(|w| w.index == index) {
+                        let w = waiters.next().expect("peeked");
+                        let _ = w.tx.send(Ok(result));
+                    }
+                }
+                for w in waiters {
+                    let _ = w.tx.send(Err(Error::Storage(format!(
+                        "entry {} produced no result",
+                        w.index
+                    ))));
+                }
+                if applied_tx
+                    .send((out.applied_index, out.conf_changes))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "apply failed; the replica stops");
+                for w in task.waiters {
+                    let _ = w.tx.send(Err(e.clone()));
+                }
+                *failed.lock() = Some(format!("apply failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::InProcNetwork;
+    use tandem_raft::ConfState;
+
+    /// An applier that records entry payloads and answers with the index.
+    #[derive(Default)]
+    struct Recorder(Mutex<(u64, Vec<Vec<u8>>)>);
+
+    impl Applier for Recorder {
+        type Output = u64;
+        fn apply(&self, entries: &[Entry]) -> Result<Applied<u64>> {
+            let mut st = self.0.lock();
+            let mut results = Vec::new();
+            let applied = st.0;
+            for e in entries.iter().filter(|e| e.index > applied) {
+                assert_eq!(e.index, st.0 + 1, "gap in applied entries");
+                st.0 = e.index;
+                st.1.push(e.data.clone());
+                results.push((e.index, e.index));
+            }
+            Ok(Applied {
+                applied_index: st.0,
+                results,
+                conf_changes: Vec::new(),
+            })
+        }
+    }
+
+    fn start(net: &InProcNetwork, id: u64) -> (Node<u64>, Arc<Recorder>) {
+        let cfg = Config {
+            tick_interval: Duration::from_millis(2),
+            ..Config::new(id)
+        };
+        let store = MemStorage::new_with_conf_state(ConfState::from_voters([1, 2, 3]));
+        let core = NodeCore::new(&cfg, store.clone(), 0, id).unwrap();
+        let rec = Arc::new(Recorder::default());
+        let node = Node::start(
+            &cfg,
+            core,
+            MemLogWriter(store),
+            Arc::clone(&rec),
+            Arc::new(net.transport(id)),
+        )
+        .unwrap();
+        net.register(node.inbox());
+        (node, rec)
+    }
+
+    fn leader_of(nodes: &[&Node<u64>]) -> Option<u64> {
+        nodes
+            .iter()
+            .filter_map(|n| n.status().ok())
+            .find(|s| s.role == tandem_raft::StateRole::Leader)
+            .map(|s| s.id)
+    }
+
+    fn wait_leader(nodes: &[&Node<u64>]) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(l) = leader_of(nodes) {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader elected");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn three_threaded_replicas_elect_commit_fail_over_and_shut_down() {
+        let net = InProcNetwork::new(1);
+        let (n1, r1) = start(&net, 1);
+        let (n2, r2) = start(&net, 2);
+        let (n3, r3) = start(&net, 3);
+        let all = [&n1, &n2, &n3];
+        let leader = wait_leader(&all);
+        let node = |id: u64| all[(id - 1) as usize];
+        let t = Duration::from_secs(20);
+        let idx = wait(&node(leader).propose(b"a".to_vec()), t).unwrap();
+        assert!(idx >= 2, "the leader's empty entry comes first");
+        // A follower refuses, naming the leader.
+        let follower = if leader == 1 { 2 } else { 1 };
+        match wait(&node(follower).propose(b"x".to_vec()), t) {
+            Err(Error::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
+            other => panic!("expected NotLeader, got {other:?}"),
+        }
+        assert!(
+            node(leader)
+                .read_barrier(ReadConsistency::Linearizable, t)
+                .unwrap()
+                >= idx
+        );
+        // Isolate the leader; the others elect a new one and keep committing.
+        net.isolate(leader);
+        let rest: Vec<&Node<u64>> = all.iter().copied().filter(|n| n.id() != leader).collect();
+        let new_leader = loop {
+            let l = wait_leader(&rest);
+            if l != leader {
+                break l;
+            }
+        };
+        let idx2 = wait(&node(new_leader).propose(b"b".to_vec()), t).unwrap();
+        assert!(idx2 > idx);
+        net.rejoin(leader);
+        // Every replica converges on the same applied log.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs: Vec<Vec<Vec<u8>>> = [&r1, &r2, &r3]
+                .iter()
+                .map(|r| r.0.lock().1.clone())
+                .collect();
+            if logs.iter().all(|l| l.len() as u64 >= idx2)
+                && logs[0] == logs[1]
+                && logs[1] == logs[2]
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replicas did not converge");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A request in flight at shutdown completes.
+        net.isolate(new_leader);
+        let pending = node(new_leader).propose(b"c".to_vec());
+        node(new_leader).shutdown();
+        assert!(matches!(wait(&pending, t), Err(Error::ShuttingDown)));
+        assert!(matches!(
+            wait(&node(new_leader).propose(b"d".to_vec()), t),
+            Err(Error::ShuttingDown)
+        ));
+    }
+}
