@@ -1,0 +1,694 @@
+//! The sled-backed state machine: apply, reads, durability.
+//!
+//! # Key space
+//!
+//! Everything lives in sled's default tree so that one `Tree::apply_batch`
+//! covers user writes and metadata together:
+//!
+//! ```text
+//! 0x00 "applied"   (index u64 LE, term u64 LE)   the applied index and term
+//! 0x00 "conf"      ConfState (tandem codec)       membership as of `applied`
+//! 0x00 "format"    u8                              on-disk format version
+//! 0x00 "snapshot"  SnapshotMetadata                last installed/created snapshot
+//! 0x01 <user key>  <user value>                    the data
+//! ```
+//!
+//! User keys are stored behind the `0x01` prefix, so no user key can collide
+//! with metadata, and range scans over user data never see metadata.
+//!
+//! # Why one tree and `apply_batch`
+//!
+//! `sled::Tree::apply_batch` writes all the batch's updates to sled's log
+//! under one reservation and seals it with a batch manifest holding the last
+//! LSN of the batch; recovery replays the batch only if the log is intact up
+//! to that LSN, so after a crash either every write of the batch (including
+//! the applied index) is visible or none is. It also holds sled's
+//! process-wide concurrency-control write lock while inserting, so a point
+//! read never sees half a batch. A multi-tree transaction would give the
+//! same atomicity across trees but costs a read set, conflict detection and
+//! retries we do not need (the apply thread is the only writer).
+//!
+//! What `apply_batch` does NOT give:
+//! - durability: the batch is in memory/the OS page cache until a flush;
+//!   see [`StateMachine::flush_durable`];
+//! - a point-in-time view for iterators: `range`/`scan_prefix` take the lock
+//!   per step, so a long scan may see batches applied while it runs (each
+//!   key's value is from a whole batch, but different keys may be from
+//!   different batches);
+//! - conditional logic: compare-and-swap is evaluated by [`StateMachine::apply`]
+//!   itself against sled plus the writes of earlier entries of the group.
+
+use std::collections::HashMap;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use sled::IVec;
+use tandem_raft::{ConfChangeV2, ConfState, Entry, EntryType, SnapshotMetadata};
+use tracing::{debug, error, info};
+
+use super::command::{CasMismatch, Command, CommandResult, Op};
+use super::conf::{decode_conf_change, next_conf_state};
+use super::durable::FileSyncer;
+use super::error::{Error, Result};
+
+/// The on-disk format version of the state machine's key space.
+pub const SM_FORMAT_VERSION: u8 = 1;
+
+const META_APPLIED: &[u8] = b"\x00applied";
+const META_CONF: &[u8] = b"\x00conf";
+const META_FORMAT: &[u8] = b"\x00format";
+const META_SNAPSHOT: &[u8] = b"\x00snapshot";
+const USER_PREFIX: u8 = 0x01;
+
+// Metadata sorts before every user key.
+const _: () = assert!(USER_PREFIX > 0x00);
+
+/// Options of [`StateMachine::open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmOptions {
+    /// sled's page cache size, in bytes.
+    pub cache_bytes: u64,
+    /// How often sled's own background thread flushes (`None`: never).
+    /// sled's flush is not durable against power loss (see
+    /// [`StateMachine::flush_durable`]); this only bounds how much a process
+    /// crash can lose before re-applying from the log.
+    pub sled_flush_every_ms: Option<u64>,
+}
+
+impl Default for SmOptions {
+    fn default() -> Self {
+        SmOptions {
+            cache_bytes: 64 * 1024 * 1024,
+            sled_flush_every_ms: Some(500),
+        }
+    }
+}
+
+impl SmOptions {
+    /// Check the options.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        if self.cache_bytes < 1024 * 1024 {
+            return Err(Error::Config(format!(
+                "cache_bytes must be at least 1 MiB, got {}",
+                self.cache_bytes
+            )));
+        }
+        if self.sled_flush_every_ms == Some(0) {
+            return Err(Error::Config(
+                "sled_flush_every_ms must be > 0 (None disables it)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The result of applying one committed entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryResult {
+    /// The entry's log index.
+    pub index: u64,
+    /// The entry's term.
+    pub term: u64,
+    /// The entry's context (the proposal id travels here).
+    pub context: Vec<u8>,
+    /// What applying it produced.
+    pub result: CommandResult,
+}
+
+/// A membership change that took effect in this apply call. The node
+/// runtime passes `change` to `RawNode::apply_conf_change`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedConfChange {
+    /// The entry's log index.
+    pub index: u64,
+    /// The change, in its joint-capable form.
+    pub change: ConfChangeV2,
+    /// The configuration after the change (stored in the same batch).
+    pub conf_state: ConfState,
+}
+
+/// What one [`StateMachine::apply`] call did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyOutput {
+    /// The applied index after the call.
+    pub applied_index: u64,
+    /// The term of the entry at `applied_index`.
+    pub applied_term: u64,
+    /// One result per newly applied entry, in log order. Entries at or
+    /// below the applied index before the call were skipped and have none.
+    pub results: Vec<EntryResult>,
+    /// Accepted membership changes, in log order (refused ones appear only
+    /// in `results`, as `CommandResult::ConfChange(Err(..))`).
+    pub conf_changes: Vec<AppliedConfChange>,
+}
+
+/// What the apply path owns; guarded by one mutex so applies are serial.
+#[derive(Debug)]
+struct ApplyState {
+    applied_index: u64,
+    applied_term: u64,
+    conf_state: ConfState,
+    snapshot: SnapshotMetadata,
+    /// Set when an apply failed: the replica must stop, not skip the entry.
+    stopped: Option<String>,
+}
+
+/// The replicated state machine of one replica, stored in sled.
+///
+/// `apply` is serialised internally; reads (`get`, `range`, `scan_prefix`)
+/// go straight to sled and may run concurrently with it from any thread.
+#[derive(Debug)]
+pub struct StateMachine {
+    dir: PathBuf,
+    db: sled::Db,
+    state: Mutex<ApplyState>,
+    /// Mirror of `state.applied_index`, readable without the apply lock.
+    applied_index: AtomicU64,
+    /// The highest applied index known to survive a power loss.
+    durable_applied: AtomicU64,
+    syncer: Mutex<FileSyncer>,
+}
+
+impl StateMachine {
+    /// Open (or create) the state machine stored in `dir`, and make the
+    /// recovered state durable (so [`StateMachine::durable_applied`] starts
+    /// at the recovered applied index).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for bad options, [`Error::Sled`]/[`Error::Io`] when
+    /// the files cannot be opened or synced, [`Error::FormatVersion`] or
+    /// [`Error::CorruptMetadata`] when the directory holds something else.
+    pub fn open(dir: impl AsRef<Path>, opts: &SmOptions) -> Result<StateMachine> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let db = sled::Config::new()
+            .path(&dir)
+            .cache_capacity(opts.cache_bytes)
+            .flush_every_ms(opts.sled_flush_every_ms)
+            .open()?;
+        match db.get(META_FORMAT)? {
+            Some(v) if v.as_ref() == [SM_FORMAT_VERSION] => {}
+            Some(v) => {
+                return Err(Error::FormatVersion {
+                    found: v.first().copied().unwrap_or(0),
+                    supported: SM_FORMAT_VERSION,
+                })
+            }
+            None if db.is_empty() => {
+                db.insert(META_FORMAT, &[SM_FORMAT_VERSION])?;
+            }
+            None => {
+                return Err(Error::FormatVersion {
+                    found: 0,
+                    supported: SM_FORMAT_VERSION,
+                })
+            }
+        }
+        let (applied_index, applied_term) = match db.get(META_APPLIED)? {
+            Some(v) => decode_applied(&v)?,
+            None => (0, 0),
+        };
+        let conf_state = match db.get(META_CONF)? {
+            Some(v) => decode_meta("conf", &v)?,
+            None => ConfState::default(),
+        };
+        let snapshot: SnapshotMetadata = match db.get(META_SNAPSHOT)? {
+            Some(v) => decode_meta("snapshot", &v)?,
+            None => SnapshotMetadata::default(),
+        };
+        if snapshot.index > applied_index {
+            return Err(Error::CorruptMetadata {
+                key: "snapshot",
+                reason: format!(
+                    "snapshot index {} is above the applied index {applied_index}",
+                    snapshot.index
+                ),
+            });
+        }
+        let sm = StateMachine {
+            syncer: Mutex::new(FileSyncer::new(&dir)),
+            dir,
+            db,
+            state: Mutex::new(ApplyState {
+                applied_index,
+                applied_term,
+                conf_state,
+                snapshot,
+                stopped: None,
+            }),
+            applied_index: AtomicU64::new(applied_index),
+            durable_applied: AtomicU64::new(0),
+        };
+        let durable = sm.flush_durable()?;
+        assert_eq!(durable, applied_index, "nothing applies during open");
+        info!(dir = %sm.dir.display(), applied_index, applied_term, "state machine opened");
+        Ok(sm)
+    }
+
+    /// The directory holding the state machine.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The applied `(index, term)`.
+    #[must_use]
+    pub fn applied(&self) -> (u64, u64) {
+        let st = self.state.lock();
+        (st.applied_index, st.applied_term)
+    }
+
+    /// The applied index, without taking the apply lock.
+    #[must_use]
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    /// The membership as of the applied index.
+    #[must_use]
+    pub fn conf_state(&self) -> ConfState {
+        self.state.lock().conf_state.clone()
+    }
+
+    /// Metadata of the last snapshot installed or created (index 0: none).
+    #[must_use]
+    pub fn snapshot_metadata(&self) -> SnapshotMetadata {
+        self.state.lock().snapshot.clone()
+    }
+
+    /// The highest applied index that survives a power loss: everything at
+    /// or below it has been flushed by sled AND fdatasynced. The log may be
+    /// compacted up to here, never beyond.
+    #[must_use]
+    pub fn durable_applied(&self) -> u64 {
+        self.durable_applied.load(Ordering::Acquire)
+    }
+
+    /// The reason the state machine stopped, if an apply failed.
+    #[must_use]
+    pub fn stopped(&self) -> Option<String> {
+        self.state.lock().stopped.clone()
+    }
+
+    /// Set the initial membership of a brand-new replica (nothing applied,
+    /// no configuration yet), durably.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the replica is not brand-new or `conf` has no
+    /// voter; sled/IO errors.
+    pub fn bootstrap(&self, conf: &ConfState) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.applied_index != 0 || st.conf_state != ConfState::default() {
+            return Err(Error::Config(format!(
+                "bootstrap needs a new replica; this one has applied {} with {:?}",
+                st.applied_index, st.conf_state
+            )));
+        }
+        if conf.voters.is_empty() {
+            return Err(Error::Config("bootstrap needs at least one voter".into()));
+        }
+        self.db
+            .insert(META_CONF, tandem_raft::types::encode(conf))?;
+        st.conf_state = conf.clone();
+        drop(st);
+        self.flush_durable()?;
+        Ok(())
+    }
+
+    /// Record the metadata of a snapshot created from (or installed into)
+    /// this state machine. It must not be above the applied index.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `meta.index` is above the applied index or below
+    /// the current snapshot; sled errors.
+    pub fn set_snapshot_metadata(&self, meta: &SnapshotMetadata) -> Result<()> {
+        let mut st = self.state.lock();
+        if meta.index > st.applied_index || meta.index < st.snapshot.index {
+            return Err(Error::Config(format!(
+                "snapshot index {} outside [{}, {}]",
+                meta.index, st.snapshot.index, st.applied_index
+            )));
+        }
+        self.db
+            .insert(META_SNAPSHOT, tandem_raft::types::encode(meta))?;
+        st.snapshot = meta.clone();
+        Ok(())
+    }
+
+    /// Apply committed entries as ONE sled atomic batch holding every user
+    /// write, the new applied index and term, and the membership if it
+    /// changed.
+    ///
+    /// Entries at or below the applied index are skipped (they were applied
+    /// before, e.g. before a restart), so re-delivering entries never applies
+    /// one twice. The rest must continue the applied index without a gap.
+    /// Compare-and-swap is evaluated against the state including the writes
+    /// of earlier entries of the same call.
+    ///
+    /// # Errors
+    /// [`Error::Gap`] if the entries skip an index (nothing applied, the
+    /// state machine stays usable). A corrupt or unknown command, a corrupt
+    /// membership change or a sled failure applies nothing of the call and
+    /// STOPS the state machine: this and every later call fail (later ones
+    /// with [`Error::Stopped`]), because going on would diverge from the
+    /// other replicas.
+    pub fn apply(&self, entries: &[Entry]) -> Result<ApplyOutput> {
+        let mut st = self.state.lock();
+        if let Some(why) = &st.stopped {
+            return Err(Error::Stopped(why.clone()));
+        }
+        let skip = entries
+            .iter()
+            .take_while(|e| e.index <= st.applied_index)
+            .count();
+        if skip > 0 {
+            debug!(
+                skipped = skip,
+                applied = st.applied_index,
+                "skipping entries already applied"
+            );
+        }
+        let entries = &entries[skip..];
+        if entries.is_empty() {
+            return Ok(ApplyOutput {
+                applied_index: st.applied_index,
+                applied_term: st.applied_term,
+                ..ApplyOutput::default()
+            });
+        }
+        match self.apply_group(&mut st, entries) {
+            Ok(out) => Ok(out),
+            Err(e @ Error::Gap { .. }) => Err(e),
+            Err(e) => {
+                error!(error = %e, "apply failed; stopping the state machine");
+                st.stopped = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_group(&self, st: &mut ApplyState, entries: &[Entry]) -> Result<ApplyOutput> {
+        let mut group = Group {
+            tree: &self.db,
+            pending: HashMap::new(),
+        };
+        let mut conf: Option<ConfState> = None;
+        let mut results = Vec::with_capacity(entries.len());
+        let mut conf_changes = Vec::new();
+        let mut last_term = st.applied_term;
+        for (expected, e) in (st.applied_index + 1..).zip(entries) {
+            if e.index != expected {
+                return Err(Error::Gap {
+                    expected,
+                    got: e.index,
+                });
+            }
+            assert!(
+                e.term >= last_term,
+                "log terms never decrease: entry {} has term {} after term {last_term}",
+                e.index,
+                e.term
+            );
+            last_term = e.term;
+            let result = match e.entry_type {
+                EntryType::EntryNormal if e.data.is_empty() => CommandResult::Noop,
+                EntryType::EntryNormal => {
+                    group.apply_command(Command::decode_entry(e.index, &e.data)?)?
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let change = decode_conf_change(e.index, e.entry_type, &e.data)?;
+                    let current = conf.as_ref().unwrap_or(&st.conf_state);
+                    match next_conf_state(current, &change) {
+                        Ok(next) => {
+                            info!(index = e.index, ?next, "membership change applied");
+                            conf = Some(next.clone());
+                            conf_changes.push(AppliedConfChange {
+                                index: e.index,
+                                change,
+                                conf_state: next.clone(),
+                            });
+                            CommandResult::ConfChange(Ok(next))
+                        }
+                        Err(reason) => {
+                            info!(index = e.index, %reason, "membership change refused");
+                            CommandResult::ConfChange(Err(reason))
+                        }
+                    }
+                }
+            };
+            results.push(EntryResult {
+                index: e.index,
+                term: e.term,
+                context: e.context.clone(),
+                result,
+            });
+        }
+        let last = entries.last().expect("entries is not empty");
+        let mut batch = sled::Batch::default();
+        for (key, value) in group.pending {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch.insert(META_APPLIED, encode_applied(last.index, last.term).to_vec());
+        if let Some(cs) = &conf {
+            batch.insert(META_CONF, tandem_raft::types::encode(cs));
+        }
+        self.db.apply_batch(batch)?;
+        st.applied_index = last.index;
+        st.applied_term = last.term;
+        if let Some(cs) = conf {
+            st.conf_state = cs;
+        }
+        self.applied_index.store(last.index, Ordering::Release);
+        Ok(ApplyOutput {
+            applied_index: last.index,
+            applied_term: last.term,
+            results,
+            conf_changes,
+        })
+    }
+
+    /// Make everything applied so far survive a power loss: sled `flush`,
+    /// then `fdatasync` of sled's files (see the `durable` module for why
+    /// the flush alone is not enough). Returns the new durable applied index.
+    ///
+    /// # Errors
+    /// sled or IO errors; the durable index is then unchanged.
+    pub fn flush_durable(&self) -> Result<u64> {
+        let mut syncer = self.syncer.lock();
+        // Read before the flush: every batch up to here completed before the
+        // flush started, so the flush covers it.
+        let applied = self.applied_index();
+        self.db.flush()?;
+        syncer.sync()?;
+        let prev = self.durable_applied.fetch_max(applied, Ordering::AcqRel);
+        debug!(durable_applied = applied.max(prev), "state machine durable");
+        Ok(applied.max(prev))
+    }
+
+    /// The value of `key` in the applied state.
+    ///
+    /// # Errors
+    /// sled errors.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<IVec>> {
+        Ok(self.db.get(user_key(key.as_ref()))?)
+    }
+
+    /// Iterate over the user keys in `range`, in key order.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
+        let start = match range.start_bound() {
+            Bound::Included(k) => Bound::Included(user_key(k.as_ref())),
+            Bound::Excluded(k) => Bound::Excluded(user_key(k.as_ref())),
+            Bound::Unbounded => Bound::Included(vec![USER_PREFIX]),
+        };
+        let end = match range.end_bound() {
+            Bound::Included(k) => Bound::Included(user_key(k.as_ref())),
+            Bound::Excluded(k) => Bound::Excluded(user_key(k.as_ref())),
+            Bound::Unbounded => Bound::Excluded(vec![USER_PREFIX + 1]),
+        };
+        // sled panics on a range whose start is after its end; such a range
+        // is simply empty.
+        let empty = match (&start, &end) {
+            (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) => {
+                s > e
+                    || (s == e
+                        && !(matches!(start, Bound::Included(_))
+                            && matches!(end, Bound::Included(_))))
+            }
+            _ => false,
+        };
+        if empty {
+            return Iter { inner: None };
+        }
+        Iter {
+            inner: Some(self.db.range::<Vec<u8>, _>((start, end))),
+        }
+    }
+
+    /// Iterate over the user keys starting with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
+        Iter {
+            inner: Some(self.db.scan_prefix(user_key(prefix.as_ref()))),
+        }
+    }
+}
+
+/// The writes of the entries applied so far in one group, on top of sled.
+struct Group<'a> {
+    tree: &'a sled::Tree,
+    /// Prefixed key → value (`None`: removed). Later writes replace earlier ones.
+    pending: HashMap<IVec, Option<IVec>>,
+}
+
+impl Group<'_> {
+    fn current(&self, key: &IVec) -> Result<Option<IVec>> {
+        match self.pending.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.tree.get(key)?),
+        }
+    }
+
+    fn apply_command(&mut self, command: Command) -> Result<CommandResult> {
+        Ok(match command {
+            Command::Noop => CommandResult::Noop,
+            Command::Batch(batch) => {
+                let ops = batch.len();
+                for op in batch.into_ops() {
+                    match op {
+                        Op::Insert { key, value } => {
+                            self.pending
+                                .insert(IVec::from(user_key(&key)), Some(IVec::from(value)));
+                        }
+                        Op::Remove { key } => {
+                            self.pending.insert(IVec::from(user_key(&key)), None);
+                        }
+                    }
+                }
+                CommandResult::Written { ops }
+            }
+            Command::Cas(cas) => {
+                let key = IVec::from(user_key(&cas.key));
+                let current = self.current(&key)?;
+                if current.as_deref() == cas.expected.as_deref() {
+                    self.pending.insert(key, cas.new.map(IVec::from));
+                    CommandResult::Cas(Ok(()))
+                } else {
+                    CommandResult::Cas(Err(CasMismatch {
+                        current: current.map(|v| v.to_vec()),
+                    }))
+                }
+            }
+        })
+    }
+}
+
+/// An iterator over user keys and values, in key order.
+pub struct Iter {
+    inner: Option<sled::Iter>,
+}
+
+impl std::fmt::Debug for Iter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Iter").finish_non_exhaustive()
+    }
+}
+
+fn strip(item: sled::Result<(IVec, IVec)>) -> Result<(IVec, IVec)> {
+    let (k, v) = item?;
+    assert_eq!(
+        k.first(),
+        Some(&USER_PREFIX),
+        "user iterators only cover the user key space"
+    );
+    Ok((IVec::from(&k[1..]), v))
+}
+
+impl Iterator for Iter {
+    type Item = Result<(IVec, IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.as_mut()?.next().map(strip)
+    }
+}
+
+impl DoubleEndedIterator for Iter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.inner.as_mut()?.next_back().map(strip)
+    }
+}
+
+fn user_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(USER_PREFIX);
+    k.extend_from_slice(key);
+    k
+}
+
+fn encode_applied(index: u64, term: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&index.to_le_bytes());
+    out[8..].copy_from_slice(&term.to_le_bytes());
+    out
+}
+
+fn decode_applied(bytes: &[u8]) -> Result<(u64, u64)> {
+    let arr: [u8; 16] = bytes.try_into().map_err(|_| Error::CorruptMetadata {
+        key: "applied",
+        reason: format!("{} bytes, expected 16", bytes.len()),
+    })?;
+    let (i, t) = arr.split_at(8);
+    Ok((
+        u64::from_le_bytes(i.try_into().expect("8 bytes")),
+        u64::from_le_bytes(t.try_into().expect("8 bytes")),
+    ))
+}
+
+fn decode_meta<T: bincode::Decode<()>>(key: &'static str, bytes: &[u8]) -> Result<T> {
+    tandem_raft::types::decode(bytes).map_err(|e| Error::CorruptMetadata {
+        key,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_record_round_trips_and_rejects_bad_lengths() {
+        assert_eq!(
+            decode_applied(&encode_applied(7, 3)).unwrap(),
+            (7, 3),
+            "round trip"
+        );
+        assert!(matches!(
+            decode_applied(&[0; 15]),
+            Err(Error::CorruptMetadata { key: "applied", .. })
+        ));
+    }
+
+    #[test]
+    fn options_are_validated() {
+        SmOptions::default().validate().unwrap();
+        assert!(SmOptions {
+            cache_bytes: 10,
+            ..SmOptions::default()
+        }
+        .validate()
+        .is_err());
+        assert!(SmOptions {
+            sled_flush_every_ms: Some(0),
+            ..SmOptions::default()
+        }
+        .validate()
+        .is_err());
+    }
+}
