@@ -404,8 +404,8 @@ impl ChunkHeader {
 /// Builds the complete encoded chunk from its payload: header, then payload.
 ///
 /// # Panics
-/// If the payload exceeds [`CHUNK_PAYLOAD_BYTES_MAX`] (the writer never
-/// produces such a payload).
+/// If the payload exceeds [`CHUNK_PAYLOAD_BYTES_MAX`] or cannot hold
+/// `pair_count` pairs (the writer never produces such a chunk).
 #[must_use]
 pub fn encode_chunk(
     index: u64,
@@ -417,6 +417,11 @@ pub fn encode_chunk(
     assert!(
         payload.len() <= CHUNK_PAYLOAD_BYTES_MAX,
         "chunk payload too large"
+    );
+    assert!(
+        pair_count as usize <= payload.len() / PAIR_OVERHEAD_BYTES,
+        "{pair_count} pairs cannot fit in a {}-byte payload",
+        payload.len()
     );
     let mut h = ChunkHeader {
         index,

@@ -290,7 +290,9 @@ impl Receiver {
                     return out;
                 }
                 let i = chunk_no as usize;
-                if c.staged[i] {
+                // Once verifying or done every chunk is staged (and the
+                // per-chunk flags may be freed): a late copy is acked again.
+                if matches!(c.state, State::Verifying | State::Done) || c.staged[i] {
                     self.stats.chunks_duplicate += 1;
                     out.push(ReceiverAction::Send(TransferMsg::Ack { id, chunk_no }));
                 } else if c.requested[i] {

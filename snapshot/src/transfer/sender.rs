@@ -101,9 +101,12 @@ enum State {
         retries: u32,
     },
     Sending,
-    /// Every chunk acked; waiting for `Done` since this tick.
+    /// Every chunk acked; waiting for `Done` since `since`. The offer is
+    /// repeated every `retransmit_ticks` (last at `probed`) so that a
+    /// receiver whose `Done` was lost sends it again.
     AwaitDone {
         since: u64,
+        probed: u64,
     },
     Finished,
 }
@@ -248,7 +251,10 @@ impl Sender {
         assert!(self.inflight.len() <= self.cfg.window_chunks as usize);
         if self.state == State::Sending && self.acked_count == self.chunk_count {
             assert!(self.inflight.is_empty());
-            self.state = State::AwaitDone { since: self.now };
+            self.state = State::AwaitDone {
+                since: self.now,
+                probed: self.now,
+            };
         }
     }
 
@@ -365,14 +371,21 @@ impl Sender {
                     self.resend(n, &mut out);
                 }
             }
-            State::AwaitDone { since }
-                if self.now - since >= u64::from(self.cfg.done_timeout_ticks) =>
-            {
-                out.push(SenderAction::Send(TransferMsg::Abort {
-                    id: self.id,
-                    reason: AbortReason::TimedOut,
-                }));
-                self.finish(Err(AbortReason::TimedOut), &mut out);
+            State::AwaitDone { since, probed } => {
+                if self.now - since >= u64::from(self.cfg.done_timeout_ticks) {
+                    out.push(SenderAction::Send(TransferMsg::Abort {
+                        id: self.id,
+                        reason: AbortReason::TimedOut,
+                    }));
+                    self.finish(Err(AbortReason::TimedOut), &mut out);
+                } else if self.now - probed >= rt {
+                    self.state = State::AwaitDone {
+                        since,
+                        probed: self.now,
+                    };
+                    self.stats.offers_sent += 1;
+                    out.push(SenderAction::Send(self.offer()));
+                }
             }
             _ => {}
         }
@@ -523,14 +536,23 @@ mod tests {
     }
 
     #[test]
-    fn missing_done_times_out() {
+    fn missing_done_is_probed_for_then_times_out() {
         let (id, mut s) = setup(1, 1);
         s.start();
         s.on_message(&TransferMsg::Accept { id });
         s.on_message(&TransferMsg::Ack { id, chunk_no: 0 });
-        for _ in 0..4 {
-            assert!(s.tick().is_empty());
-        }
+        assert!(s.tick().is_empty());
+        // retransmit_ticks = 2: the offer is repeated so the receiver repeats Done.
+        assert!(matches!(
+            &s.tick()[..],
+            [SenderAction::Send(TransferMsg::Offer { .. })]
+        ));
+        assert!(s.tick().is_empty());
+        assert!(matches!(
+            &s.tick()[..],
+            [SenderAction::Send(TransferMsg::Offer { .. })]
+        ));
+        // done_timeout_ticks = 5.
         assert_eq!(
             s.tick().last(),
             Some(&SenderAction::Finished(Err(AbortReason::TimedOut)))
