@@ -1,0 +1,264 @@
+//! The narrow file-system interface the log does all its IO through, and
+//! [`StdFs`], the real implementation.
+//!
+//! The log needs only positional reads and writes on preallocated files,
+//! `fdatasync`, and a handful of directory operations. Keeping the trait this
+//! small lets [`crate::SimFs`] model a disk exactly: which bytes are durable,
+//! which are lost in a crash, where a write tears.
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fs2::FileExt as _;
+use parking_lot::RwLock;
+
+/// A file the log reads and writes by position.
+#[allow(clippy::len_without_is_empty)] // `len` is a syscall result, not a collection size
+pub trait WalFile: Send + Sync + Debug {
+    /// Fill `buf` from `offset`; reading past the end is an error
+    /// (`UnexpectedEof`).
+    ///
+    /// # Errors
+    /// IO failures.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Write all of `buf` at `offset`, extending the file if needed. Not
+    /// durable until [`WalFile::sync_data`] returns.
+    ///
+    /// # Errors
+    /// IO failures, disk full.
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()>;
+    /// Make the file's data (and the metadata needed to read it) durable:
+    /// `fdatasync`.
+    ///
+    /// # Errors
+    /// IO failures. After an error the log is poisoned: it never retries.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Ensure the file is at least `len` bytes, new bytes reading as zero,
+    /// with the blocks reserved (`fallocate`) so later writes do not
+    /// allocate.
+    ///
+    /// # Errors
+    /// IO failures, disk full.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Current length in bytes.
+    ///
+    /// # Errors
+    /// IO failures.
+    fn len(&self) -> io::Result<u64>;
+}
+
+/// Held while a directory is locked; dropping it releases the lock.
+pub trait DirLock: Send + Sync + Debug {}
+
+/// The directory operations the log needs.
+pub trait FileSystem: Send + Sync + Debug {
+    /// Create `dir` and its parents if missing.
+    ///
+    /// # Errors
+    /// IO failures.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Names (not paths) of the regular files in `dir`.
+    ///
+    /// # Errors
+    /// IO failures, a missing directory.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Open an existing file for reading and writing.
+    ///
+    /// # Errors
+    /// `NotFound`, IO failures.
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
+    /// Create a new, empty file; fails with `AlreadyExists` if it exists.
+    ///
+    /// # Errors
+    /// IO failures.
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>>;
+    /// Rename a file (atomic replace). Durable after [`FileSystem::sync_dir`].
+    ///
+    /// # Errors
+    /// IO failures.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Remove a file. Durable after [`FileSystem::sync_dir`]; open handles
+    /// stay readable.
+    ///
+    /// # Errors
+    /// IO failures.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Make creations, renames and removals in `dir` durable.
+    ///
+    /// # Errors
+    /// IO failures.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Take the exclusive lock of `dir` (a `LOCK` file inside it). Fails with
+    /// `WouldBlock` if someone else holds it.
+    ///
+    /// # Errors
+    /// `WouldBlock` when locked, IO failures.
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>>;
+}
+
+/// The real file system: `std::fs`, `pwrite`/`pread`, `fdatasync`,
+/// `fallocate` and `flock` through `fs2`, reads through a memory map.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+impl StdFs {
+    /// A shareable handle.
+    #[must_use]
+    pub fn shared() -> Arc<dyn FileSystem> {
+        Arc::new(StdFs)
+    }
+}
+
+#[derive(Debug)]
+struct StdFile {
+    file: File,
+    /// A read-only map of the first `map.len()` bytes. Segments are
+    /// preallocated to their final size before use, so the map is made once
+    /// the file has its full length and only replaced if the file grows.
+    map: RwLock<Option<memmap2::Mmap>>,
+}
+
+impl StdFile {
+    fn new(file: File) -> Self {
+        StdFile {
+            file,
+            map: RwLock::new(None),
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn remap(&self) -> io::Result<()> {
+        let len = self.file.metadata()?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        // SAFETY: the map is read-only, and the mapped file is only modified
+        // by this process, which holds the directory lock: the log never
+        // shrinks a file (torn tails are zeroed in place, not truncated) and
+        // only removes whole files, which keeps the pages of an existing map
+        // valid. Bytes are read only at offsets the log wrote or validated.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len as usize)
+                .map(&self.file)?
+        };
+        *self.map.write() = Some(map);
+        Ok(())
+    }
+}
+
+impl WalFile for StdFile {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflow"))?;
+        {
+            let map = self.map.read();
+            if let Some(m) = map.as_ref() {
+                if end <= m.len() as u64 {
+                    buf.copy_from_slice(&m[offset as usize..end as usize]);
+                    return Ok(());
+                }
+            }
+        }
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn write_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        if self.file.metadata()?.len() < len {
+            self.file.allocate(len)?;
+            if self.file.metadata()?.len() < len {
+                self.file.set_len(len)?;
+            }
+        }
+        self.remap()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+}
+
+#[derive(Debug)]
+struct StdLock {
+    _file: File,
+}
+
+impl DirLock for StdLock {}
+
+impl FileSystem for StdFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let f = StdFile::new(file);
+        f.remap()?;
+        Ok(Arc::new(f))
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Arc::new(StdFile::new(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn DirLock>> {
+        let path: PathBuf = dir.join("LOCK");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock_exclusive() {
+            Ok(()) => Ok(Box::new(StdLock { _file: file })),
+            Err(e) if e.kind() == fs2::lock_contended_error().kind() => {
+                Err(io::Error::new(io::ErrorKind::WouldBlock, e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Configuration of a [`crate::Wal`].
+
+use crate::error::{Error, Result};
+use crate::format::{HEADER_BYTES, RECORD_HEADER_BYTES};
+
+/// When the writer thread calls `fdatasync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// After every write group, before completing its waiters (the default):
+    /// a completed submission survives power loss.
+    #[default]
+    Always,
+    /// At most every this many milliseconds; completions fire after the
+    /// write reaches the OS, so a power loss may drop the last window
+    /// (a process crash loses nothing).
+    EveryMs(u64),
+    /// Never explicitly (except at rotation and before deleting segments);
+    /// completions fire after the write reaches the OS.
+    Never,
+}
+
+/// What recovery does with damage at the end of the last segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// A torn or zeroed tail of the last written segment (no valid record
+    /// after the damage) is cut off, zeroed, fsynced and reported in the
+    /// [`crate::RecoveryReport`]; damage anywhere else is `Corruption`.
+    #[default]
+    TolerateTornTail,
+    /// Any damage is `Corruption`.
+    Strict,
+}
+
+/// Options of a [`crate::Wal`]. Every size has a limit; [`WalOptions::validate`]
+/// checks the relationships between them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// Size of each (preallocated) segment file. At most `u32::MAX` because the
+    /// in-memory index stores 32-bit offsets.
+    pub segment_bytes: u64,
+    /// When to fsync.
+    pub sync: SyncPolicy,
+    /// What recovery tolerates.
+    pub recovery: RecoveryMode,
+    /// Bytes of recently written entries kept in memory (entries not yet
+    /// written are always in memory, whatever this says).
+    pub cache_bytes_max: u64,
+    /// Largest single entry, as counted by `Entry::size_bytes`.
+    pub entry_bytes_max: u64,
+    /// Largest encoded submission, and the target size of one write group.
+    pub batch_bytes_max: u64,
+    /// Run the writer and the segment preparer on background threads (the
+    /// default). With `false` nothing runs until [`crate::Wal::pump`] is
+    /// called (or a [`crate::Completion`] is waited on): deterministic, for
+    /// simulators and crash-point tests.
+    pub background_threads: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 * 1024 * 1024,
+            sync: SyncPolicy::Always,
+            recovery: RecoveryMode::TolerateTornTail,
+            cache_bytes_max: 32 * 1024 * 1024,
+            entry_bytes_max: 8 * 1024 * 1024,
+            batch_bytes_max: 16 * 1024 * 1024,
+            background_threads: true,
+        }
+    }
+}
+
+/// Bytes a segment reserves for the header and the preamble records (the
+/// compaction marker and the hard state) written at the start of each segment.
+pub(crate) const SEGMENT_OVERHEAD_BYTES: u64 = HEADER_BYTES + 2 * RECORD_HEADER_BYTES + 64;
+
+impl WalOptions {
+    /// Check the options.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] naming the first violated rule.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(Error::InvalidOptions(s));
+        if self.segment_bytes < 4096 || self.segment_bytes > u64::from(u32::MAX) {
+            return bad(format!(
+                "segment_bytes {} must be in [4096, {}]",
+                self.segment_bytes,
+                u32::MAX
+            ));
+        }
+        if self.entry_bytes_max == 0 {
+            return bad("entry_bytes_max must be > 0".into());
+        }
+        if self.batch_bytes_max < self.entry_bytes_max + 64 {
+            return bad(format!(
+                "batch_bytes_max {} must hold one maximal entry ({} + 64)",
+                self.batch_bytes_max, self.entry_bytes_max
+            ));
+        }
+        if self.batch_bytes_max + SEGMENT_OVERHEAD_BYTES > self.segment_bytes {
+            return bad(format!(
+                "batch_bytes_max {} plus segment overhead {} must fit in segment_bytes {}",
+                self.batch_bytes_max, SEGMENT_OVERHEAD_BYTES, self.segment_bytes
+            ));
+        }
+        if let SyncPolicy::EveryMs(0) = self.sync {
+            return bad("SyncPolicy::EveryMs(0): use SyncPolicy::Always".into());
+        }
+        Ok(())
+    }
+
+    /// Small segments and limits for tests: rotation and compaction happen
+    /// after a few KiB.
+    #[must_use]
+    pub fn small_for_tests() -> Self {
+        WalOptions {
+            segment_bytes: 16 * 1024,
+            cache_bytes_max: 4 * 1024,
+            entry_bytes_max: 2 * 1024,
+            batch_bytes_max: 8 * 1024,
+            ..WalOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_bad_combinations_do_not() {
+        WalOptions::default().validate().unwrap();
+        WalOptions::small_for_tests().validate().unwrap();
+        let cases = [
+            WalOptions {
+                segment_bytes: 100,
+                ..WalOptions::default()
+            },
+            WalOptions {
+                segment_bytes: 8 << 30,
+                ..WalOptions::default()
+            },
+            WalOptions {
+                batch_bytes_max: 64 << 20,
+                ..WalOptions::default()
+            },
+            WalOptions {
+                entry_bytes_max: 0,
+                ..WalOptions::default()
+            },
+            WalOptions {
+                entry_bytes_max: 16 << 20,
+                ..WalOptions::default()
+            },
+            WalOptions {
+                sync: SyncPolicy::EveryMs(0),
+                ..WalOptions::default()
+            },
+        ];
+        for o in cases {
+            assert!(
+                matches!(o.validate(), Err(Error::InvalidOptions(_))),
+                "{o:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Reading a log directory back: the scan shared by [`crate::Wal::open`] and
+//! [`inspect`], and the decisions recovery takes on what it finds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tandem_raft::HardState;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    check_header, encode_header, parse_entries, parse_segment_name, scan_segment, segment_name,
+    Kind, ScanEnd, HEADER_BYTES,
+};
+use crate::fs::{FileSystem, StdFs, WalFile};
+use crate::index::LogState;
+use crate::options::RecoveryMode;
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments kept, ascending.
+    pub segments: Vec<u64>,
+    /// Bytes read and checked.
+    pub bytes_scanned: u64,
+    /// Valid records replayed.
+    pub records: u64,
+    /// The torn tail that was cut off, if any.
+    pub truncated: Option<Truncation>,
+    /// Segments removed because they held no record (a preallocated spare,
+    /// or one whose preparation was interrupted).
+    pub removed_segments: Vec<u64>,
+    /// First index after recovery.
+    pub first_index: u64,
+    /// Last index after recovery.
+    pub last_index: u64,
+}
+
+/// A torn tail cut off by recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment.
+    pub segment: u64,
+    /// Offset of the first byte cut (the new end of the segment).
+    pub offset: u64,
+    /// Bytes zeroed after `offset`.
+    pub bytes: u64,
+    /// Why the record at `offset` did not validate.
+    pub reason: String,
+}
+
+/// The state of one segment, as [`inspect`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SegmentStatus {
+    /// Every record validates; the rest of the file is zero.
+    Ok,
+    /// A valid header and no records.
+    Empty,
+    /// The header does not validate.
+    BadHeader(String),
+    /// Damage with no valid record after it: a torn tail if this is the last
+    /// written segment, which recovery (in the default mode) cuts off.
+    TornTail {
+        /// Offset of the first bad byte.
+        offset: u64,
+        /// What failed.
+        reason: String,
+    },
+    /// Damage followed by valid records, or a record that contradicts the
+    /// log (recovery reports `Corruption`).
+    Corrupt {
+        /// Offset of the bad record.
+        offset: u64,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// One segment in an [`InspectReport`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentReport {
+    /// Sequence number (the file name, in hex).
+    pub sequence: u64,
+    /// File size (preallocated).
+    pub file_bytes: u64,
+    /// Bytes up to the end of the last valid record.
+    pub used_bytes: u64,
+    /// Valid records.
+    pub records: u64,
+    /// Entries in valid entries records (including ones later overwritten).
+    pub entries: u64,
+    /// Lowest entry index written in this segment.
+    pub first_index: Option<u64>,
+    /// Highest entry index written in this segment.
+    pub last_index: Option<u64>,
+    /// CRC status.
+    pub status: SegmentStatus,
+}
+
+/// What [`inspect`] reports about a log directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InspectReport {
+    /// Segments, ascending.
+    pub segments: Vec<SegmentReport>,
+    /// First index the log would recover with.
+    pub first_index: u64,
+    /// Last index the log would recover with.
+    pub last_index: u64,
+    /// Compaction point `(index, term)`.
+    pub snapshot: (u64, u64),
+    /// Latest hard state.
+    pub hard_state: HardState,
+}
+
+/// List the segments of a log directory, their index ranges and CRC status,
+/// without locking or modifying anything (the CLI's `tandem wal inspect`).
+///
+/// # Errors
+/// IO failures reading the directory.
+pub fn inspect(dir: impl AsRef<Path>) -> Result<InspectReport> {
+    inspect_with_fs(&StdFs, dir.as_ref())
+}
+
+/// [`inspect`] through any [`FileSystem`].
+///
+/// # Errors
+/// IO failures reading the directory.
+pub fn inspect_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<InspectReport> {
+    let scan = scan_dir(fs, dir)?;
+    let tail = scan.tail();
+    let segments = scan
+        .segs
+        .iter()
+        .map(|s| {
+            let status = match (&s.header, &s.damage) {
+                (Err(e), _) => SegmentStatus::BadHeader(e.clone()),
+                (Ok(()), None) if s.records == 0 => SegmentStatus::Empty,
+                (Ok(()), None) => SegmentStatus::Ok,
+                (Ok(()), Some(d)) if d.torn && Some(s.seq) == tail => SegmentStatus::TornTail {
+                    offset: d.offset,
+                    reason: d.reason.clone(),
+                },
+                (Ok(()), Some(d)) => SegmentStatus::Corrupt {
+                    offset: d.offset,
+                    reason: d.reason.clone(),
+                },
+            };
+            SegmentReport {
+                sequence: s.seq,
+                file_bytes: s.file_bytes,
+                used_bytes: s.end,
+                records: s.records,
+                entries: s.entries,
+                first_index: s.first_index,
+                last_index: s.last_index,
+                status,
+            }
+        })
+        .collect();
+    Ok(InspectReport {
+        segments,
+        first_index: scan.state.snapshot.index + 1,
+        last_index: scan.state.last_index(),
+        snapshot: (scan.state.snapshot.index, scan.state.snapshot.term),
+        hard_state: scan.state.hard_state,
+    })
+}
+
+#[derive(Debug)]
+pub(crate) struct Damage {
+    pub offset: u64,
+    pub reason: String,
+    /// No valid record after the damage in this segment.
+    pub torn: bool,
+    pub nonzero_end: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct SegScan {
+    pub seq: u64,
+    pub file: Arc<dyn WalFile>,
+    pub file_bytes: u64,
+    pub header: std::result::Result<(), String>,
+    pub records: u64,
+    pub entries: u64,
+    pub first_index: Option<u64>,
+    pub last_index: Option<u64>,
+    /// End of the valid records.
+    pub end: u64,
+    pub damage: Option<Damage>,
+}
+
+#[derive(Debug)]
+pub(crate) struct DirScan {
+    pub segs: Vec<SegScan>,
+    pub state: LogState,
+    pub bytes_scanned: u64,
+    pub max_seq: u64,
+}
+
+impl DirScan {
+    /// The last segment holding records or damage: the only one whose tail
+    /// may be torn (the writer syncs a segment before writing the next).
+    pub fn tail(&self) -> Option<u64> {
+        self.segs
+            .iter()
+            .rev()
+            .find(|s| s.header.is_ok() && (s.records > 0 || s.damage.is_some()))
+            .map(|s| s.seq)
+    }
+}
+
+fn path_of(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(segment_name(seq))
+}
+
+pub(crate) fn scan_dir(fs: &dyn FileSystem, dir: &Path) -> Result<DirScan> {
+    let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+    seqs.sort_unstable();
+    let mut state = LogState::default();
+    let mut segs = Vec::with_capacity(seqs.len());
+    let mut buf = Vec::new();
+    let mut bytes_scanned = 0;
+    for &seq in &seqs {
+        let path = path_of(dir, seq);
+        let file = fs.open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let file_bytes = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        let len = usize::try_from(file_bytes).map_err(|_| {
+            Error::corruption(
+                seq,
+                0,
+                format!("segment of {file_bytes} bytes is too large"),
+            )
+        })?;
+        if file_bytes > u64::from(u32::MAX) {
+            return Err(Error::corruption(seq, 0, "segment larger than 4 GiB"));
+        }
+        buf.clear();
+        buf.resize(len, 0);
+        file.read_at(0, &mut buf)
+            .map_err(|e| Error::io("read", &path, e))?;
+        bytes_scanned += file_bytes;
+        let mut s = SegScan {
+            seq,
+            file,
+            file_bytes,
+            header: check_header(&buf, seq),
+            records: 0,
+            entries: 0,
+            first_index: None,
+            last_index: None,
+            end: HEADER_BYTES,
+            damage: None,
+        };
+        state.seg_max.entry(seq).or_insert(0);
+        if s.header.is_ok() {
+            let mut apply_err: Option<(u64, String)> = None;
+            let end = scan_segment(&buf, seq, |rec| {
+                if let Err(reason) = state.apply(seq, rec) {
+                    apply_err = Some((rec.offset, reason));
+                    return Err(());
+                }
+                s.records += 1;
+                s.end = rec.offset + crate::format::RECORD_HEADER_BYTES + rec.payload.len() as u64;
+                if rec.kind == Kind::Entries {
+                    let (first, spans) = parse_entries(rec.payload).expect("validated by the scan");
+                    let last = first + spans.len() as u64 - 1;
+                    s.entries += spans.len() as u64;
+                    s.first_index = Some(s.first_index.map_or(first, |f| f.min(first)));
+                    s.last_index = Some(s.last_index.map_or(last, |l| l.max(last)));
+                }
+                Ok(())
+            });
+            match end {
+                Ok(ScanEnd::Clean { end }) => s.end = end,
+                Ok(ScanEnd::Damaged {
+                    offset,
+                    reason,
+                    later_valid,
+                    nonzero_end,
+                }) => {
+                    s.end = offset;
+                    s.damage = Some(Damage {
+                        offset,
+                        reason,
+                        torn: later_valid.is_none(),
+                        nonzero_end,
+                    });
+                }
+                Err(()) => {
+                    let (offset, reason) = apply_err.expect("set with the error");
+                    s.end = offset;
+                    s.damage = Some(Damage {
+                        offset,
+                        reason,
+                        torn: false,
+                        nonzero_end: len as u64,
+                    });
+                }
+            }
+        }
+        segs.push(s);
+    }
+    Ok(DirScan {
+        segs,
+        state,
+        bytes_scanned,
+        max_seq: seqs.last().copied().unwrap_or(0),
+    })
+}
+
+/// What `Wal::open` continues from.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    pub state: LogState,
+    pub segments: BTreeMap<u64, Arc<dyn WalFile>>,
+    /// The segment to append to: `(seq, file, end of records, has records)`.
+    pub active: Option<(u64, Arc<dyn WalFile>, u64, bool)>,
+    pub max_seq: u64,
+    pub report: RecoveryReport,
+}
+
+pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+    let scan = scan_dir(fs, dir)?;
+    let tail = scan.tail();
+    let mut report = RecoveryReport {
+        bytes_scanned: scan.bytes_scanned,
+        records: scan.segs.iter().map(|s| s.records).sum(),
+        ..RecoveryReport::default()
+    };
+    let mut segments = BTreeMap::new();
+    let mut active = None;
+    let mut state = scan.state;
+    for s in scan.segs {
+        let is_tail = Some(s.seq) == tail;
+        if tail.is_none_or(|t| s.seq > t) {
+            // Nothing was ever written here: a spare prepared ahead of use,
+            // or a preparation interrupted before its header was synced.
+            let path = path_of(dir, s.seq);
+            fs.remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+            report.removed_segments.push(s.seq);
+            state.seg_max.remove(&s.seq);
+            continue;
+        }
+        if let Err(reason) = &s.header {
+            return Err(Error::corruption(s.seq, 0, reason.clone()));
+        }
+        if let Some(d) = &s.damage {
+            if !is_tail || !d.torn || mode == RecoveryMode::Strict {
+                return Err(Error::corruption(s.seq, d.offset, d.reason.clone()));
+            }
+            zero_range(&*s.file, d.offset, d.nonzero_end)
+                .and_then(|()| s.file.sync_data())
+                .map_err(|e| Error::io("truncate torn tail", path_of(dir, s.seq), e))?;
+            tracing::warn!(
+                segment = s.seq,
+                offset = d.offset,
+                bytes = d.nonzero_end - d.offset,
+                reason = %d.reason,
+                "wal recovery cut a torn tail"
+            );
+            report.truncated = Some(Truncation {
+                segment: s.seq,
+                offset: d.offset,
+                bytes: d.nonzero_end - d.offset,
+                reason: d.reason.clone(),
+            });
+        }
+        if is_tail {
+            active = Some((s.seq, s.file.clone(), s.end, s.records > 0));
+        }
+        report.segments.push(s.seq);
+        segments.insert(s.seq, s.file);
+    }
+    if !report.removed_segments.is_empty() {
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("sync dir", dir, e))?;
+    }
+    if let (Some(first), Some((seg, offset, _))) = (state.index.first(), state.hole) {
+        if first > state.snapshot.index + 1 {
+            return Err(Error::corruption(
+                seg,
+                offset,
+                format!(
+                    "entries resume at {first} but the log ends at {} (a segment is missing)",
+                    state.snapshot.index
+                ),
+            ));
+        }
+    }
+    assert!(
+        state
+            .index
+            .first()
+            .is_none_or(|f| f == state.snapshot.index + 1),
+        "replay leaves the index starting right after the compaction point"
+    );
+    report.first_index = state.snapshot.index + 1;
+    report.last_index = state.last_index();
+    Ok(Recovered {
+        state,
+        segments,
+        active,
+        max_seq: scan.max_seq,
+        report,
+    })
+}
+
+fn zero_range(file: &dyn WalFile, from: u64, to: u64) -> std::io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let zeros = vec![0u8; CHUNK.min(to.saturating_sub(from)) as usize];
+    let mut at = from;
+    while at < to {
+        let n = CHUNK.min(to - at);
+        file.write_at(at, &zeros[..n as usize])?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Create segment `seq`: preallocate, write and sync the header, sync the
+/// directory. Only then may the writer use it.
+pub(crate) fn prepare_segment(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    seq: u64,
+    segment_bytes: u64,
+) -> Result<Arc<dyn WalFile>> {
+    let path = path_of(dir, seq);
+    let file = fs
+        .create(&path)
+        .map_err(|e| Error::io("create", &path, e))?;
+    file.allocate(segment_bytes)
+        .map_err(|e| Error::io("allocate", &path, e))?;
+    file.write_at(0, &encode_header(seq))
+        .map_err(|e| Error::io("write header", &path, e))?;
+    file.sync_data().map_err(|e| Error::io("sync", &path, e))?;
+    fs.sync_dir(dir)
+        .map_err(|e| Error::io("sync dir", dir, e))?;
+    Ok(file)
+}
+
+/// Remove segments (oldest first) and sync the directory.
+pub(crate) fn remove_segments(fs: &dyn FileSystem, dir: &Path, seqs: &[u64]) -> Result<()> {
+    for &seq in seqs {
+        let path = path_of(dir, seq);
+        fs.remove(&path)
+            .map_err(|e| Error::io("remove", &path, e))?;
+    }
+    fs.sync_dir(dir).map_err(|e| Error::io("sync dir", dir, e))
+}

@@ -1,0 +1,1315 @@
+//! The log itself: submissions, the writer (group commit), reads, compaction.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use parking_lot::{Condvar, Mutex};
+use tandem_raft::types::ENTRY_OVERHEAD_BYTES;
+use tandem_raft::{Entry, HardState};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    decode_entry, encode_entries, encode_hard_state, encode_marker, EncodedRecord, Kind, Marker,
+    RawRecord, ENTRY_HEADER_BYTES, HEADER_BYTES, RECORD_HEADER_BYTES,
+};
+use crate::fs::{DirLock, FileSystem, StdFs, WalFile};
+use crate::index::LogState;
+use crate::options::{SyncPolicy, WalOptions};
+use crate::recovery::{prepare_segment, recover, remove_segments, RecoveryReport};
+
+/// How a submitter learns that its submission is durable, besides
+/// [`Completion`].
+pub enum Notify {
+    /// Send a [`Durable`] carrying `tag` (e.g. the raft `Ready` number).
+    Channel {
+        /// Where to send.
+        sender: Sender<Durable>,
+        /// Echoed back in [`Durable::tag`].
+        tag: u64,
+    },
+    /// Call this on the writer thread with the ticket and the result. It must
+    /// be quick and must not call back into the log.
+    Callback(Box<dyn FnOnce(u64, Result<()>) + Send>),
+}
+
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notify::Channel { tag, .. } => write!(f, "Notify::Channel {{ tag: {tag} }}"),
+            Notify::Callback(_) => write!(f, "Notify::Callback"),
+        }
+    }
+}
+
+/// The message a [`Notify::Channel`] receives.
+#[derive(Debug)]
+pub struct Durable {
+    /// The caller's tag.
+    pub tag: u64,
+    /// The submission's ticket.
+    pub ticket: u64,
+    /// `Ok` once durable (per the sync policy); the error that poisoned the
+    /// log otherwise.
+    pub result: Result<()>,
+}
+
+impl Notify {
+    fn fire(self, ticket: u64, result: Result<()>) {
+        match self {
+            Notify::Channel { sender, tag } => {
+                // A receiver that went away no longer cares.
+                let _ = sender.send(Durable {
+                    tag,
+                    ticket,
+                    result,
+                });
+            }
+            Notify::Callback(f) => f(ticket, result),
+        }
+    }
+}
+
+struct Request {
+    ticket: u64,
+    records: Vec<EncodedRecord>,
+    bytes: u64,
+    notify: Option<Notify>,
+    compaction: bool,
+}
+
+enum Msg {
+    Req(Request),
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct CachedEntry {
+    entry: Entry,
+    ticket: u64,
+}
+
+/// Counters and sizes, for benchmarks and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// First index.
+    pub first_index: u64,
+    /// Last index.
+    pub last_index: u64,
+    /// Segment files in use.
+    pub segments: usize,
+    /// Entries in the on-disk index.
+    pub index_entries: u64,
+    /// Heap bytes of the on-disk index.
+    pub index_bytes: u64,
+    /// Entries held in memory (unwritten ones and the recent-entry cache).
+    pub cache_entries: u64,
+    /// Bytes of those entries (`Entry::size_bytes`).
+    pub cache_bytes: u64,
+    /// Submissions accepted.
+    pub submits: u64,
+    /// Write groups (one write each).
+    pub write_groups: u64,
+    /// `fdatasync` calls on segments.
+    pub fsyncs: u64,
+    /// Bytes written to segments.
+    pub bytes_written: u64,
+}
+
+struct State {
+    /// Mirror of the disk, updated by the writer after each group.
+    log: LogState,
+    segments: BTreeMap<u64, Arc<dyn WalFile>>,
+    /// Visible compaction point (ahead of `log.snapshot` until written).
+    snapshot: Marker,
+    /// Visible hard state.
+    hard_state: HardState,
+    /// Entries `mem_start..=last_index`: every submitted entry not yet
+    /// written, plus recently written ones up to `cache_bytes_max`.
+    mem: VecDeque<CachedEntry>,
+    mem_start: u64,
+    mem_bytes: u64,
+    last_index: u64,
+    next_ticket: u64,
+    written_ticket: u64,
+    poison: Option<String>,
+    stats: WalStats,
+}
+
+impl State {
+    fn evict(&mut self, cache_bytes_max: u64) {
+        while self.mem_bytes > cache_bytes_max {
+            match self.mem.front() {
+                Some(c) if c.ticket <= self.written_ticket => {
+                    self.mem_bytes -= c.entry.size_bytes();
+                    self.mem.pop_front();
+                    self.mem_start += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match &self.poison {
+            Some(reason) => Err(Error::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn term(&self, i: u64) -> Result<u64> {
+        if i == self.snapshot.index {
+            return Ok(self.snapshot.term);
+        }
+        if i < self.snapshot.index {
+            return Err(Error::Compacted {
+                index: i,
+                first_index: self.snapshot.index + 1,
+            });
+        }
+        if i > self.last_index {
+            return Err(Error::Unavailable {
+                index: i,
+                last_index: self.last_index,
+            });
+        }
+        if i >= self.mem_start {
+            return Ok(self.mem[(i - self.mem_start) as usize].entry.term);
+        }
+        Ok(self
+            .log
+            .index
+            .term(i)
+            .expect("entries below the memory tail are indexed on disk"))
+    }
+}
+
+struct Active {
+    seq: u64,
+    file: Arc<dyn WalFile>,
+    offset: u64,
+    capacity: u64,
+    has_records: bool,
+    unsynced: bool,
+}
+
+enum BgMsg {
+    Prepare(u64),
+    Delete(Vec<u64>),
+}
+
+struct Bg {
+    tx: Sender<BgMsg>,
+    prepared: Receiver<Result<(u64, Arc<dyn WalFile>)>>,
+}
+
+struct Writer {
+    active: Active,
+    /// Sequence of the next segment to prepare (manual mode) .
+    next_seq: u64,
+    bg: Option<Bg>,
+    buf: Vec<u8>,
+    last_sync: Instant,
+}
+
+struct Shared {
+    opts: WalOptions,
+    dir: PathBuf,
+    fs: Arc<dyn FileSystem>,
+    state: Mutex<State>,
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+    closed: AtomicBool,
+    wait_lock: Mutex<()>,
+    wait_cv: Condvar,
+    /// Serialises [`Wal::append_next`] callers.
+    append_lock: Mutex<()>,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    writer: Mutex<Writer>,
+}
+
+/// A handle on one submission; see [`Wal::submit`].
+#[derive(Clone)]
+pub struct Completion {
+    ticket: u64,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion")
+            .field("ticket", &self.ticket)
+            .finish()
+    }
+}
+
+impl Completion {
+    /// The submission's ticket: tickets grow by one per submission, and a
+    /// ticket is durable once every smaller one is.
+    #[must_use]
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
+    /// `None` while pending; the outcome once known. Never blocks.
+    #[must_use]
+    pub fn poll(&self) -> Option<Result<()>> {
+        self.shared.status(self.ticket)
+    }
+
+    /// Block until the submission is durable (per the sync policy). In
+    /// manual mode (`background_threads: false`) this runs the writer.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a write or fsync failed, [`Error::Closed`].
+    pub fn wait(&self) -> Result<()> {
+        loop {
+            if let Some(r) = self.wait_timeout(Duration::from_secs(3600)) {
+                return r;
+            }
+        }
+    }
+
+    /// Like [`Completion::wait`], giving up after `timeout` (`None`).
+    #[must_use]
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<()>> {
+        let deadline = Instant::now() + timeout;
+        let s = &self.shared;
+        loop {
+            if let Some(r) = s.status(self.ticket) {
+                return Some(r);
+            }
+            if !s.opts.background_threads {
+                if let Err(e) = s.pump() {
+                    return Some(Err(e));
+                }
+                let r = s.status(self.ticket);
+                assert!(r.is_some(), "a pump completes every submitted ticket");
+                return r;
+            }
+            let mut g = s.wait_lock.lock();
+            if let Some(r) = s.status(self.ticket) {
+                return Some(r);
+            }
+            if s.wait_cv.wait_until(&mut g, deadline).timed_out() {
+                drop(g);
+                return s.status(self.ticket);
+            }
+        }
+    }
+}
+
+/// The write-ahead log of one replica. `Send + Sync`: share it in an `Arc`.
+pub struct Wal {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    report: RecoveryReport,
+    _lock: Box<dyn DirLock>,
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.shared.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Wal {
+    /// Open (or create) the log in `dir` on the real file system, recovering
+    /// what is there.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`], [`Error::Locked`] if another process (or
+    /// another `Wal`) has it open, [`Error::Corruption`] for damage recovery
+    /// may not repair, [`Error::Io`].
+    pub fn open(dir: impl AsRef<Path>, opts: WalOptions) -> Result<Wal> {
+        Wal::open_with_fs(StdFs::shared(), dir, opts)
+    }
+
+    /// [`Wal::open`] through any [`FileSystem`] (e.g. [`crate::SimFs`]).
+    ///
+    /// # Errors
+    /// As [`Wal::open`].
+    pub fn open_with_fs(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        opts: WalOptions,
+    ) -> Result<Wal> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create dir", &dir, e))?;
+        let lock = fs.lock_dir(&dir).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked { dir: dir.clone() }
+            } else {
+                Error::io("lock", &dir, e)
+            }
+        })?;
+        let rec = recover(&*fs, &dir, opts.recovery)?;
+        let report = rec.report;
+        let mut segments = rec.segments;
+        let mut log = rec.state;
+        let mut next_seq = rec.max_seq + 1;
+        let active = match rec.active {
+            Some((seq, file, offset, has_records)) => (seq, file, offset, has_records),
+            None => {
+                let seq = next_seq;
+                next_seq += 1;
+                let file = prepare_segment(&*fs, &dir, seq, opts.segment_bytes)?;
+                segments.insert(seq, file.clone());
+                (seq, file, HEADER_BYTES, false)
+            }
+        };
+        for &seq in segments.keys() {
+            log.seg_max.entry(seq).or_insert(0);
+        }
+        let capacity = active.1.len().map_err(|e| Error::io("stat", &dir, e))?;
+        let last_index = log.last_index();
+        let state = State {
+            snapshot: log.snapshot,
+            hard_state: log.hard_state,
+            mem: VecDeque::new(),
+            mem_start: last_index + 1,
+            mem_bytes: 0,
+            last_index,
+            next_ticket: 1,
+            written_ticket: 0,
+            poison: None,
+            stats: WalStats::default(),
+            log,
+            segments,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut threads = Vec::new();
+        let bg = if opts.background_threads {
+            let (btx, brx) = crossbeam_channel::unbounded::<BgMsg>();
+            let (ptx, prx) = crossbeam_channel::bounded(1);
+            let fs2 = fs.clone();
+            let dir2 = dir.clone();
+            let seg_bytes = opts.segment_bytes;
+            threads.push(
+                std::thread::Builder::new()
+                    .name("wal-prepare".into())
+                    .spawn(move || background(&*fs2, &dir2, seg_bytes, &brx, &ptx))
+                    .map_err(|e| Error::io("spawn", &dir, e))?,
+            );
+            btx.send(BgMsg::Prepare(next_seq))
+                .expect("the background thread is running");
+            Some(Bg {
+                tx: btx,
+                prepared: prx,
+            })
+        } else {
+            None
+        };
+        let writer = Writer {
+            active: Active {
+                seq: active.0,
+                file: active.1,
+                offset: active.2,
+                capacity,
+                has_records: active.3,
+                unsynced: false,
+            },
+            next_seq,
+            bg,
+            buf: Vec::with_capacity(1 << 20),
+            last_sync: Instant::now(),
+        };
+        let shared = Arc::new(Shared {
+            opts: opts.clone(),
+            dir: dir.clone(),
+            fs,
+            state: Mutex::new(state),
+            durable: AtomicU64::new(0),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            wait_lock: Mutex::new(()),
+            wait_cv: Condvar::new(),
+            append_lock: Mutex::new(()),
+            tx,
+            rx,
+            writer: Mutex::new(writer),
+        });
+        if opts.background_threads {
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("wal-writer".into())
+                    .spawn(move || writer_loop(&s))
+                    .map_err(|e| Error::io("spawn", &dir, e))?,
+            );
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            first_index = report.first_index,
+            last_index = report.last_index,
+            segments = report.segments.len(),
+            "wal opened"
+        );
+        Ok(Wal {
+            shared,
+            threads,
+            report,
+            _lock: lock,
+        })
+    }
+
+    /// What recovery found when this log was opened.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The options in use.
+    #[must_use]
+    pub fn options(&self) -> &WalOptions {
+        &self.shared.opts
+    }
+
+    /// Append `entries` (contiguous indexes; the first at most
+    /// `last_index() + 1`, replacing every entry at or above it) and/or
+    /// persist `hard_state`. Returns at once: the entries are visible to
+    /// reads immediately, the [`Completion`] reports durability. Both may be
+    /// empty: the completion then is a barrier for all earlier submissions.
+    ///
+    /// # Errors
+    /// [`Error::EntryTooLarge`], [`Error::BatchTooLarge`],
+    /// [`Error::Compacted`] if the first entry is at or below the compaction
+    /// point, [`Error::InvalidArgument`] for gaps, [`Error::Poisoned`].
+    pub fn submit(&self, entries: Vec<Entry>, hard_state: Option<HardState>) -> Result<Completion> {
+        let ticket = self.submit_inner(entries, hard_state, None)?;
+        Ok(self.completion(ticket))
+    }
+
+    /// [`Wal::submit`], reporting durability through `notify` instead.
+    /// Returns the ticket.
+    ///
+    /// # Errors
+    /// As [`Wal::submit`]; `notify` is then not called.
+    pub fn submit_notify(
+        &self,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        notify: Notify,
+    ) -> Result<u64> {
+        self.submit_inner(entries, hard_state, Some(notify))
+    }
+
+    /// Append entries built from the next free index, atomically with
+    /// choosing it: `build(last_index() + 1)` returns the entries (which must
+    /// start there). For several threads appending to one log.
+    ///
+    /// # Errors
+    /// As [`Wal::submit`].
+    pub fn append_next(&self, build: impl FnOnce(u64) -> Vec<Entry>) -> Result<Completion> {
+        // Holding the appender lock keeps index choice and submission atomic
+        // without holding the state lock while `build` runs.
+        let _g = self.shared.append_lock.lock();
+        let next = self.last_index()? + 1;
+        let entries = build(next);
+        if entries.first().is_some_and(|e| e.index != next) {
+            return Err(Error::InvalidArgument(format!(
+                "append_next: entries start at {}, expected {next}",
+                entries[0].index
+            )));
+        }
+        self.submit(entries, None)
+    }
+
+    fn completion(&self, ticket: u64) -> Completion {
+        Completion {
+            ticket,
+            shared: self.shared.clone(),
+        }
+    }
+
+    fn submit_inner(
+        &self,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        notify: Option<Notify>,
+    ) -> Result<u64> {
+        let opts = &self.shared.opts;
+        for (k, e) in entries.iter().enumerate() {
+            if e.size_bytes() > opts.entry_bytes_max {
+                return Err(Error::EntryTooLarge {
+                    index: e.index,
+                    bytes: e.size_bytes(),
+                    max: opts.entry_bytes_max,
+                });
+            }
+            if e.index != entries[0].index + k as u64 {
+                return Err(Error::InvalidArgument(format!(
+                    "entries are not contiguous: {} follows {}",
+                    e.index,
+                    entries[0].index + k as u64 - 1
+                )));
+            }
+        }
+        if entries.first().is_some_and(|e| e.index == 0) {
+            return Err(Error::InvalidArgument("entry index 0".into()));
+        }
+        let mut records = Vec::with_capacity(2);
+        if !entries.is_empty() {
+            records.push(encode_entries(&entries));
+        }
+        if let Some(hs) = &hard_state {
+            records.push(encode_hard_state(hs));
+        }
+        let bytes: u64 = records.iter().map(EncodedRecord::len).sum();
+        if bytes > opts.batch_bytes_max {
+            return Err(Error::BatchTooLarge {
+                bytes,
+                max: opts.batch_bytes_max,
+            });
+        }
+        let mut st = self.shared.state.lock();
+        st.check_poison()?;
+        if let Some(first) = entries.first().map(|e| e.index) {
+            if first <= st.snapshot.index {
+                return Err(Error::Compacted {
+                    index: first,
+                    first_index: st.snapshot.index + 1,
+                });
+            }
+            if first > st.last_index + 1 {
+                return Err(Error::InvalidArgument(format!(
+                    "append at {first} leaves a gap after last index {}",
+                    st.last_index
+                )));
+            }
+            if first < st.mem_start {
+                st.mem.clear();
+                st.mem_bytes = 0;
+                st.mem_start = first;
+            } else {
+                let keep = (first - st.mem_start) as usize;
+                while st.mem.len() > keep {
+                    let c = st.mem.pop_back().expect("len > keep");
+                    st.mem_bytes -= c.entry.size_bytes();
+                }
+            }
+        }
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        if let Some(last) = entries.last() {
+            st.last_index = last.index;
+        }
+        for entry in entries {
+            st.mem_bytes += entry.size_bytes();
+            st.mem.push_back(CachedEntry { entry, ticket });
+        }
+        if let Some(hs) = hard_state {
+            st.hard_state = hs;
+        }
+        st.stats.submits += 1;
+        debug_assert_eq!(st.mem_start + st.mem.len() as u64, st.last_index + 1);
+        // Sent under the state lock so the writer sees submissions in the
+        // order they changed the visible state.
+        self.shared
+            .tx
+            .send(Msg::Req(Request {
+                ticket,
+                records,
+                bytes,
+                notify,
+                compaction: false,
+            }))
+            .expect("the log holds its own receiver");
+        st.evict(opts.cache_bytes_max);
+        Ok(ticket)
+    }
+
+    /// Persist a hard state (shorthand for `submit(vec![], Some(hs))`).
+    ///
+    /// # Errors
+    /// As [`Wal::submit`].
+    pub fn set_hard_state(&self, hs: HardState) -> Result<Completion> {
+        self.submit(Vec::new(), Some(hs))
+    }
+
+    /// Drop entries below `index` (the new first index; at most
+    /// `last_index() + 1`). `term(index - 1)` keeps working. Whole segments
+    /// holding only dropped entries are deleted once the compaction marker is
+    /// durable. Compacting at or below the first index does nothing.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] beyond `last_index() + 1`, [`Error::Poisoned`].
+    pub fn compact(&self, index: u64) -> Result<Completion> {
+        let mut st = self.shared.state.lock();
+        st.check_poison()?;
+        if index <= st.snapshot.index + 1 {
+            let ticket = st.next_ticket - 1;
+            drop(st);
+            return Ok(self.completion(ticket));
+        }
+        if index > st.last_index + 1 {
+            return Err(Error::Unavailable {
+                index,
+                last_index: st.last_index,
+            });
+        }
+        let term = st.term(index - 1)?;
+        let marker = Marker {
+            index: index - 1,
+            term,
+            reset: false,
+        };
+        st.snapshot = marker;
+        while st.mem_start < index {
+            match st.mem.pop_front() {
+                Some(c) => st.mem_bytes -= c.entry.size_bytes(),
+                None => {
+                    st.mem_start = index;
+                    break;
+                }
+            }
+            st.mem_start += 1;
+        }
+        Ok(self.completion(self.send_marker(&mut st, marker)))
+    }
+
+    /// Drop every entry and restart the log after a snapshot at
+    /// `(index, term)`: afterwards `first_index() == index + 1`,
+    /// `last_index() == index`, `term(index) == term`. The index may be
+    /// below, inside or above the current log.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `index` is below the compaction point,
+    /// [`Error::Poisoned`].
+    pub fn reset_to_snapshot(&self, index: u64, term: u64) -> Result<Completion> {
+        let mut st = self.shared.state.lock();
+        st.check_poison()?;
+        if index < st.snapshot.index {
+            return Err(Error::InvalidArgument(format!(
+                "snapshot at {index} is older than the compaction point {}",
+                st.snapshot.index
+            )));
+        }
+        let marker = Marker {
+            index,
+            term,
+            reset: true,
+        };
+        st.snapshot = marker;
+        st.mem.clear();
+        st.mem_bytes = 0;
+        st.mem_start = index + 1;
+        st.last_index = index;
+        Ok(self.completion(self.send_marker(&mut st, marker)))
+    }
+
+    fn send_marker(&self, st: &mut State, marker: Marker) -> u64 {
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        let rec = encode_marker(&marker);
+        self.shared
+            .tx
+            .send(Msg::Req(Request {
+                ticket,
+                bytes: rec.len(),
+                records: vec![rec],
+                notify: None,
+                compaction: true,
+            }))
+            .expect("the log holds its own receiver");
+        ticket
+    }
+
+    /// The first index in the log (compaction point + 1).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`].
+    pub fn first_index(&self) -> Result<u64> {
+        let st = self.shared.state.lock();
+        st.check_poison()?;
+        Ok(st.snapshot.index + 1)
+    }
+
+    /// The last index in the log (the compaction point if it is empty).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`].
+    pub fn last_index(&self) -> Result<u64> {
+        let st = self.shared.state.lock();
+        st.check_poison()?;
+        Ok(st.last_index)
+    }
+
+    /// The compaction point `(index, term)` (`(0, 0)` for a new log).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`].
+    pub fn snapshot_point(&self) -> Result<(u64, u64)> {
+        let st = self.shared.state.lock();
+        st.check_poison()?;
+        Ok((st.snapshot.index, st.snapshot.term))
+    }
+
+    /// The latest submitted hard state.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`].
+    pub fn hard_state(&self) -> Result<HardState> {
+        let st = self.shared.state.lock();
+        st.check_poison()?;
+        Ok(st.hard_state)
+    }
+
+    /// Term of entry `i`; `term(first_index() - 1)` is the compaction point's.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`], [`Error::Unavailable`], [`Error::Poisoned`].
+    pub fn term(&self, i: u64) -> Result<u64> {
+        let st = self.shared.state.lock();
+        st.check_poison()?;
+        st.term(i)
+    }
+
+    /// Entries in `[lo, hi)`, at most `max_size` bytes (as counted by
+    /// `Entry::size_bytes`) but at least one if the range is not empty.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] if `lo < first_index()`, [`Error::Unavailable`]
+    /// if `hi > last_index() + 1`, [`Error::InvalidArgument`] if `lo > hi`,
+    /// [`Error::Corruption`] if bytes on disk no longer decode,
+    /// [`Error::Io`], [`Error::Poisoned`].
+    pub fn entries(&self, lo: u64, hi: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
+        enum Item {
+            Mem(Entry),
+            Disk(u64, Arc<dyn WalFile>, u64, u32, u32),
+        }
+        let mut items = Vec::new();
+        {
+            let st = self.shared.state.lock();
+            st.check_poison()?;
+            if lo > hi {
+                return Err(Error::InvalidArgument(format!("entries({lo}, {hi})")));
+            }
+            if lo <= st.snapshot.index {
+                return Err(Error::Compacted {
+                    index: lo,
+                    first_index: st.snapshot.index + 1,
+                });
+            }
+            if hi > st.last_index + 1 {
+                return Err(Error::Unavailable {
+                    index: hi - 1,
+                    last_index: st.last_index,
+                });
+            }
+            let max = max_size.unwrap_or(u64::MAX);
+            let mut total = 0u64;
+            for i in lo..hi {
+                let (size, item) = if i >= st.mem_start {
+                    let e = &st.mem[(i - st.mem_start) as usize].entry;
+                    (e.size_bytes(), Item::Mem(e.clone()))
+                } else {
+                    let (_, seg, loc) = st
+                        .log
+                        .index
+                        .get(i)
+                        .expect("entries below the memory tail are indexed on disk");
+                    let file = st.segments.get(&seg).expect("indexed segments are open");
+                    (
+                        ENTRY_OVERHEAD_BYTES + u64::from(loc.len) - ENTRY_HEADER_BYTES,
+                        Item::Disk(i, file.clone(), seg, loc.offset, loc.len),
+                    )
+                };
+                if !items.is_empty() && total.saturating_add(size) > max {
+                    break;
+                }
+                total = total.saturating_add(size);
+                items.push(item);
+            }
+        }
+        // Disk reads happen outside the lock: bytes at an indexed location
+        // never change, and an open handle outlives a deleted file.
+        let mut out = Vec::with_capacity(items.len());
+        let mut k = 0;
+        let mut buf = Vec::new();
+        while k < items.len() {
+            match &items[k] {
+                Item::Mem(e) => {
+                    out.push(e.clone());
+                    k += 1;
+                }
+                Item::Disk(_, file, seg, offset, _) => {
+                    // Read a run of adjacent entries of one segment at once.
+                    let mut end = k;
+                    let mut next = u64::from(*offset);
+                    while let Some(Item::Disk(_, _, s, o, l)) = items.get(end) {
+                        if s != seg || u64::from(*o) != next {
+                            break;
+                        }
+                        next += u64::from(*l);
+                        end += 1;
+                    }
+                    let start = u64::from(*offset);
+                    buf.resize((next - start) as usize, 0);
+                    file.read_at(start, &mut buf).map_err(|e| {
+                        Error::io(
+                            "read",
+                            self.shared.dir.join(crate::format::segment_name(*seg)),
+                            e,
+                        )
+                    })?;
+                    for item in &items[k..end] {
+                        let Item::Disk(i, _, _, o, l) = item else {
+                            unreachable!("the run holds disk items only")
+                        };
+                        let from = (u64::from(*o) - start) as usize;
+                        let e = decode_entry(*i, &buf[from..from + *l as usize])
+                            .map_err(|r| Error::corruption(*seg, u64::from(*o), r))?;
+                        out.push(e);
+                    }
+                    k = end;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run the writer on everything submitted so far, in the calling thread.
+    /// Only in manual mode (`background_threads: false`); a no-op otherwise.
+    /// Returns the number of submissions processed.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if a write or sync failed.
+    pub fn pump(&self) -> Result<usize> {
+        if self.shared.opts.background_threads {
+            return Ok(0);
+        }
+        self.shared.pump()
+    }
+
+    /// Block until every submission so far is durable.
+    ///
+    /// # Errors
+    /// As [`Completion::wait`].
+    pub fn flush(&self) -> Result<()> {
+        let ticket = self.shared.state.lock().next_ticket - 1;
+        self.completion(ticket).wait()
+    }
+
+    /// Counters and sizes.
+    #[must_use]
+    pub fn stats(&self) -> WalStats {
+        let st = self.shared.state.lock();
+        let mut s = st.stats.clone();
+        s.first_index = st.snapshot.index + 1;
+        s.last_index = st.last_index;
+        s.segments = st.segments.len();
+        s.index_entries = st.log.index.len();
+        s.index_bytes = st.log.index.memory_bytes();
+        s.cache_entries = st.mem.len() as u64;
+        s.cache_bytes = st.mem_bytes;
+        s
+    }
+
+    /// The directory of this log.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if self.shared.opts.background_threads {
+            let _ = self.shared.tx.send(Msg::Shutdown);
+            for t in self.threads.drain(..).rev() {
+                let _ = t.join();
+            }
+        } else {
+            let _ = self.shared.pump();
+        }
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.wake_all();
+    }
+}
+
+impl Shared {
+    fn status(&self, ticket: u64) -> Option<Result<()>> {
+        if self.durable.load(Ordering::SeqCst) >= ticket {
+            return Some(Ok(()));
+        }
+        if self.poisoned.load(Ordering::SeqCst) {
+            let reason = self.state.lock().poison.clone().unwrap_or_default();
+            return Some(Err(Error::Poisoned { reason }));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Some(Err(Error::Closed));
+        }
+        None
+    }
+
+    fn wake_all(&self) {
+        let _g = self.wait_lock.lock();
+        self.wait_cv.notify_all();
+    }
+
+    fn pump(&self) -> Result<usize> {
+        let mut writer = self.writer.lock();
+        let mut n = 0;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        loop {
+            match self.rx.try_recv() {
+                Ok(Msg::Req(r)) => {
+                    if !batch.is_empty() && bytes + r.bytes > self.opts.batch_bytes_max {
+                        n += batch.len();
+                        writer.cycle(self, std::mem::take(&mut batch));
+                        bytes = 0;
+                    }
+                    bytes += r.bytes;
+                    batch.push(r);
+                }
+                Ok(Msg::Shutdown) => {}
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            n += batch.len();
+            writer.cycle(self, batch);
+        }
+        writer.maybe_sync_due(self);
+        self.state.lock().check_poison()?;
+        Ok(n)
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "wal poisoned");
+        {
+            let mut st = self.state.lock();
+            if st.poison.is_none() {
+                st.poison = Some(reason);
+            }
+        }
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.wake_all();
+    }
+
+    fn poison_reason(&self) -> Option<String> {
+        self.state.lock().poison.clone()
+    }
+}
+
+fn background(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segment_bytes: u64,
+    rx: &Receiver<BgMsg>,
+    prepared: &Sender<Result<(u64, Arc<dyn WalFile>)>>,
+) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            BgMsg::Prepare(seq) => {
+                let r = prepare_segment(fs, dir, seq, segment_bytes).map(|f| (seq, f));
+                if prepared.send(r).is_err() {
+                    return;
+                }
+            }
+            BgMsg::Delete(seqs) => {
+                if let Err(e) = remove_segments(fs, dir, &seqs) {
+                    // A segment left behind is replayed and compacted away
+                    // again on the next open: not a reason to stop.
+                    tracing::warn!(error = %e, "wal could not delete compacted segments");
+                }
+            }
+        }
+    }
+}
+
+fn writer_loop(shared: &Shared) {
+    let mut carry: Option<Request> = None;
+    loop {
+        let first = match carry.take() {
+            Some(r) => Msg::Req(r),
+            None => {
+                let due = shared.writer.lock().sync_due_in(shared);
+                match due {
+                    Some(d) => match shared.rx.recv_timeout(d) {
+                        Ok(m) => m,
+                        Err(RecvTimeoutError::Timeout) => {
+                            shared.writer.lock().maybe_sync_due(shared);
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match shared.rx.recv() {
+                        Ok(m) => m,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut shutdown = false;
+        match first {
+            Msg::Req(r) => {
+                bytes += r.bytes;
+                batch.push(r);
+            }
+            Msg::Shutdown => shutdown = true,
+        }
+        while !shutdown {
+            match shared.rx.try_recv() {
+                Ok(Msg::Req(r)) => {
+                    if bytes + r.bytes > shared.opts.batch_bytes_max {
+                        carry = Some(r);
+                        break;
+                    }
+                    bytes += r.bytes;
+                    batch.push(r);
+                }
+                Ok(Msg::Shutdown) => shutdown = true,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let mut w = shared.writer.lock();
+        if !batch.is_empty() {
+            w.cycle(shared, batch);
+        }
+        if shutdown {
+            if let Some(r) = carry.take() {
+                w.cycle(shared, vec![r]);
+            }
+            if w.active.unsynced && shared.poison_reason().is_none() {
+                if let Err(e) = w.active.file.sync_data() {
+                    shared.poison(format!("fsync at shutdown: {e}"));
+                }
+            }
+            // Dropping the sender ends the background thread.
+            w.bg = None;
+            break;
+        }
+    }
+}
+
+impl Writer {
+    fn sync_due_in(&self, shared: &Shared) -> Option<Duration> {
+        match shared.opts.sync {
+            SyncPolicy::EveryMs(ms) if self.active.unsynced => {
+                Some(Duration::from_millis(ms).saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        }
+    }
+
+    fn maybe_sync_due(&mut self, shared: &Shared) {
+        if self.sync_due_in(shared) == Some(Duration::ZERO) {
+            self.sync(shared);
+        }
+    }
+
+    /// fsync the active segment; false (and the log poisoned) on failure.
+    fn sync(&mut self, shared: &Shared) -> bool {
+        if shared.poisoned.load(Ordering::SeqCst) {
+            return false;
+        }
+        match self.active.file.sync_data() {
+            Ok(()) => {
+                self.active.unsynced = false;
+                self.last_sync = Instant::now();
+                shared.state.lock().stats.fsyncs += 1;
+                true
+            }
+            Err(e) => {
+                shared.poison(format!("fsync of segment {}: {e}", self.active.seq));
+                false
+            }
+        }
+    }
+
+    fn fail(shared: &Shared, batch: Vec<Request>) {
+        let reason = shared.poison_reason().unwrap_or_default();
+        for r in batch {
+            if let Some(n) = r.notify {
+                n.fire(
+                    r.ticket,
+                    Err(Error::Poisoned {
+                        reason: reason.clone(),
+                    }),
+                );
+            }
+        }
+        shared.wake_all();
+    }
+
+    fn rotate(&mut self, shared: &Shared) -> Result<()> {
+        if self.active.unsynced && !self.sync(shared) {
+            return Err(Error::Poisoned {
+                reason: shared.poison_reason().unwrap_or_default(),
+            });
+        }
+        let (seq, file) = match &self.bg {
+            Some(bg) => {
+                let r = bg.prepared.recv().map_err(|_| Error::Closed)??;
+                bg.tx
+                    .send(BgMsg::Prepare(r.0 + 1))
+                    .map_err(|_| Error::Closed)?;
+                r
+            }
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                (
+                    seq,
+                    prepare_segment(&*shared.fs, &shared.dir, seq, shared.opts.segment_bytes)?,
+                )
+            }
+        };
+        assert!(seq > self.active.seq, "segments are used in sequence order");
+        let capacity = file.len().map_err(|e| Error::io("stat", &shared.dir, e))?;
+        {
+            let mut st = shared.state.lock();
+            st.segments.insert(seq, file.clone());
+            st.log.seg_max.insert(seq, 0);
+        }
+        tracing::debug!(from = self.active.seq, to = seq, "wal rotated segment");
+        self.active = Active {
+            seq,
+            file,
+            offset: HEADER_BYTES,
+            capacity,
+            has_records: false,
+            unsynced: false,
+        };
+        Ok(())
+    }
+
+    /// One group: every record of `batch` in one write, one fsync (per the
+    /// policy), then the index update and the completions.
+    fn cycle(&mut self, shared: &Shared, mut batch: Vec<Request>) {
+        if shared.poisoned.load(Ordering::SeqCst) {
+            return Self::fail(shared, batch);
+        }
+        let total: u64 = batch.iter().map(|r| r.bytes).sum();
+        let preamble_max = crate::options::SEGMENT_OVERHEAD_BYTES;
+        if self.active.offset + total + preamble_max > self.active.capacity {
+            if let Err(e) = self.rotate(shared) {
+                shared.poison(format!("segment rotation: {e}"));
+                return Self::fail(shared, batch);
+            }
+        }
+        let seq = self.active.seq;
+        self.buf.clear();
+        let mut preamble = Vec::new();
+        if !self.active.has_records {
+            // Each segment starts with the compaction point and hard state
+            // as of its start, so older segments can be deleted whole.
+            let st = shared.state.lock();
+            preamble.push(encode_marker(&st.log.snapshot));
+            preamble.push(encode_hard_state(&st.log.hard_state));
+        }
+        let mut spans: Vec<(u64, usize)> = Vec::new();
+        for rec in preamble
+            .iter_mut()
+            .chain(batch.iter_mut().flat_map(|r| r.records.iter_mut()))
+        {
+            rec.seal(seq);
+            spans.push((self.active.offset + self.buf.len() as u64, rec.bytes.len()));
+            self.buf.extend_from_slice(&rec.bytes);
+        }
+        assert!(
+            self.active.offset + self.buf.len() as u64 <= self.active.capacity,
+            "a group fits the segment after rotation"
+        );
+        if let Err(e) = self.active.file.write_at(self.active.offset, &self.buf) {
+            shared.poison(format!("write to segment {seq}: {e}"));
+            return Self::fail(shared, batch);
+        }
+        self.active.unsynced = true;
+        let compaction = batch.iter().any(|r| r.compaction);
+        let must_sync = compaction
+            || match shared.opts.sync {
+                SyncPolicy::Always => true,
+                SyncPolicy::EveryMs(ms) => self.last_sync.elapsed() >= Duration::from_millis(ms),
+                SyncPolicy::Never => false,
+            };
+        if must_sync && !self.sync(shared) {
+            return Self::fail(shared, batch);
+        }
+        let base = self.active.offset;
+        self.active.offset += self.buf.len() as u64;
+        self.active.has_records = true;
+        let last_ticket = batch.last().expect("non-empty batch").ticket;
+        let mut delete = Vec::new();
+        {
+            let mut st = shared.state.lock();
+            for &(offset, len) in &spans {
+                let from = (offset - base) as usize;
+                let bytes = &self.buf[from..from + len];
+                let h = RECORD_HEADER_BYTES as usize;
+                let kind = match bytes[8] {
+                    1 => Kind::Entries,
+                    2 => Kind::HardState,
+                    _ => Kind::Marker,
+                };
+                let rec = RawRecord {
+                    offset,
+                    kind,
+                    payload: &bytes[h..],
+                };
+                if let Err(reason) = st.log.apply(seq, rec) {
+                    panic!("the writer's own record at {seq}:{offset} does not replay: {reason}");
+                }
+            }
+            st.written_ticket = last_ticket;
+            st.stats.write_groups += 1;
+            st.stats.bytes_written += self.buf.len() as u64;
+            let cache_max = shared.opts.cache_bytes_max;
+            st.evict(cache_max);
+            if compaction {
+                let first = st.log.snapshot.index + 1;
+                let st = &mut *st;
+                for (&s, &max) in &st.log.seg_max {
+                    if s >= seq || max >= first {
+                        break;
+                    }
+                    delete.push(s);
+                }
+                for s in &delete {
+                    st.segments.remove(s);
+                    st.log.seg_max.remove(s);
+                }
+                st.log.index.shrink();
+            }
+        }
+        {
+            let _g = shared.wait_lock.lock();
+            shared.durable.store(last_ticket, Ordering::SeqCst);
+            shared.wait_cv.notify_all();
+        }
+        for r in batch {
+            if let Some(n) = r.notify {
+                n.fire(r.ticket, Ok(()));
+            }
+        }
+        if !delete.is_empty() {
+            tracing::debug!(segments = ?delete, "wal deleting compacted segments");
+            match &self.bg {
+                Some(bg) => {
+                    let _ = bg.tx.send(BgMsg::Delete(delete));
+                }
+                None => {
+                    if let Err(e) = remove_segments(&*shared.fs, &shared.dir, &delete) {
+                        tracing::warn!(error = %e, "wal could not delete compacted segments");
+                    }
+                }
+            }
+        }
+    }
+}
