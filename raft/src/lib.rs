@@ -54,6 +54,7 @@ pub mod raw_node;
 pub mod read_only;
 pub mod status;
 mod storage;
+pub mod testing;
 pub mod types;
 
 pub use config::Config;

@@ -192,12 +192,16 @@ impl<S: Storage> Raft<S> {
             r.load_state(&rs.hard_state)?;
         }
         if c.applied > 0 {
-            if c.applied > r.raft_log.committed {
+            if c.applied > r.raft_log.last_index() {
                 return Err(Error::ConfigInvalid(format!(
-                    "applied {} is beyond the persisted commit index {}",
-                    c.applied, r.raft_log.committed
+                    "applied {} is beyond the last log index {}",
+                    c.applied,
+                    r.raft_log.last_index()
                 )));
             }
+            // The application may have applied entries whose commit index
+            // was not yet durable when it stopped: they were committed.
+            r.raft_log.commit_to(c.applied);
             r.raft_log.applied_to(c.applied);
         }
         let term = r.term;
