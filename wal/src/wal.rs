@@ -1211,7 +1211,12 @@ impl Writer {
             // Each segment starts with the compaction point and hard state
             // as of its start, so older segments can be deleted whole.
             let st = shared.state.lock();
-            preamble.push(encode_marker(&st.log.snapshot));
+            // Never a reset: replaying it would drop the entries written
+            // after the reset in earlier segments.
+            preamble.push(encode_marker(&Marker {
+                reset: false,
+                ..st.log.snapshot
+            }));
             preamble.push(encode_hard_state(&st.log.hard_state));
         }
         let mut spans: Vec<(u64, usize)> = Vec::new();
