@@ -1,0 +1,1 @@
+//! Raft safety invariants over plain observations.
