@@ -7,6 +7,9 @@
 //!   entries as ONE sled atomic batch together with the applied index, serves
 //!   reads, and makes the applied index durable.
 //! - [`conf`]: the membership a conf-change entry yields.
+//! - [`storage`]: [`DiskStorage`], the raft `Storage` over the WAL and the
+//!   state machine, with restart replay and compaction bounded by the
+//!   durable applied index.
 //!
 //! See `docs/state-machine.md` for the key layout, the atomicity argument
 //! and the durability guarantee.
@@ -32,7 +35,9 @@ pub mod conf;
 mod durable;
 mod error;
 pub mod machine;
+pub mod storage;
 
 pub use command::{Cas, CasMismatch, Command, CommandResult, Limits, Op, WriteBatch};
 pub use error::{Error, Result};
 pub use machine::{AppliedConfChange, ApplyOutput, EntryResult, Iter, SmOptions, StateMachine};
+pub use storage::{DiskStorage, Replay};

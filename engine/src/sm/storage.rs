@@ -1,0 +1,200 @@
+//! The raft [`Storage`] of a replica, read directly from the WAL and the
+//! state machine — no copy of the log in memory.
+//!
+//! | what                     | from                                         |
+//! |--------------------------|----------------------------------------------|
+//! | hard state               | WAL (commit raised to the applied index)     |
+//! | entries, terms, indexes  | WAL                                          |
+//! | conf state               | state machine (as of its applied index)      |
+//! | snapshot metadata        | state machine                                |
+//!
+//! The commit index is raised to the applied index because the state
+//! machine may have applied (and made durable) entries whose commit index
+//! the WAL had not yet persisted when the process stopped: an applied entry
+//! is committed by definition, and the consensus core requires
+//! `applied <= committed`.
+//!
+//! # Restart
+//!
+//! [`DiskStorage::open`] checks that the WAL still holds every entry above
+//! the state machine's applied index, then [`DiskStorage::replay_committed`]
+//! applies the committed entries above it, in bounded chunks. The state
+//! machine skips entries at or below its applied index and refuses gaps, so
+//! no entry is applied twice and none is skipped.
+//!
+//! # Compaction
+//!
+//! [`DiskStorage::compact`] refuses to drop entries above the state
+//! machine's *durable* applied index ([`StateMachine::durable_applied`]):
+//! after a power loss sled may come back at that index, and every entry
+//! after it must still be in the log to be applied again.
+
+use std::sync::Arc;
+
+use tandem_raft::{Entry, RaftState, Snapshot, Storage, StorageError};
+use tandem_wal::{Completion, Wal};
+use tracing::info;
+
+use super::error::{Error, Result};
+use super::machine::StateMachine;
+
+/// Bytes of entries read from the WAL per apply call during replay.
+pub const REPLAY_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The raft storage of one replica over its WAL and state machine.
+#[derive(Clone, Debug)]
+pub struct DiskStorage {
+    wal: Arc<Wal>,
+    sm: Arc<StateMachine>,
+}
+
+/// What [`DiskStorage::replay_committed`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replay {
+    /// The applied index before replay.
+    pub from: u64,
+    /// The applied index after replay (the commit index).
+    pub to: u64,
+    /// Number of apply calls (chunks).
+    pub chunks: u64,
+}
+
+fn wal_err(e: tandem_wal::Error) -> Error {
+    Error::Wal(e.to_string())
+}
+
+impl DiskStorage {
+    /// Pair a WAL and a state machine of one replica, checking that the log
+    /// still holds every entry above the applied index.
+    ///
+    /// # Errors
+    /// [`Error::Wal`] if the log is compacted past the applied index (the
+    /// entries in between are lost) or the state machine applied entries the
+    /// log no longer has, or the WAL fails.
+    pub fn open(wal: Arc<Wal>, sm: Arc<StateMachine>) -> Result<DiskStorage> {
+        let applied = sm.applied_index();
+        let (compacted, _) = wal.snapshot_point().map_err(wal_err)?;
+        let last = wal.last_index().map_err(wal_err)?;
+        if compacted > applied {
+            return Err(Error::Wal(format!(
+                "log compacted to {compacted} but the state machine applied only {applied}: \
+                 entries {}..={compacted} are lost",
+                applied + 1
+            )));
+        }
+        if applied > last {
+            return Err(Error::Wal(format!(
+                "state machine applied {applied} but the log ends at {last}: \
+                 the log lost entries it had acknowledged"
+            )));
+        }
+        Ok(DiskStorage { wal, sm })
+    }
+
+    /// The WAL.
+    #[must_use]
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+
+    /// The state machine.
+    #[must_use]
+    pub fn state_machine(&self) -> &Arc<StateMachine> {
+        &self.sm
+    }
+
+    /// Apply every committed entry above the applied index (restart).
+    ///
+    /// # Errors
+    /// WAL read errors; apply errors (which stop the state machine).
+    pub fn replay_committed(&self) -> Result<Replay> {
+        let commit = self.wal.hard_state().map_err(wal_err)?.commit;
+        let last = self.wal.last_index().map_err(wal_err)?;
+        let commit = commit.min(last);
+        let from = self.sm.applied_index();
+        let mut replay = Replay {
+            from,
+            to: from,
+            chunks: 0,
+        };
+        while replay.to < commit {
+            let entries = self
+                .wal
+                .entries(replay.to + 1, commit + 1, Some(REPLAY_CHUNK_BYTES))
+                .map_err(wal_err)?;
+            assert!(
+                !entries.is_empty(),
+                "the log returns at least one entry of a non-empty range"
+            );
+            let out = self.sm.apply(&entries)?;
+            assert!(out.applied_index > replay.to, "replay makes progress");
+            replay.to = out.applied_index;
+            replay.chunks += 1;
+        }
+        if replay.to > from {
+            info!(
+                from,
+                to = replay.to,
+                chunks = replay.chunks,
+                "replayed committed entries"
+            );
+        }
+        Ok(replay)
+    }
+
+    /// Drop log entries below `index` (the new first index), but never one
+    /// the state machine has not durably applied: `index - 1` must be at most
+    /// [`StateMachine::durable_applied`].
+    ///
+    /// # Errors
+    /// [`Error::CompactBeyondDurable`]; WAL errors.
+    pub fn compact(&self, index: u64) -> Result<Completion> {
+        let durable = self.sm.durable_applied();
+        if index.saturating_sub(1) > durable {
+            return Err(Error::CompactBeyondDurable { index, durable });
+        }
+        self.wal.compact(index).map_err(wal_err)
+    }
+}
+
+impl Storage for DiskStorage {
+    fn initial_state(&self) -> tandem_raft::Result<RaftState> {
+        let mut hard_state = self.wal.hard_state()?;
+        hard_state.commit = hard_state.commit.max(self.sm.applied_index());
+        Ok(RaftState::new(hard_state, self.sm.conf_state()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: Option<u64>,
+    ) -> tandem_raft::Result<Vec<Entry>> {
+        Ok(self.wal.entries(low, high, max_size)?)
+    }
+
+    fn term(&self, idx: u64) -> tandem_raft::Result<u64> {
+        Ok(self.wal.term(idx)?)
+    }
+
+    fn first_index(&self) -> tandem_raft::Result<u64> {
+        Ok(self.wal.first_index()?)
+    }
+
+    fn last_index(&self) -> tandem_raft::Result<u64> {
+        Ok(self.wal.last_index()?)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> tandem_raft::Result<Snapshot> {
+        let metadata = self.sm.snapshot_metadata();
+        if metadata.index == 0 || metadata.index < request_index {
+            // No snapshot at the requested point yet: the snapshot builder
+            // records one in the state machine when it has one.
+            return Err(StorageError::SnapshotTemporarilyUnavailable.into());
+        }
+        Ok(Snapshot {
+            data: Vec::new(),
+            metadata,
+        })
+    }
+}
