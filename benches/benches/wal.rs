@@ -1,0 +1,3 @@
+//! WAL benchmarks (placeholder until the WAL API lands).
+#![allow(missing_docs)]
+fn main() {}
