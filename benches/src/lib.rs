@@ -8,7 +8,8 @@
 //!   preallocated file, the physical limit), [`raft_engine_log::RaftEngineLog`]
 //!   (raft-engine 0.4.2 used as a raft log store) and [`sled_log::SledLog`]
 //!   (sled used as a raft log store: `apply_batch` + `flush`);
-//! - the [`logstore::LogStore`] trait they and Tandem's WAL implement, so one
+//! - the [`logstore::LogStore`] trait they and Tandem's WAL ([`wal_log::WalLog`])
+//!   implement, so one
 //!   driver feeds them identical workloads ([`workload`]);
 //! - [`compare`], which runs contenders in interleaved rounds and reports
 //!   per-round ratios, and [`stats`] for latency percentiles.
@@ -34,6 +35,7 @@ pub mod raft_engine_log;
 pub mod raw;
 pub mod sled_log;
 pub mod stats;
+pub mod wal_log;
 pub mod workload;
 
 pub use error::{Error, Result};
