@@ -258,19 +258,20 @@ impl Target {
 }
 
 /// Formats comparisons as a text table: per contender its median rate, and
-/// the ratio to `reference` (median and per-round range).
+/// the throughput of `reference` divided by the contender's (median and
+/// per-round range): above 1, the reference is faster.
 pub fn table(comparisons: &[Comparison], reference: &str) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "{:<40} {:<14} {:>12} {:>10} {:>10} {:>20}\n",
-        "scenario", "contender", "ops/s", "p50 us", "p99 us", "ratio vs ref [range]"
+        "scenario", "contender", "ops/s", "p50 us", "p99 us", "ref/this [range]"
     ));
     for c in comparisons {
         for r in &c.contenders {
             let ratio = if r.name == reference {
                 "1 (reference)".to_string()
             } else {
-                c.rate_ratio(&r.name, reference).map_or("-".into(), |x| {
+                c.rate_ratio(reference, &r.name).map_or("-".into(), |x| {
                     format!("{:.2} [{:.2}-{:.2}]", x.median, x.min, x.max)
                 })
             };
@@ -420,7 +421,7 @@ mod tests {
         assert!(csv.contains("scen,y,1,10.0,2.0"));
         let t = table(&back, "y");
         assert!(
-            t.contains("1 (reference)") && t.contains("0.50 [0.50-0.50]"),
+            t.contains("1 (reference)") && t.contains("2.00 [2.00-2.00]"),
             "{t}"
         );
     }
