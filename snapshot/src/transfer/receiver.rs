@@ -461,3 +461,303 @@ impl Receiver {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tandem_raft::ConfState;
+
+    use super::*;
+    use crate::format::{encode_chunk, encode_pair};
+
+    fn id() -> TransferId {
+        TransferId {
+            leader_term: 3,
+            from: 1,
+            index: 5,
+            term: 2,
+            attempt: 0,
+        }
+    }
+
+    /// A manifest and its two chunks.
+    fn snapshot() -> (Manifest, Vec<Vec<u8>>) {
+        let chunks: Vec<Vec<u8>> = (0..2u8)
+            .map(|n| {
+                let mut p = Vec::new();
+                encode_pair(&mut p, &[n], b"v");
+                encode_chunk(5, 2, u32::from(n), 1, &p)
+            })
+            .collect();
+        let mut h = crc32fast::Hasher::new();
+        chunks.iter().for_each(|c| h.update(c));
+        let m = Manifest {
+            index: 5,
+            term: 2,
+            conf_state: ConfState::from_voters([1, 2]),
+            chunk_count: 2,
+            total_bytes: chunks.iter().map(|c| c.len() as u64).sum(),
+            pair_count: 2,
+            checksum: h.finalize(),
+        };
+        (m, chunks)
+    }
+
+    fn offer(id: TransferId, m: &Manifest) -> TransferMsg {
+        TransferMsg::Offer {
+            id,
+            manifest: m.encode(),
+        }
+    }
+
+    fn send(msg: TransferMsg) -> ReceiverAction {
+        ReceiverAction::Send(msg)
+    }
+
+    fn started(r: &mut Receiver, m: &Manifest) {
+        let a = r.on_message(offer(id(), m));
+        assert_eq!(
+            a,
+            vec![ReceiverAction::Begin {
+                id: id(),
+                manifest: m.clone()
+            }]
+        );
+        assert_eq!(
+            r.on_begun(id(), Ok(())),
+            vec![send(TransferMsg::Accept { id: id() })]
+        );
+    }
+
+    #[test]
+    fn happy_path_acks_only_after_staging_and_done_only_after_verify() {
+        let (m, chunks) = snapshot();
+        let mut r = Receiver::new(ReceiverConfig::default()).unwrap();
+        started(&mut r, &m);
+        let chunk = |n: u32| TransferMsg::Chunk {
+            id: id(),
+            chunk_no: n,
+            bytes: chunks[n as usize].clone(),
+        };
+        let a = r.on_message(chunk(1));
+        assert!(matches!(
+            &a[..],
+            [ReceiverAction::Stage { chunk_no: 1, .. }]
+        ));
+        // A copy arriving while the first is being staged: no second Stage.
+        assert!(r.on_message(chunk(1)).is_empty());
+        assert_eq!(
+            r.on_staged(id(), 1, Ok(())),
+            vec![send(TransferMsg::Ack {
+                id: id(),
+                chunk_no: 1
+            })]
+        );
+        // Staged already: acked again at once.
+        assert_eq!(
+            r.on_message(chunk(1)),
+            vec![send(TransferMsg::Ack {
+                id: id(),
+                chunk_no: 1
+            })]
+        );
+        r.on_message(chunk(0));
+        assert_eq!(
+            r.on_staged(id(), 0, Ok(())),
+            vec![
+                send(TransferMsg::Ack {
+                    id: id(),
+                    chunk_no: 0
+                }),
+                ReceiverAction::Verify { id: id() }
+            ]
+        );
+        assert!(!r.is_idle());
+        assert_eq!(
+            r.on_verified(id(), Ok(())),
+            vec![
+                send(TransferMsg::Done { id: id() }),
+                ReceiverAction::Complete { id: id() }
+            ]
+        );
+        assert!(r.is_idle());
+        // A late chunk and a repeated offer (sender probing for a lost Done).
+        assert_eq!(
+            r.on_message(chunk(0)),
+            vec![send(TransferMsg::Ack {
+                id: id(),
+                chunk_no: 0
+            })]
+        );
+        assert_eq!(
+            r.on_message(offer(id(), &m)),
+            vec![send(TransferMsg::Done { id: id() })]
+        );
+        assert_eq!(r.stats().chunks_duplicate, 3);
+    }
+
+    #[test]
+    fn damaged_or_misplaced_chunk_is_rejected() {
+        let (m, chunks) = snapshot();
+        let mut r = Receiver::new(ReceiverConfig::default()).unwrap();
+        started(&mut r, &m);
+        let mut bad = chunks[0].clone();
+        bad[41] ^= 1;
+        for (n, bytes) in [(0, bad), (1, chunks[0].clone()), (7, chunks[0].clone())] {
+            assert_eq!(
+                r.on_message(TransferMsg::Chunk {
+                    id: id(),
+                    chunk_no: n,
+                    bytes
+                }),
+                vec![send(TransferMsg::Reject {
+                    id: id(),
+                    chunk_no: n
+                })]
+            );
+        }
+        assert_eq!(r.stats().chunks_rejected, 3);
+    }
+
+    #[test]
+    fn offer_whose_manifest_does_not_match_is_refused() {
+        let (m, _) = snapshot();
+        let mut r = Receiver::new(ReceiverConfig::default()).unwrap();
+        let wrong = TransferId { index: 6, ..id() };
+        assert_eq!(
+            r.on_message(offer(wrong, &m)),
+            vec![send(TransferMsg::Abort {
+                id: wrong,
+                reason: AbortReason::BadOffer
+            })]
+        );
+        let garbage = TransferMsg::Offer {
+            id: id(),
+            manifest: vec![1, 2, 3],
+        };
+        assert!(matches!(
+            &r.on_message(garbage)[..],
+            [ReceiverAction::Send(TransferMsg::Abort {
+                reason: AbortReason::BadOffer,
+                ..
+            })]
+        ));
+        assert!(r.is_idle());
+    }
+
+    #[test]
+    fn staging_failure_aborts_and_discards() {
+        let (m, chunks) = snapshot();
+        let mut r = Receiver::new(ReceiverConfig::default()).unwrap();
+        started(&mut r, &m);
+        r.on_message(TransferMsg::Chunk {
+            id: id(),
+            chunk_no: 0,
+            bytes: chunks[0].clone(),
+        });
+        let a = r.on_staged(id(), 0, Err(Error::InvalidState("disk full".into())));
+        assert_eq!(
+            a,
+            vec![
+                send(TransferMsg::Abort {
+                    id: id(),
+                    reason: AbortReason::ReceiverIo
+                }),
+                ReceiverAction::Discard { id: id() },
+                ReceiverAction::Failed {
+                    id: id(),
+                    reason: AbortReason::ReceiverIo
+                },
+            ]
+        );
+        assert!(r.is_idle());
+        assert_eq!(r.current(), None);
+    }
+
+    #[test]
+    fn idle_timeout_also_covers_a_begin_that_never_completes() {
+        let (m, _) = snapshot();
+        let mut r = Receiver::new(ReceiverConfig {
+            idle_timeout_ticks: 3,
+        })
+        .unwrap();
+        r.on_message(offer(id(), &m));
+        assert!(r.tick().is_empty());
+        assert!(r.tick().is_empty());
+        assert_eq!(
+            r.tick(),
+            vec![
+                ReceiverAction::Discard { id: id() },
+                ReceiverAction::Failed {
+                    id: id(),
+                    reason: AbortReason::TimedOut
+                }
+            ]
+        );
+        // The late result of the begin is ignored.
+        assert!(r.on_begun(id(), Ok(())).is_empty());
+        assert!(Receiver::new(ReceiverConfig {
+            idle_timeout_ticks: 0
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn cancel_tells_the_sender_and_discards() {
+        let (m, _) = snapshot();
+        let mut r = Receiver::new(ReceiverConfig::default()).unwrap();
+        assert!(r.cancel().is_empty());
+        started(&mut r, &m);
+        assert_eq!(
+            r.cancel(),
+            vec![
+                send(TransferMsg::Abort {
+                    id: id(),
+                    reason: AbortReason::Cancelled
+                }),
+                ReceiverAction::Discard { id: id() },
+                ReceiverAction::Failed {
+                    id: id(),
+                    reason: AbortReason::Cancelled
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn newer_term_supersedes_and_older_is_told_to_stop() {
+        let (m, _) = snapshot();
+        let mut r = Receiver::new(ReceiverConfig::default()).unwrap();
+        started(&mut r, &m);
+        let newer = TransferId {
+            leader_term: 4,
+            from: 2,
+            ..id()
+        };
+        let a = r.on_message(offer(newer, &m));
+        assert_eq!(
+            a,
+            vec![
+                ReceiverAction::Discard { id: id() },
+                ReceiverAction::Failed {
+                    id: id(),
+                    reason: AbortReason::Superseded
+                },
+                ReceiverAction::Begin {
+                    id: newer,
+                    manifest: m.clone()
+                },
+            ]
+        );
+        assert_eq!(
+            r.on_message(TransferMsg::Ack {
+                id: id(),
+                chunk_no: 0
+            }),
+            vec![send(TransferMsg::Abort {
+                id: id(),
+                reason: AbortReason::Superseded
+            })]
+        );
+        assert_eq!(r.current(), Some(newer));
+    }
+}
