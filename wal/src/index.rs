@@ -26,11 +26,91 @@ pub struct Loc {
 
 const _: () = assert!(std::mem::size_of::<Loc>() == 8);
 
+/// Entries per chunk of [`Locs`].
+const CHUNK_ENTRIES: usize = 4096;
+
+/// A deque of [`Loc`] in fixed-size chunks: unlike a `VecDeque`, whose
+/// capacity doubles, the slack is at most two chunks (64 KiB), so the index
+/// stays at 8 bytes per entry at any size.
+#[derive(Debug, Default)]
+struct Locs {
+    chunks: VecDeque<Vec<Loc>>,
+    /// Entries dropped from the front of the first chunk.
+    skip: usize,
+    len: usize,
+}
+
+impl Locs {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.skip = 0;
+        self.len = 0;
+    }
+
+    fn push_back(&mut self, loc: Loc) {
+        if self.chunks.back().is_none_or(|c| c.len() == CHUNK_ENTRIES) {
+            self.chunks.push_back(Vec::with_capacity(CHUNK_ENTRIES));
+        }
+        self.chunks.back_mut().expect("pushed above").push(loc);
+        self.len += 1;
+    }
+
+    fn get(&self, k: usize) -> Loc {
+        assert!(k < self.len, "loc {k} of {}", self.len);
+        let p = self.skip + k;
+        self.chunks[p / CHUNK_ENTRIES][p % CHUNK_ENTRIES]
+    }
+
+    /// Keep the first `n` entries.
+    fn truncate(&mut self, n: usize) {
+        if n >= self.len {
+            return;
+        }
+        if n == 0 {
+            self.clear();
+            return;
+        }
+        let p = self.skip + n;
+        let chunks = p.div_ceil(CHUNK_ENTRIES);
+        self.chunks.truncate(chunks);
+        let rem = p - (chunks - 1) * CHUNK_ENTRIES;
+        self.chunks.back_mut().expect("n > 0").truncate(rem);
+        self.len = n;
+    }
+
+    /// Drop the first `n` entries.
+    fn drain_front(&mut self, n: usize) {
+        if n >= self.len {
+            self.clear();
+            return;
+        }
+        self.skip += n;
+        self.len -= n;
+        while self.skip >= CHUNK_ENTRIES {
+            self.chunks.pop_front();
+            self.skip -= CHUNK_ENTRIES;
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum::<usize>() * std::mem::size_of::<Loc>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<Loc>>()
+    }
+}
+
 /// Index of on-disk entry locations `first..first + locs.len()`.
 #[derive(Debug, Default)]
 pub struct DiskIndex {
     first: u64,
-    locs: VecDeque<Loc>,
+    locs: Locs,
     /// `(first index, segment)` runs, ascending in both.
     segs: VecDeque<(u64, u64)>,
     /// `(first index, term)` runs, ascending in index.
@@ -87,7 +167,7 @@ impl DiskIndex {
             self.clear();
             return;
         }
-        self.locs.drain(..(i - self.first) as usize);
+        self.locs.drain_front((i - self.first) as usize);
         self.first = i;
         for runs in [&mut self.segs, &mut self.terms] {
             while runs.len() > 1 && runs[1].0 <= i {
@@ -132,7 +212,7 @@ impl DiskIndex {
         if self.locs.is_empty() || i < self.first || i > self.last()? {
             return None;
         }
-        let loc = self.locs[(i - self.first) as usize];
+        let loc = self.locs.get((i - self.first) as usize);
         Some((
             Self::run_at(&self.terms, i),
             Self::run_at(&self.segs, i),
@@ -148,15 +228,13 @@ impl DiskIndex {
 
     /// Heap bytes held by the index.
     pub fn memory_bytes(&self) -> u64 {
-        (self.locs.capacity() * std::mem::size_of::<Loc>()
-            + (self.segs.capacity() + self.terms.capacity()) * 16) as u64
+        (self.locs.memory_bytes() + (self.segs.capacity() + self.terms.capacity()) * 16) as u64
     }
 
-    /// Shrink the buffers after a large drop.
+    /// Shrink the run buffers after a large drop.
     pub fn shrink(&mut self) {
-        if self.locs.capacity() > 2 * self.locs.len() + 1024 {
-            self.locs.shrink_to_fit();
-        }
+        self.segs.shrink_to_fit();
+        self.terms.shrink_to_fit();
     }
 }
 
@@ -286,13 +364,68 @@ mod tests {
     }
 
     #[test]
+    fn chunked_locs_match_a_vecdeque() {
+        let mut x: u64 = 88_172_645_463_325_252;
+        let mut rnd = move |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut locs = Locs::default();
+        let mut model: VecDeque<Loc> = VecDeque::new();
+        for step in 0..20_000u32 {
+            match rnd(10) {
+                0 => {
+                    let n = rnd(model.len() as u64 + 1) as usize;
+                    locs.truncate(n);
+                    model.truncate(n);
+                }
+                1 => {
+                    let n = rnd(model.len() as u64 / 2 + 1) as usize;
+                    locs.drain_front(n);
+                    model.drain(..n);
+                }
+                _ => {
+                    for k in 0..rnd(3000) {
+                        let l = loc(step.wrapping_mul(7) ^ k as u32);
+                        locs.push_back(l);
+                        model.push_back(l);
+                    }
+                }
+            }
+            assert_eq!(locs.len(), model.len());
+            assert_eq!(locs.is_empty(), model.is_empty());
+            if !model.is_empty() {
+                for k in [0, model.len() / 2, model.len() - 1] {
+                    assert_eq!(locs.get(k), model[k]);
+                }
+            }
+            assert!(locs.memory_bytes() <= model.len() * 8 + 3 * CHUNK_ENTRIES * 8 + 4096);
+        }
+    }
+
+    #[test]
     fn index_uses_at_most_sixteen_bytes_per_entry() {
         let mut ix = DiskIndex::default();
         let n = 100_000;
         for i in 1..=n {
-            ix.push(i, 1 + i / 50_000, 1 + i / 30_000, loc(0));
+            ix.push(i, 1 + i / 50_000, 1 + i / 30_000, loc(i as u32));
         }
         let per_entry = ix.memory_bytes() as f64 / n as f64;
-        assert!(per_entry <= 16.0, "{per_entry} bytes per entry");
+        assert!(per_entry <= 8.5, "{per_entry} bytes per entry");
+        // Truncations and front drops across chunk boundaries.
+        ix.truncate_from(50_001);
+        ix.drop_before(4_000);
+        assert_eq!((ix.first(), ix.last()), (Some(4_000), Some(50_000)));
+        for i in [4_000, 4_095, 4_096, 8_192, 50_000] {
+            assert_eq!(ix.get(i).map(|g| g.2), Some(loc(i as u32)));
+        }
+        ix.push(50_001, 9, 9, loc(7));
+        assert_eq!(ix.get(50_001), Some((9, 9, loc(7))));
+        ix.truncate_from(4_001);
+        assert_eq!(ix.last(), Some(4_000));
+        ix.drop_before(4_001);
+        assert_eq!(ix.first(), None);
     }
 }

@@ -200,7 +200,11 @@ fn run(ops: &[Op], threads: bool) {
     let wal = open(&fs, threads);
     check(&wal, &m);
     let st = wal.stats();
-    assert!(st.index_bytes <= 16 * st.index_entries.max(64));
+    // 8 bytes per entry plus at most a few fixed-size chunks of slack.
+    assert!(
+        st.index_bytes <= 8 * st.index_entries + 128 * 1024,
+        "{st:?}"
+    );
 }
 
 proptest! {
