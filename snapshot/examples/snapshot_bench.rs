@@ -52,34 +52,40 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / d.as_secs_f64()
 }
 
-/// Applies batches of 64 random writes to keys `0..key_range` until `stop`, recording
-/// before-images when `images` is set. Returns per-batch latencies (µs).
+/// Applies batches of 64 random writes to keys `0..key_range` until `stop`,
+/// recording before-images when `images` is set. Returns per-batch
+/// latencies and, separately, the time spent recording (µs).
 fn apply_load(
     tree: sled::Tree,
     key_range: u64,
     images: Option<Arc<BeforeImages>>,
     stop: Arc<AtomicBool>,
     seed: u64,
-) -> Vec<u64> {
+) -> (Vec<u64>, Vec<u64>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut lat = Vec::new();
+    let mut rec = Vec::new();
     let value = vec![7u8; VALUE_BYTES];
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
         let mut batch = sled::Batch::default();
+        let mut rec_time = Duration::ZERO;
         for _ in 0..64 {
             let k = key(rng.gen_range(0..key_range));
             if let Some(im) = &images {
+                let r = Instant::now();
                 im.record_with(&k, || tree.get(k)).expect("read old value");
+                rec_time += r.elapsed();
             }
             batch.insert(&k[..], &value[..]);
         }
         tree.apply_batch(batch).expect("apply batch");
         lat.push(t.elapsed().as_micros() as u64);
+        rec.push(rec_time.as_micros() as u64);
         // About 5k batches/s at most: a steady load, not a saturating one.
         std::thread::sleep(Duration::from_micros(200));
     }
-    lat
+    (lat, rec)
 }
 
 fn summary(lat: &mut [u64]) -> (usize, u64, u64) {
@@ -187,10 +193,31 @@ fn main() {
     };
     std::thread::sleep(Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
-    let mut base_lat = h.join().unwrap();
+    let (mut base_lat, _) = h.join().unwrap();
+
+    // Build with no writes going on, for comparison.
+    let leader_snap = Stager::open(&root.join("leader-snap")).unwrap();
+    let quiet_images = BeforeImages::new(BeforeImagesConfig::default());
+    let quiet_meta = SnapshotMetadata {
+        conf_state: ConfState::from_voters([1, 2, 3]),
+        index: 999,
+        term: 2,
+    };
+    let t = Instant::now();
+    let mut w = leader_snap
+        .create_writer(&quiet_meta, &WriterConfig::default())
+        .unwrap();
+    for p in PointInTimeIter::new(tree.iter(), &quiet_images) {
+        let (k, v) = p.unwrap();
+        w.push(&k, &v).unwrap();
+    }
+    let quiet = leader_snap.publish_built(&w.finish().unwrap()).unwrap();
+    let quiet_time = t.elapsed();
+    let quiet_bytes = quiet.manifest().total_bytes;
+    drop(quiet);
+    leader_snap.remove_older_than(1_000, 0).unwrap();
 
     // Build while applying continues.
-    let leader_snap = Stager::open(&root.join("leader-snap")).unwrap();
     let images = Arc::new(BeforeImages::new(BeforeImagesConfig {
         bytes_max: 512 * 1024 * 1024,
     }));
@@ -216,7 +243,7 @@ fn main() {
     let built = leader_snap.publish_built(&w.finish().unwrap()).unwrap();
     let build_time = t.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut build_lat = h.join().unwrap();
+    let (mut build_lat, mut rec_lat) = h.join().unwrap();
     let snap_bytes = built.manifest().total_bytes;
     assert_eq!(
         built.manifest().pair_count,
@@ -290,9 +317,15 @@ fn main() {
 
     let (bn, bp99, bmax) = summary(&mut base_lat);
     let (sn, sp99, smax) = summary(&mut build_lat);
+    let (_, rp99, rmax) = summary(&mut rec_lat);
     println!();
     println!("| phase | time (s) | throughput (MiB/s of snapshot) |");
     println!("|---|---|---|");
+    println!(
+        "| build (sled → chunks, no writes) | {:.1} | {:.1} |",
+        quiet_time.as_secs_f64(),
+        mbps(quiet_bytes, quiet_time)
+    );
     println!(
         "| build (sled → chunks, writes continuing) | {:.1} | {:.1} |",
         build_time.as_secs_f64(),
@@ -324,4 +357,5 @@ fn main() {
     println!("|---|---|---|---|");
     println!("| without a build | {bn} | {bp99} | {bmax} |");
     println!("| during the build (with before-images) | {sn} | {sp99} | {smax} |");
+    println!("| of which recording before-images (old-value reads) | {sn} | {rp99} | {rmax} |");
 }

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -31,6 +31,13 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `dir/name` and syncs the file (not the directory).
 pub(crate) fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let (f, path) = write_unsynced(dir, name, bytes)?;
+    f.sync_all().map_err(Error::io(&path))
+}
+
+/// Writes `bytes` to `dir/name` without syncing; returns the open file so
+/// the caller can sync it later.
+pub(crate) fn write_unsynced(dir: &Path, name: &str, bytes: &[u8]) -> Result<(File, PathBuf)> {
     let path = dir.join(name);
     let mut f = OpenOptions::new()
         .write(true)
@@ -39,7 +46,7 @@ pub(crate) fn write_synced(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         .open(&path)
         .map_err(Error::io(&path))?;
     f.write_all(bytes).map_err(Error::io(&path))?;
-    f.sync_all().map_err(Error::io(&path))
+    Ok((f, path))
 }
 
 /// Replaces `dir/name` atomically with `bytes`: write `name.tmp`, fsync it,

@@ -1,5 +1,7 @@
 //! Cutting a stream of key-ordered pairs into chunk files plus a manifest.
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use tandem_raft::SnapshotMetadata;
@@ -10,7 +12,7 @@ use crate::format::{
     encode_chunk, encode_pair, Manifest, CHUNK_COUNT_MAX, CHUNK_HEADER_BYTES,
     CHUNK_PAYLOAD_BYTES_MAX, KEY_BYTES_MAX, PAIR_OVERHEAD_BYTES, VALUE_BYTES_MAX,
 };
-use crate::fsutil::{chunk_file_name, sync_dir, write_atomically, write_synced, MANIFEST_FILE};
+use crate::fsutil::{chunk_file_name, sync_dir, write_atomically, write_unsynced, MANIFEST_FILE};
 
 /// Default target payload bytes per chunk: 1 MiB.
 pub const DEFAULT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -99,7 +101,15 @@ pub struct SnapshotWriter {
     pair_count: u64,
     checksum: crc32fast::Hasher,
     last_key: Option<Vec<u8>>,
+    /// Chunk files written but not yet fsynced, oldest first; at most
+    /// [`SYNC_LAG_CHUNKS`]. Syncing a chunk only once a few newer ones are
+    /// written lets the kernel write it back meanwhile, so the fsync rarely
+    /// waits, while dirty data stays bounded.
+    unsynced: VecDeque<(File, PathBuf)>,
 }
+
+/// How many chunk files may be written ahead of their fsync.
+const SYNC_LAG_CHUNKS: usize = 8;
 
 impl SnapshotWriter {
     /// Creates `dir` (which must not exist yet; its parent must) and
@@ -125,6 +135,7 @@ impl SnapshotWriter {
             pair_count: 0,
             checksum: crc32fast::Hasher::new(),
             last_key: None,
+            unsynced: VecDeque::with_capacity(SYNC_LAG_CHUNKS + 1),
         })
     }
 
@@ -190,12 +201,26 @@ impl SnapshotWriter {
             self.chunk_pairs,
             &self.payload,
         );
-        write_synced(&self.dir, &chunk_file_name(self.chunk_no), &bytes)?;
+        self.unsynced.push_back(write_unsynced(
+            &self.dir,
+            &chunk_file_name(self.chunk_no),
+            &bytes,
+        )?);
+        while self.unsynced.len() > SYNC_LAG_CHUNKS {
+            self.sync_oldest()?;
+        }
         self.checksum.update(&bytes);
         self.total_bytes += bytes.len() as u64;
         self.chunk_no += 1;
         self.chunk_pairs = 0;
         self.payload.clear();
+        Ok(())
+    }
+
+    fn sync_oldest(&mut self) -> Result<()> {
+        if let Some((f, path)) = self.unsynced.pop_front() {
+            f.sync_all().map_err(Error::io(&path))?;
+        }
         Ok(())
     }
 
@@ -214,6 +239,9 @@ impl SnapshotWriter {
         if self.chunk_pairs > 0 {
             self.flush_chunk()?;
         }
+        while !self.unsynced.is_empty() {
+            self.sync_oldest()?;
+        }
         let manifest = Manifest {
             index: self.meta.index,
             term: self.meta.term,
@@ -227,7 +255,7 @@ impl SnapshotWriter {
         assert!(
             manifest.total_bytes >= u64::from(manifest.chunk_count) * CHUNK_HEADER_BYTES as u64
         );
-        // Chunk files were synced one by one; their names become durable
+        // Every chunk file is synced now; their names become durable
         // with this directory sync, strictly before the manifest exists.
         sync_dir(&self.dir)?;
         write_atomically(&self.dir, MANIFEST_FILE, &manifest.encode())?;
