@@ -534,3 +534,90 @@ fn concurrent_appenders_with_append_next_build_one_contiguous_log() {
         assert_eq!(*e, entry(e.index, e.term, 200));
     }
 }
+
+#[test]
+fn relaxed_sync_policies_acknowledge_after_the_write_and_sync_later() {
+    for (policy, threads) in [
+        (SyncPolicy::EveryMs(5), true),
+        (SyncPolicy::Never, true),
+        (SyncPolicy::EveryMs(5), false),
+        (SyncPolicy::Never, false),
+    ] {
+        let fs = SimFs::new();
+        let o = WalOptions {
+            sync: policy,
+            background_threads: threads,
+            ..opts()
+        };
+        let wal = open(&fs, o.clone()).unwrap();
+        let syncs_at_open = fs.sync_count();
+        for k in 0..30u64 {
+            wal.submit(entries(1 + k, 1, 1, 700), None)
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+        // Rotation syncs the segment it leaves, whatever the policy.
+        assert!(fs.sync_count() > syncs_at_open, "{policy:?}");
+        if policy == SyncPolicy::Never {
+            assert!(
+                fs.unsynced_writes() > 0,
+                "{policy:?}: acked before any sync"
+            );
+        }
+        // Close syncs what is left (threaded); a process crash loses nothing.
+        drop(wal);
+        let wal = open(&fs, o.clone()).unwrap();
+        assert_eq!(wal.entries(1, 31, None).unwrap(), entries(1, 30, 1, 700));
+        drop(wal);
+        if threads {
+            fs.crash(CrashSpec::default());
+            let wal = open(&fs, o).unwrap();
+            assert_eq!(wal.last_index().unwrap(), 30, "{policy:?}: close synced");
+        }
+    }
+}
+
+#[test]
+fn every_ms_policy_syncs_an_idle_log_within_the_window() {
+    let fs = SimFs::new();
+    let o = WalOptions {
+        sync: SyncPolicy::EveryMs(2),
+        background_threads: true,
+        ..opts()
+    };
+    let wal = open(&fs, o).unwrap();
+    wal.submit(entries(1, 1, 1, 10), None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    wal.submit(entries(2, 1, 1, 10), None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    // Condition wait with a generous bound: the timer sync must come.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fs.unsynced_writes() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(fs.unsynced_writes(), 0);
+    assert_eq!(wal.last_index().unwrap(), 2);
+}
+
+#[test]
+fn reads_see_submissions_before_they_are_durable() {
+    let fs = SimFs::new();
+    let wal = open(&fs, opts()).unwrap();
+    let c1 = wal.submit(entries(1, 4, 1, 20), None).unwrap();
+    let c2 = wal.submit(entries(3, 2, 2, 20), None).unwrap();
+    assert!(c1.poll().is_none() && c2.poll().is_none());
+    assert_eq!(wal.last_index().unwrap(), 4);
+    assert_eq!(wal.term(2).unwrap(), 1);
+    assert_eq!(wal.term(3).unwrap(), 2);
+    let mut want = entries(1, 2, 1, 20);
+    want.extend(entries(3, 2, 2, 20));
+    assert_eq!(wal.entries(1, 5, None).unwrap(), want);
+    c2.wait().unwrap();
+    assert!(matches!(c1.poll(), Some(Ok(()))));
+    assert_eq!(wal.entries(1, 5, None).unwrap(), want);
+}
