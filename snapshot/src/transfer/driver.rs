@@ -91,6 +91,12 @@ impl SenderDriver {
         self.run(a)
     }
 
+    /// Reports the node's raft term and leadership; aborts on a change.
+    pub fn on_leadership(&mut self, term: u64, is_leader: bool) -> SenderOutput {
+        let a = self.sender.on_leadership(term, is_leader);
+        self.run(a)
+    }
+
     /// Ends the transfer (leader change, shutdown).
     pub fn abort(&mut self, reason: AbortReason) -> SenderOutput {
         let a = self.sender.abort(reason);

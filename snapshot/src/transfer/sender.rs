@@ -392,6 +392,16 @@ impl Sender {
         out
     }
 
+    /// Tells the sender the node's current raft term and whether it still
+    /// leads. A transfer started under an older term, or by a node that no
+    /// longer leads, is aborted with [`AbortReason::LeaderChanged`].
+    pub fn on_leadership(&mut self, term: u64, is_leader: bool) -> Vec<SenderAction> {
+        if term != self.id.leader_term || !is_leader {
+            return self.abort(AbortReason::LeaderChanged);
+        }
+        Vec::new()
+    }
+
     /// Ends the transfer now, e.g. on leader or term change
     /// ([`AbortReason::LeaderChanged`]), a chunk read failure
     /// ([`AbortReason::SenderIo`]) or shutdown. Tells the receiver. Does
@@ -515,6 +525,28 @@ mod tests {
             .is_empty());
         assert_eq!(s.stats().ignored, 5);
         assert_eq!(s.inflight(), 1);
+    }
+
+    #[test]
+    fn leadership_check_aborts_only_on_change() {
+        let (id, mut s) = setup(2, 1);
+        s.start();
+        assert!(s.on_leadership(3, true).is_empty());
+        assert_eq!(
+            s.on_leadership(4, true).last(),
+            Some(&SenderAction::Finished(Err(AbortReason::LeaderChanged)))
+        );
+        let (_, mut s) = setup(2, 1);
+        s.start();
+        let a = s.on_leadership(3, false);
+        assert_eq!(
+            a[0],
+            SenderAction::Send(TransferMsg::Abort {
+                id,
+                reason: AbortReason::LeaderChanged
+            })
+        );
+        assert!(s.is_finished());
     }
 
     #[test]
