@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 use tandem_raft::types::ENTRY_OVERHEAD_BYTES;
 use tandem_raft::{Entry, HardState};
@@ -32,8 +32,9 @@ pub enum Notify {
         /// Echoed back in [`Durable::tag`].
         tag: u64,
     },
-    /// Call this on the writer thread with the ticket and the result. It must
-    /// be quick and must not call back into the log.
+    /// Call this with the ticket and the result, on the thread that wrote the
+    /// group (the writer thread, or a thread waiting on a [`Completion`]). It
+    /// must be quick and must not call back into the log.
     Callback(Box<dyn FnOnce(u64, Result<()>) + Send>),
 }
 
@@ -82,9 +83,13 @@ struct Request {
     compaction: bool,
 }
 
-enum Msg {
-    Req(Request),
-    Shutdown,
+/// Submissions waiting for the writer. Drained only by whoever holds the
+/// writer lock, so groups are written in ticket order whichever thread
+/// writes them.
+#[derive(Default)]
+struct Queue {
+    reqs: VecDeque<Request>,
+    shutdown: bool,
 }
 
 #[derive(Debug)]
@@ -230,8 +235,11 @@ struct Shared {
     wait_cv: Condvar,
     /// Serialises [`Wal::append_next`] callers.
     append_lock: Mutex<()>,
-    tx: Sender<Msg>,
-    rx: Receiver<Msg>,
+    queue: Mutex<Queue>,
+    /// Wakes the writer thread: work queued, or shutdown.
+    queue_cv: Condvar,
+    /// When the active segment must be fdatasynced (`SyncPolicy::EveryMs`).
+    sync_deadline: Mutex<Option<Instant>>,
     writer: Mutex<Writer>,
 }
 
@@ -293,6 +301,18 @@ impl Completion {
                 let r = s.status(self.ticket);
                 assert!(r.is_some(), "a pump completes every submitted ticket");
                 return r;
+            }
+            // Group commit led by the caller: if no one is writing, write the
+            // pending groups (up to this ticket) in this thread instead of
+            // handing off to the writer thread and back, which saves two
+            // context switches per commit for a lone appender. The queue is
+            // drained only under the writer lock, so order is kept.
+            if let Some(mut w) = s.writer.try_lock() {
+                s.drain(&mut w, self.ticket);
+                drop(w);
+                if let Some(r) = s.status(self.ticket) {
+                    return Some(r);
+                }
             }
             let mut g = s.wait_lock.lock();
             if let Some(r) = s.status(self.ticket) {
@@ -388,7 +408,6 @@ impl Wal {
             log,
             segments,
         };
-        let (tx, rx) = crossbeam_channel::unbounded();
         let mut threads = Vec::new();
         let bg = if opts.background_threads {
             let (btx, brx) = crossbeam_channel::unbounded::<BgMsg>();
@@ -436,8 +455,9 @@ impl Wal {
             wait_lock: Mutex::new(()),
             wait_cv: Condvar::new(),
             append_lock: Mutex::new(()),
-            tx,
-            rx,
+            queue: Mutex::new(Queue::default()),
+            queue_cv: Condvar::new(),
+            sync_deadline: Mutex::new(None),
             writer: Mutex::new(writer),
         });
         if opts.background_threads {
@@ -614,19 +634,18 @@ impl Wal {
         }
         st.stats.submits += 1;
         debug_assert_eq!(st.mem_start + st.mem.len() as u64, st.last_index + 1);
-        // Sent under the state lock so the writer sees submissions in the
+        // Queued under the state lock so the writer sees submissions in the
         // order they changed the visible state.
-        self.shared
-            .tx
-            .send(Msg::Req(Request {
-                ticket,
-                records,
-                bytes,
-                notify,
-                compaction: false,
-            }))
-            .expect("the log holds its own receiver");
+        self.shared.queue.lock().reqs.push_back(Request {
+            ticket,
+            records,
+            bytes,
+            notify,
+            compaction: false,
+        });
         st.evict(opts.cache_bytes_max);
+        drop(st);
+        self.shared.queue_cv.notify_one();
         Ok(ticket)
     }
 
@@ -713,16 +732,14 @@ impl Wal {
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         let rec = encode_marker(&marker);
-        self.shared
-            .tx
-            .send(Msg::Req(Request {
-                ticket,
-                bytes: rec.len(),
-                records: vec![rec],
-                notify: None,
-                compaction: true,
-            }))
-            .expect("the log holds its own receiver");
+        self.shared.queue.lock().reqs.push_back(Request {
+            ticket,
+            bytes: rec.len(),
+            records: vec![rec],
+            notify: None,
+            compaction: true,
+        });
+        self.shared.queue_cv.notify_one();
         ticket
     }
 
@@ -927,7 +944,8 @@ impl Wal {
 impl Drop for Wal {
     fn drop(&mut self) {
         if self.shared.opts.background_threads {
-            let _ = self.shared.tx.send(Msg::Shutdown);
+            self.shared.queue.lock().shutdown = true;
+            self.shared.queue_cv.notify_all();
             for t in self.threads.drain(..).rev() {
                 let _ = t.join();
             }
@@ -961,31 +979,42 @@ impl Shared {
 
     fn pump(&self) -> Result<usize> {
         let mut writer = self.writer.lock();
-        let mut n = 0;
+        let n = self.drain(&mut writer, u64::MAX);
+        writer.maybe_sync_due(self);
+        drop(writer);
+        self.state.lock().check_poison()?;
+        Ok(n)
+    }
+
+    /// Take the next group off the queue: everything pending, up to
+    /// `batch_bytes_max` (at least one submission).
+    fn next_batch(&self) -> Vec<Request> {
+        let mut q = self.queue.lock();
         let mut batch = Vec::new();
         let mut bytes = 0;
-        loop {
-            match self.rx.try_recv() {
-                Ok(Msg::Req(r)) => {
-                    if !batch.is_empty() && bytes + r.bytes > self.opts.batch_bytes_max {
-                        n += batch.len();
-                        writer.cycle(self, std::mem::take(&mut batch));
-                        bytes = 0;
-                    }
-                    bytes += r.bytes;
-                    batch.push(r);
-                }
-                Ok(Msg::Shutdown) => {}
-                Err(_) => break,
+        while let Some(r) = q.reqs.front() {
+            if !batch.is_empty() && bytes + r.bytes > self.opts.batch_bytes_max {
+                break;
             }
+            bytes += r.bytes;
+            batch.push(q.reqs.pop_front().expect("front exists"));
         }
-        if !batch.is_empty() {
+        batch
+    }
+
+    /// Write groups until the queue is empty or `until` is durable. The
+    /// caller holds the writer lock. Returns the submissions processed.
+    fn drain(&self, writer: &mut Writer, until: u64) -> usize {
+        let mut n = 0;
+        while self.durable.load(Ordering::SeqCst) < until {
+            let batch = self.next_batch();
+            if batch.is_empty() {
+                break;
+            }
             n += batch.len();
             writer.cycle(self, batch);
         }
-        writer.maybe_sync_due(self);
-        self.state.lock().check_poison()?;
-        Ok(n)
+        n
     }
 
     fn poison(&self, reason: String) {
@@ -1032,64 +1061,31 @@ fn background(
 }
 
 fn writer_loop(shared: &Shared) {
-    let mut carry: Option<Request> = None;
     loop {
-        let first = match carry.take() {
-            Some(r) => Msg::Req(r),
-            None => {
-                let due = shared.writer.lock().sync_due_in(shared);
-                match due {
-                    Some(d) => match shared.rx.recv_timeout(d) {
-                        Ok(m) => m,
-                        Err(RecvTimeoutError::Timeout) => {
-                            shared.writer.lock().maybe_sync_due(shared);
-                            continue;
+        let shutdown = {
+            let mut q = shared.queue.lock();
+            loop {
+                if !q.reqs.is_empty() || q.shutdown {
+                    break;
+                }
+                let deadline = *shared.sync_deadline.lock();
+                match deadline {
+                    Some(d) => {
+                        if shared.queue_cv.wait_until(&mut q, d).timed_out() {
+                            break;
                         }
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    },
-                    None => match shared.rx.recv() {
-                        Ok(m) => m,
-                        Err(_) => break,
-                    },
-                }
-            }
-        };
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut shutdown = false;
-        match first {
-            Msg::Req(r) => {
-                bytes += r.bytes;
-                batch.push(r);
-            }
-            Msg::Shutdown => shutdown = true,
-        }
-        while !shutdown {
-            match shared.rx.try_recv() {
-                Ok(Msg::Req(r)) => {
-                    if bytes + r.bytes > shared.opts.batch_bytes_max {
-                        carry = Some(r);
-                        break;
                     }
-                    bytes += r.bytes;
-                    batch.push(r);
+                    None => shared.queue_cv.wait(&mut q),
                 }
-                Ok(Msg::Shutdown) => shutdown = true,
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
-        }
+            q.shutdown
+        };
         let mut w = shared.writer.lock();
-        if !batch.is_empty() {
-            w.cycle(shared, batch);
-        }
-        if shutdown {
-            if let Some(r) = carry.take() {
-                w.cycle(shared, vec![r]);
-            }
+        shared.drain(&mut w, u64::MAX);
+        w.maybe_sync_due(shared);
+        if shutdown && shared.queue.lock().reqs.is_empty() {
             if w.active.unsynced && shared.poison_reason().is_none() {
-                if let Err(e) = w.active.file.sync_data() {
-                    shared.poison(format!("fsync at shutdown: {e}"));
-                }
+                w.sync(shared);
             }
             // Dropping the sender ends the background thread.
             w.bg = None;
@@ -1100,6 +1096,13 @@ fn writer_loop(shared: &Shared) {
 
 impl Writer {
     fn sync_due_in(&self, shared: &Shared) -> Option<Duration> {
+        // Also publish the deadline for the writer thread's timed wait.
+        let due = self.sync_due_in_inner(shared);
+        *shared.sync_deadline.lock() = due.map(|d| Instant::now() + d);
+        due
+    }
+
+    fn sync_due_in_inner(&self, shared: &Shared) -> Option<Duration> {
         match shared.opts.sync {
             SyncPolicy::EveryMs(ms) if self.active.unsynced => {
                 Some(Duration::from_millis(ms).saturating_sub(self.last_sync.elapsed()))
@@ -1303,6 +1306,7 @@ impl Writer {
                 n.fire(r.ticket, Ok(()));
             }
         }
+        self.sync_due_in(shared);
         if !delete.is_empty() {
             tracing::debug!(segments = ?delete, "wal deleting compacted segments");
             match &self.bg {
