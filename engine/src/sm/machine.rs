@@ -390,10 +390,7 @@ impl StateMachine {
     }
 
     fn apply_group(&self, st: &mut ApplyState, entries: &[Entry]) -> Result<ApplyOutput> {
-        let mut group = Group {
-            tree: &self.db,
-            pending: HashMap::new(),
-        };
+        let mut group = Group::new(&self.db);
         let mut conf: Option<ConfState> = None;
         let mut results = Vec::with_capacity(entries.len());
         let mut conf_changes = Vec::new();
@@ -446,13 +443,7 @@ impl StateMachine {
             });
         }
         let last = entries.last().expect("entries is not empty");
-        let mut batch = sled::Batch::default();
-        for (key, value) in group.pending {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
-            }
-        }
+        let mut batch = group.into_batch();
         batch.insert(META_APPLIED, encode_applied(last.index, last.term).to_vec());
         if let Some(cs) = &conf {
             batch.insert(META_CONF, tandem_raft::types::encode(cs));
@@ -569,18 +560,61 @@ fn open_sled(dir: &Path, opts: &SmOptions) -> Result<sled::Db> {
 }
 
 /// The writes of the entries applied so far in one group, on top of sled.
+///
+/// Writes are kept in order in a vector (a move, no hashing), which becomes
+/// the sled batch at the end; a key index is built only when the group
+/// holds a compare-and-swap that needs to read pending writes.
 struct Group<'a> {
     tree: &'a sled::Tree,
-    /// Prefixed key → value (`None`: removed). Later writes replace earlier ones.
-    pending: HashMap<IVec, Option<IVec>>,
+    /// Prefixed key → value (`None`: removed), in apply order; for a key
+    /// written twice the later write wins.
+    pending: Vec<(IVec, Option<IVec>)>,
+    /// Key → position of its latest write in `pending`; built lazily.
+    index: Option<HashMap<IVec, usize>>,
 }
 
 impl Group<'_> {
-    fn current(&self, key: &IVec) -> Result<Option<IVec>> {
-        match self.pending.get(key) {
-            Some(v) => Ok(v.clone()),
+    fn new(tree: &sled::Tree) -> Group<'_> {
+        Group {
+            tree,
+            pending: Vec::new(),
+            index: None,
+        }
+    }
+
+    fn write(&mut self, key: IVec, value: Option<IVec>) {
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.pending.len());
+        }
+        self.pending.push((key, value));
+    }
+
+    fn current(&mut self, key: &IVec) -> Result<Option<IVec>> {
+        let pending = &self.pending;
+        let index = self.index.get_or_insert_with(|| {
+            pending
+                .iter()
+                .enumerate()
+                .map(|(pos, (k, _))| (k.clone(), pos))
+                .collect()
+        });
+        match index.get(key) {
+            Some(&pos) => Ok(self.pending[pos].1.clone()),
             None => Ok(self.tree.get(key)?),
         }
+    }
+
+    /// The sled batch of every pending write (later writes of a key
+    /// replace earlier ones, as `sled::Batch` keeps the last).
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (key, value) in self.pending {
+            match value {
+                Some(v) => batch.insert(key, v),
+                None => batch.remove(key),
+            }
+        }
+        batch
     }
 
     fn apply_command(&mut self, command: Command) -> Result<CommandResult> {
@@ -588,15 +622,13 @@ impl Group<'_> {
             Command::Noop => CommandResult::Noop,
             Command::Batch(batch) => {
                 let ops = batch.len();
+                self.pending.reserve(ops);
                 for op in batch.into_ops() {
                     match op {
                         Op::Insert { key, value } => {
-                            self.pending
-                                .insert(IVec::from(user_key(&key)), Some(IVec::from(value)));
+                            self.write(IVec::from(user_key(&key)), Some(IVec::from(value)));
                         }
-                        Op::Remove { key } => {
-                            self.pending.insert(IVec::from(user_key(&key)), None);
-                        }
+                        Op::Remove { key } => self.write(IVec::from(user_key(&key)), None),
                     }
                 }
                 CommandResult::Written { ops }
@@ -605,7 +637,7 @@ impl Group<'_> {
                 let key = IVec::from(user_key(&cas.key));
                 let current = self.current(&key)?;
                 if current.as_deref() == cas.expected.as_deref() {
-                    self.pending.insert(key, cas.new.map(IVec::from));
+                    self.write(key, cas.new.map(IVec::from));
                     CommandResult::Cas(Ok(()))
                 } else {
                     CommandResult::Cas(Err(CasMismatch {
