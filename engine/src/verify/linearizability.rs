@@ -519,6 +519,7 @@ fn counterexample(key: &[u8], operations: &[&Operation], config: &CheckConfig) -
         // Only possible if a shrinking search gave up: keep everything.
         ops.clone()
     };
+    drop_unobserved_pending(&mut shrunk);
     if shrunk.len() > config.shrink_ops_max {
         return Counterexample {
             key: key.to_vec(),
@@ -531,11 +532,17 @@ fn counterexample(key: &[u8], operations: &[&Operation], config: &CheckConfig) -
     // Phase 2: relax one operation at a time and keep the relaxation if the
     // history still fails. One pass suffices: relaxing more operations only
     // makes histories easier to linearize, so an operation whose relaxation
-    // was refused would still be refused after later relaxations.
+    // was refused would still be refused after later relaxations. Latest
+    // first, because later operations are the ones whose relaxation makes
+    // earlier pending writes unobserved.
     let mut minimal = true;
     let mut i = shrunk.len();
     while i > 0 {
         i -= 1;
+        if i >= shrunk.len() {
+            // Dropping unobserved writes shortened the list past i.
+            continue;
+        }
         let Some(relaxed) = relax(&shrunk, i) else {
             continue;
         };
@@ -546,68 +553,12 @@ fn counterexample(key: &[u8], operations: &[&Operation], config: &CheckConfig) -
             Search::GaveUp(_) => minimal = false,
         }
     }
-
-    // Phase 3: drop pending writes whose value nobody observes (see
-    // `unobserved_pending_write`); they cannot take part in the contradiction.
-    // Dropping one never makes another observed, so each pass drops all
-    // it finds; a dropped pending CAS can leave its expected value
-    // unobserved, hence the loop.
-    loop {
-        let drop: Vec<bool> = (0..shrunk.len())
-            .map(|i| unobserved_pending_write(&shrunk, i))
-            .collect();
-        if !drop.contains(&true) {
-            break;
-        }
-        let mut keep = drop.iter().map(|d| !d);
-        shrunk.retain(|_| keep.next().unwrap_or(true));
-    }
     Counterexample {
         key: key.to_vec(),
         operations: shrunk,
         key_ops_total: total,
         minimal,
     }
-}
-
-/// True if `ops[i]` is a pending write whose written value no other
-/// operation requires the key to hold.
-///
-/// Dropping such a write keeps a failing history failing, so the smaller
-/// history is still a genuine counterexample: take any linearization of the
-/// history *with* the write. Once it takes effect the key holds a value no
-/// completed operation accepts and no pending CAS expects, so the next
-/// operation with an effect is a pending insert or remove, which overwrites
-/// it regardless of the state; pending CASes in between did nothing and may
-/// be declared never to have taken effect. Deleting the write from the
-/// linearization thus leaves one of the history without it.
-fn unobserved_pending_write(ops: &[Operation], i: usize) -> bool {
-    if ops[i].outcome != Outcome::Pending {
-        return false;
-    }
-    let written = match &ops[i].op {
-        Op::Get { .. } => return false,
-        Op::Insert { value, .. } => Some(value),
-        Op::Remove { .. } => None,
-        Op::CompareAndSwap { new, .. } => new.as_ref(),
-    };
-    fn requires(operation: &Operation) -> Option<Option<&Vec<u8>>> {
-        match (&operation.op, &operation.outcome) {
-            (_, Outcome::Returned { output, .. }) => match output {
-                Output::Value(v) => Some(v.as_ref()),
-                Output::Cas(Ok(())) => match &operation.op {
-                    Op::CompareAndSwap { expected, .. } => Some(expected.as_ref()),
-                    _ => unreachable!("History::push checks output shapes"),
-                },
-                Output::Cas(Err(current)) => Some(current.as_ref()),
-            },
-            (Op::CompareAndSwap { expected, .. }, Outcome::Pending) => Some(expected.as_ref()),
-            (_, Outcome::Pending) => None,
-        }
-    }
-    ops.iter()
-        .enumerate()
-        .all(|(j, other)| j == i || requires(other) != Some(written))
 }
 
 /// The real-time prefix of `ops` (sorted by invocation) that ends right
@@ -629,9 +580,10 @@ fn prefix(ops: &[Operation], len: usize) -> Vec<Operation> {
 }
 
 /// `ops` with operation `i` relaxed, if it can be: an operation without
-/// effect (a read, a failed CAS, any pending read) is dropped; a completed
-/// operation with an effect becomes pending (and is dropped if then nobody
-/// observes its value). All of these only remove constraints.
+/// effect (a read, a failed CAS) is dropped; a completed operation with an
+/// effect becomes pending. Then pending operations that can no longer matter
+/// are dropped ([`drop_unobserved_pending`]). All of this only removes
+/// constraints, so a failing result is still a genuine counterexample.
 fn relax(ops: &[Operation], i: usize) -> Option<Vec<Operation>> {
     let operation = &ops[i];
     let effect_free = matches!(
@@ -650,16 +602,106 @@ fn relax(ops: &[Operation], i: usize) -> Option<Vec<Operation>> {
         relaxed.remove(i);
     } else if matches!(operation.outcome, Outcome::Returned { .. }) {
         relaxed[i].outcome = Outcome::Pending;
-        // A pending write nobody observes can go as well (see
-        // `unobserved_pending_write`); dropping it right away keeps the
-        // number of pending operations, hence the search space, small.
-        if unobserved_pending_write(&relaxed, i) {
-            relaxed.remove(i);
-        }
     } else {
         return None;
     }
+    drop_unobserved_pending(&mut relaxed);
     Some(relaxed)
+}
+
+/// The value a write leaves in the key when it takes effect.
+fn written(op: &Op) -> Option<Option<&[u8]>> {
+    match op {
+        Op::Get { .. } => None,
+        Op::Insert { value, .. } => Some(Some(value)),
+        Op::Remove { .. } => Some(None),
+        Op::CompareAndSwap { new, .. } => Some(new.as_deref()),
+    }
+}
+
+/// The value the key must hold for `operation` to be linearized with its
+/// recorded answer, if any: what a completed operation saw, or what a
+/// pending CAS expects to swap.
+fn required(operation: &Operation) -> Option<Option<&[u8]>> {
+    match (&operation.op, &operation.outcome) {
+        (_, Outcome::Returned { output, .. }) => Some(match output {
+            Output::Value(v) => v.as_deref(),
+            Output::Cas(Ok(())) => match &operation.op {
+                Op::CompareAndSwap { expected, .. } => expected.as_deref(),
+                _ => unreachable!("History::push checks output shapes"),
+            },
+            Output::Cas(Err(current)) => current.as_deref(),
+        }),
+        (Op::CompareAndSwap { expected, .. }, Outcome::Pending) => Some(expected.as_deref()),
+        (_, Outcome::Pending) => None,
+    }
+}
+
+/// Drops pending reads (no effect, no answer) and the largest set `Q` of
+/// pending writes that nobody outside `Q` can observe: no completed
+/// operation that may be linearized after a write of `Q` (it returned at or
+/// after the write's invocation), and no pending CAS outside `Q`, requires
+/// the key to hold the value that write leaves.
+///
+/// This keeps a failing history failing, so the smaller history is still a
+/// genuine counterexample. Take any linearization of the history with `Q`.
+/// After an operation of `Q` takes effect the key holds a value that no
+/// operation outside `Q` placed there accepts: completed ones would observe
+/// it, pending CASes outside `Q` do not expect it and do nothing. So the
+/// next effect from outside `Q` is a pending insert or remove, which
+/// overwrites the key whatever it held. Deleting `Q`'s operations, and
+/// declaring the pending CASes in those stretches never to have happened,
+/// leaves a linearization of the history without `Q`.
+fn drop_unobserved_pending(ops: &mut Vec<Operation>) {
+    // Latest return among completed operations requiring each value: they
+    // may follow (and so observe) writes invoked at or before it.
+    let mut latest_requirer: HashMap<Option<&[u8]>, u64> = HashMap::new();
+    for operation in ops.iter() {
+        if let (Some(value), Some(ret)) = (required(operation), operation.return_time()) {
+            let latest = latest_requirer.entry(value).or_insert(ret);
+            *latest = (*latest).max(ret);
+        }
+    }
+    let mut in_q: Vec<bool> = ops
+        .iter()
+        .map(|o| o.outcome == Outcome::Pending && written(&o.op).is_some())
+        .collect();
+    // Pending CASes outside `Q`, by expected value: they may follow any
+    // pending write, since a pending write never returns.
+    let mut outside_cas_expecting: HashMap<Option<&[u8]>, usize> = HashMap::new();
+    loop {
+        let mut changed = false;
+        for (i, operation) in ops.iter().enumerate() {
+            if !in_q[i] {
+                continue;
+            }
+            let value = written(&operation.op).expect("Q holds writes only");
+            let observed = latest_requirer
+                .get(&value)
+                .is_some_and(|&ret| ret >= operation.invoke_time)
+                || outside_cas_expecting.get(&value).is_some_and(|&n| n > 0);
+            if observed {
+                in_q[i] = false;
+                changed = true;
+                if let Some(expected) = required(operation) {
+                    *outside_cas_expecting.entry(expected).or_insert(0) += 1;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let keep: Vec<bool> = ops
+        .iter()
+        .zip(&in_q)
+        .map(|(o, &q)| {
+            let pending_read = o.outcome == Outcome::Pending && matches!(o.op, Op::Get { .. });
+            !q && !pending_read
+        })
+        .collect();
+    let mut keep = keep.into_iter();
+    ops.retain(|_| keep.next().unwrap_or(true));
 }
 
 #[cfg(test)]
@@ -719,23 +761,76 @@ mod tests {
         );
         h.push_pending(1, Op::Remove { key: k() }, 7);
         h.push_returned(2, Op::Get { key: k() }, 8, 9, Output::Value(v("a")));
+        h.push_returned(2, Op::Get { key: k() }, 10, 11, Output::Value(None));
         let ops = h.operations().to_vec();
-        assert_eq!(relax(&ops, 0).map(|r| r.len()), Some(4));
-        assert_eq!(relax(&ops, 1).map(|r| r.len()), Some(4));
+        assert_eq!(relax(&ops, 0).map(|r| r.len()), Some(5));
+        assert_eq!(relax(&ops, 1).map(|r| r.len()), Some(5));
         let pended = relax(&ops, 2).expect("a completed write can be pended");
         assert_eq!(
             pended.len(),
-            5,
-            "the last get observes \"a\": keep its write"
+            6,
+            "the get at 8 observes \"a\": keep its write"
         );
         assert_eq!(pended[2].outcome, Outcome::Pending);
         assert_eq!(relax(&ops, 3), None, "a pending write is already relaxed");
         let without_reader = relax(&ops, 4).expect("a read can be dropped");
         assert_eq!(
             relax(&without_reader, 2).map(|r| r.len()),
-            Some(3),
+            Some(4),
             "nobody observes \"a\" any more: its write goes"
         );
+        let without_late_read = relax(&ops, 5).expect("a read can be dropped");
+        assert_eq!(
+            without_late_read.len(),
+            4,
+            "the pending remove goes too: the reads of None returned before it"
+        );
+        assert!(without_late_read
+            .iter()
+            .all(|o| o.outcome != Outcome::Pending));
+    }
+
+    #[test]
+    fn unobserved_pending_writes_go_together_observed_ones_stay() {
+        let insert = |value: &str| Op::Insert {
+            key: k(),
+            value: value.as_bytes().to_vec(),
+        };
+        let cas = |expected: &str, new: &str| Op::CompareAndSwap {
+            key: k(),
+            expected: v(expected),
+            new: v(new),
+        };
+        // Pending writes of x and y and a pending CAS y -> z only observe
+        // each other: all go. The pending w is read by a later get: stays.
+        let mut h = History::new();
+        h.push_pending(1, insert("x"), 1);
+        h.push_pending(2, insert("y"), 2);
+        h.push_pending(3, cas("y", "z"), 3);
+        h.push_pending(4, insert("w"), 4);
+        h.push_pending(5, Op::Get { key: k() }, 5);
+        h.push_returned(6, Op::Get { key: k() }, 6, 7, Output::Value(v("w")));
+        let mut ops = h.operations().to_vec();
+        drop_unobserved_pending(&mut ops);
+        let clients: Vec<u64> = ops.iter().map(|o| o.client).collect();
+        assert_eq!(clients, vec![4, 6]);
+        // A completed read of z keeps the CAS that writes z; that CAS, now
+        // outside Q, expects y, which keeps the insert of y.
+        let mut h = History::new();
+        h.push_pending(2, insert("y"), 2);
+        h.push_pending(3, cas("y", "z"), 3);
+        h.push_returned(6, Op::Get { key: k() }, 6, 7, Output::Value(v("z")));
+        let mut ops = h.operations().to_vec();
+        drop_unobserved_pending(&mut ops);
+        assert_eq!(ops.len(), 3);
+        // A read that returned before a pending write was invoked cannot
+        // observe it.
+        let mut h = History::new();
+        h.push_returned(6, Op::Get { key: k() }, 1, 2, Output::Value(v("y")));
+        h.push_pending(2, insert("y"), 3);
+        let mut ops = h.operations().to_vec();
+        drop_unobserved_pending(&mut ops);
+        assert_eq!(ops.len(), 1);
     }
 
     #[test]
