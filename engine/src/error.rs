@@ -147,6 +147,15 @@ impl Clone for Error {
     }
 }
 
+impl From<crate::sm::Error> for Error {
+    fn from(e: crate::sm::Error) -> Self {
+        match e {
+            crate::sm::Error::TooLarge { what, len, max } => Error::TooLarge { what, len, max },
+            other => Error::Storage(format!("state machine: {other}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

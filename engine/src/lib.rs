@@ -32,14 +32,21 @@
 
 pub use tandem_raft as raft;
 
+pub mod cluster;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod lock;
 pub mod node;
+pub mod replica;
 pub mod sm;
 pub mod transport;
 pub mod verify;
 
+pub use cluster::Cluster;
 pub use config::{ClusterConfig, Config, ReadConsistency, SyncPolicy};
+pub use db::{Db, Read};
 pub use error::{Error, Result};
+pub use replica::Replica;
+pub use sm::{CasMismatch, WriteBatch};
 pub use transport::{Envelope, InProcNetwork, Inbox, Payload, Transport};

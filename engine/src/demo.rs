@@ -1,0 +1,325 @@
+//! `tandem demo` and `tandem bench`: a 3-replica cluster on local disk.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tandem::{Cluster, ClusterConfig, Db, ReadConsistency};
+
+/// Concurrent writers the demo uses.
+const DEMO_CLIENTS: usize = 16;
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "  {what:<22} [{{bar:40}}] {{pos}}/{{len}} {{per_sec}}"
+        ))
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+struct WriteRun {
+    acked: Vec<(Vec<u8>, Vec<u8>)>,
+    failed: u64,
+    latencies_us: Vec<u64>,
+    elapsed: Duration,
+}
+
+/// Write `count` keys `<prefix><n>` with `clients` threads.
+fn write_keys(db: &Db, prefix: &str, count: u64, clients: usize, pb: &ProgressBar) -> WriteRun {
+    let next = Arc::new(AtomicU64::new(0));
+    let out = Arc::new(Mutex::new(WriteRun {
+        acked: Vec::new(),
+        failed: 0,
+        latencies_us: Vec::new(),
+        elapsed: Duration::ZERO,
+    }));
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            let (db, next, out, pb) = (db.clone(), Arc::clone(&next), Arc::clone(&out), pb.clone());
+            s.spawn(move || loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return;
+                }
+                let k = format!("{prefix}{n:08}").into_bytes();
+                let mut v = format!("value of {prefix}{n} ").into_bytes();
+                v.resize(256, b'.');
+                let t = Instant::now();
+                let r = db.insert(&k, &v);
+                let us = t.elapsed().as_micros() as u64;
+                let mut o = out.lock().expect("no panics while holding");
+                match r {
+                    Ok(()) => {
+                        o.acked.push((k, v));
+                        o.latencies_us.push(us);
+                    }
+                    Err(_) => o.failed += 1,
+                }
+                pb.inc(1);
+            });
+        }
+    });
+    let mut run = std::mem::replace(
+        &mut *out.lock().expect("no poison"),
+        WriteRun {
+            acked: Vec::new(),
+            failed: 0,
+            latencies_us: Vec::new(),
+            elapsed: Duration::ZERO,
+        },
+    );
+    run.elapsed = start.elapsed();
+    run
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn demo_config() -> ClusterConfig {
+    ClusterConfig::with_replicas(3)
+}
+
+/// `tandem demo`.
+pub fn run(dir: &Path, writes: u64) -> Result<(), String> {
+    let e = |e: tandem::Error| e.to_string();
+    println!("tandem demo: 3 replicas under {}", dir.display());
+    let cluster = Cluster::open(dir, demo_config()).map_err(e)?;
+    let db = cluster.db();
+    let t = Instant::now();
+    let leader = cluster.wait_leader(Duration::from_secs(30)).map_err(e)?;
+    println!(
+        "  replicas {:?} up; node {leader} leads (elected in {} ms)",
+        cluster.running(),
+        t.elapsed().as_millis()
+    );
+    // Keys of this run are unique, so reruns on the same directory add to it.
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prefix = format!("demo/{run_id}/");
+
+    println!(
+        "\n1. {writes} writes of 256 B, {DEMO_CLIENTS} concurrent clients, fsync on every replica"
+    );
+    let pb = bar(writes, "writing");
+    let first = write_keys(&db, &format!("{prefix}a/"), writes, DEMO_CLIENTS, &pb);
+    pb.finish();
+
+    println!("\n2. stopping the leader (node {leader})");
+    let t = Instant::now();
+    cluster.stop(leader).map_err(e)?;
+    let new_leader = loop {
+        match cluster.wait_leader(Duration::from_secs(30)).map_err(e)? {
+            l if l != leader => break l,
+            _ => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
+    let failover = t.elapsed();
+    println!(
+        "  node {new_leader} took over in {} ms; writing on with 2 of 3 replicas",
+        failover.as_millis()
+    );
+    let pb = bar(writes, "writing (degraded)");
+    let second = write_keys(&db, &format!("{prefix}b/"), writes, DEMO_CLIENTS, &pb);
+    pb.finish();
+
+    println!("\n3. restarting node {leader}");
+    let t = Instant::now();
+    cluster.restart(leader).map_err(e)?;
+    let target = cluster
+        .replica(new_leader)
+        .ok_or("the new leader vanished")?
+        .status()
+        .map_err(e)?
+        .commit;
+    let restarted = cluster.replica(leader).ok_or("restart failed")?;
+    let pb = bar(target, "catching up");
+    loop {
+        let applied = restarted.status().map_err(e)?.applied;
+        pb.set_position(applied.min(target));
+        if applied >= target {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            return Err(format!(
+                "node {leader} did not catch up (applied {applied} of {target})"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    pb.finish();
+    let catch_up = t.elapsed();
+
+    println!("\n4. verifying every acknowledged write on every replica");
+    let acked: Vec<&(Vec<u8>, Vec<u8>)> = first.acked.iter().chain(&second.acked).collect();
+    let mut missing = 0u64;
+    for id in cluster.running() {
+        let r = cluster.replica(id).ok_or("replica vanished")?;
+        for (k, v) in &acked {
+            if r.state_machine()
+                .get(k)
+                .map_err(|x| x.to_string())?
+                .as_deref()
+                != Some(v.as_slice())
+            {
+                missing += 1;
+            }
+        }
+    }
+    // And through the client API: a linearizable read of a sample.
+    for (k, v) in acked.iter().step_by(97) {
+        let got = db.get_with(k, ReadConsistency::Linearizable).map_err(e)?;
+        if got.value.as_deref() != Some(v.as_slice()) {
+            missing += 1;
+        }
+    }
+
+    let mut lat: Vec<u64> = first
+        .latencies_us
+        .iter()
+        .chain(&second.latencies_us)
+        .copied()
+        .collect();
+    lat.sort_unstable();
+    let total = first.elapsed + second.elapsed;
+    println!("\nsummary");
+    println!("  {:<32} {}", "acknowledged writes", acked.len());
+    println!(
+        "  {:<32} {}",
+        "failed writes (not acknowledged)",
+        first.failed + second.failed
+    );
+    println!(
+        "  {:<32} {:.0}",
+        "writes/s (both phases)",
+        acked.len() as f64 / total.as_secs_f64()
+    );
+    println!(
+        "  {:<32} {:.2} / {:.2} ms",
+        "latency p50 / p99",
+        percentile(&lat, 0.5) as f64 / 1000.0,
+        percentile(&lat, 0.99) as f64 / 1000.0
+    );
+    println!("  {:<32} {} ms", "failover", failover.as_millis());
+    println!(
+        "  {:<32} {} ms",
+        "catch-up of the restarted node",
+        catch_up.as_millis()
+    );
+    println!(
+        "  {:<32} {}",
+        "acknowledged writes verified",
+        if missing == 0 {
+            format!("all {} on all 3 replicas", acked.len())
+        } else {
+            format!("{missing} MISSING")
+        }
+    );
+    for s in cluster.status() {
+        println!(
+            "  node {}: {:?} term {} commit {} applied {} log {}..={}",
+            s.id, s.role, s.term, s.commit, s.applied, s.first_index, s.last_index
+        );
+    }
+    cluster.shutdown();
+    if missing > 0 {
+        return Err(format!("{missing} acknowledged writes are missing"));
+    }
+    Ok(())
+}
+
+/// Median latency of `fdatasync` after a small write, measured in `dir`.
+fn raw_fdatasync_us(dir: &Path) -> Result<u64, String> {
+    use std::io::Write;
+    let path = dir.join("fdatasync-probe");
+    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        f.write_all(&[7u8; 300]).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        f.sync_data().map_err(|e| e.to_string())?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    let _ = std::fs::remove_file(&path);
+    lat.sort_unstable();
+    Ok(percentile(&lat, 0.5))
+}
+
+/// `tandem bench`.
+pub fn bench(
+    dir: &Path,
+    clients: &[usize],
+    seconds: u64,
+    value_bytes: usize,
+) -> Result<(), String> {
+    let e = |e: tandem::Error| e.to_string();
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let fsync_us = raw_fdatasync_us(dir)?;
+    println!(
+        "raw fdatasync p50 in {}: {:.3} ms",
+        dir.display(),
+        fsync_us as f64 / 1000.0
+    );
+    let cluster = Cluster::open(dir, demo_config()).map_err(e)?;
+    let db = cluster.db();
+    cluster.wait_leader(Duration::from_secs(30)).map_err(e)?;
+    println!(
+        "{:>8} {:>12} {:>10} {:>10} {:>14}",
+        "clients", "writes/s", "p50 ms", "p99 ms", "p50/fdatasync"
+    );
+    for (run, &n) in clients.iter().enumerate() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let lat = Arc::new(Mutex::new(Vec::new()));
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for c in 0..n {
+                let (db, stop, lat) = (db.clone(), Arc::clone(&stop), Arc::clone(&lat));
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    let v = vec![b'v'; value_bytes];
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let k = format!("bench/{run}/{c}/{i}");
+                        i += 1;
+                        let t = Instant::now();
+                        if db.insert(k.as_bytes(), &v).is_ok() {
+                            mine.push(t.elapsed().as_micros() as u64);
+                        }
+                    }
+                    lat.lock().expect("no poison").extend(mine);
+                });
+            }
+            std::thread::sleep(Duration::from_secs(seconds));
+            stop.store(true, Ordering::Relaxed);
+        });
+        let elapsed = start.elapsed();
+        let mut lat = std::mem::take(&mut *lat.lock().expect("no poison"));
+        lat.sort_unstable();
+        let p50 = percentile(&lat, 0.5);
+        println!(
+            "{:>8} {:>12.0} {:>10.3} {:>10.3} {:>14.2}",
+            n,
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            p50 as f64 / 1000.0,
+            percentile(&lat, 0.99) as f64 / 1000.0,
+            p50 as f64 / fsync_us.max(1) as f64
+        );
+    }
+    cluster.shutdown();
+    Ok(())
+}

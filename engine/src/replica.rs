@@ -1,0 +1,295 @@
+//! One replica on disk: `LOCK`, `wal/`, `sm/` under its directory, and the
+//! running [`Node`] over them.
+//!
+//! The raft log and hard state live in the WAL; the applied index, the
+//! membership and the data live in the sled state machine; the raft
+//! `Storage` over both is the state machine's [`DiskStorage`]. On open,
+//! committed entries after the state machine's applied index are applied
+//! again first (nothing is skipped or repeated, since the applied index is
+//! written in the same atomic batch as the data), then the consensus core
+//! starts from the WAL's hard state and that applied index.
+//!
+//! A new cluster is bootstrapped by writing the same first entries to every
+//! initial replica: one `AddNode` membership change per voter, committed at
+//! term 1. A replica added later starts empty and learns the whole
+//! membership history from the log, exactly as the others applied it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use tandem_raft::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, SnapshotMetadata,
+};
+use tandem_wal::{Notify, Wal, WalOptions};
+
+use crate::config::{Config, ReadConsistency, SyncPolicy};
+use crate::error::{Error, Result};
+use crate::lock::DirLock;
+use crate::node::{wait, Applied, Applier, LogWriter, Node, NodeCore, NodeStatus, PersistTask};
+use crate::sm::{CommandResult, DiskStorage, SmOptions, StateMachine};
+use crate::transport::{Inbox, Transport};
+
+/// Hands persist tasks to the WAL's group-commit writer and reports
+/// durability on the raft loop's channel.
+struct WalWriter {
+    wal: Arc<Wal>,
+}
+
+impl LogWriter for WalWriter {
+    fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()> {
+        if task.snapshot.is_some() {
+            return Err(Error::Storage(
+                "installing snapshots is not supported in this version".into(),
+            ));
+        }
+        let number = task.number;
+        let done = done.clone();
+        self.wal
+            .submit_notify(
+                task.entries,
+                task.hard_state,
+                Notify::Callback(Box::new(move |_, res| match res {
+                    Ok(()) => {
+                        let _ = done.send(number);
+                    }
+                    // The WAL is poisoned: the next submit fails and stops
+                    // the replica; requests waiting on this one time out.
+                    Err(e) => tracing::error!(error = %e, "WAL write failed"),
+                })),
+            )
+            .map_err(|e| Error::Storage(format!("wal: {e}")))?;
+        Ok(())
+    }
+}
+
+impl Applier for StateMachine {
+    type Output = CommandResult;
+
+    fn apply(&self, entries: &[Entry]) -> Result<Applied<CommandResult>> {
+        let out = StateMachine::apply(self, entries)?;
+        Ok(Applied {
+            applied_index: out.applied_index,
+            results: out
+                .results
+                .into_iter()
+                .map(|r| (r.index, r.result))
+                .collect(),
+            conf_changes: out.conf_changes.into_iter().map(|c| c.change).collect(),
+        })
+    }
+}
+
+/// The first log entries of a new cluster: one `AddNode` per voter, term 1.
+fn bootstrap_entries(voters: &[u64]) -> Vec<Entry> {
+    voters
+        .iter()
+        .zip(1u64..)
+        .map(|(&id, index)| Entry {
+            entry_type: EntryType::EntryConfChange,
+            term: 1,
+            index,
+            data: tandem_raft::types::encode(&ConfChange {
+                change_type: ConfChangeType::AddNode,
+                node_id: id,
+                context: Vec::new(),
+            }),
+            context: Vec::new(),
+        })
+        .collect()
+}
+
+/// One running replica.
+pub struct Replica {
+    id: u64,
+    dir: PathBuf,
+    cfg: Config,
+    node: Node<CommandResult>,
+    sm: Arc<StateMachine>,
+    wal: Arc<Wal>,
+    _lock: DirLock,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("id", &self.id)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replica {
+    /// Open the replica stored in `dir` (creating it if new) and start it.
+    /// `bootstrap`: the initial voters if this is a replica of a brand-new
+    /// cluster; ignored when the directory already holds a replica. A new
+    /// replica without `bootstrap` waits to be added by a leader.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a bad config, [`Error::Locked`] if the
+    /// directory is open elsewhere, storage errors.
+    pub fn open(
+        cfg: &Config,
+        dir: &Path,
+        transport: Arc<dyn Transport>,
+        bootstrap: Option<&[u64]>,
+    ) -> Result<Replica> {
+        cfg.validate()?;
+        let lock = DirLock::acquire(dir)?;
+        let sm = Arc::new(StateMachine::open(dir.join("sm"), &SmOptions::default())?);
+        let wal_opts = WalOptions {
+            sync: match cfg.sync {
+                SyncPolicy::Always => tandem_wal::SyncPolicy::Always,
+                SyncPolicy::Never => tandem_wal::SyncPolicy::Never,
+            },
+            ..WalOptions::default()
+        };
+        let wal = Arc::new(
+            Wal::open(dir.join("wal"), wal_opts)
+                .map_err(|e| Error::Storage(format!("wal: {e}")))?,
+        );
+        let fresh = wal
+            .last_index()
+            .map_err(|e| Error::Storage(e.to_string()))?
+            == 0
+            && sm.applied_index() == 0
+            && sm.conf_state() == ConfState::default();
+        if let (true, Some(voters)) = (fresh, bootstrap) {
+            if voters.is_empty() || voters.contains(&0) {
+                return Err(Error::Config(
+                    "bootstrap voters must be non-empty ids".into(),
+                ));
+            }
+            sm.bootstrap(&ConfState::from_voters(voters.iter().copied()))?;
+            let entries = bootstrap_entries(voters);
+            let hs = HardState {
+                term: 1,
+                vote: 0,
+                commit: entries.len() as u64,
+            };
+            wal.submit(entries, Some(hs))
+                .and_then(|c| c.wait())
+                .map_err(|e| Error::Storage(format!("wal bootstrap: {e}")))?;
+            tracing::info!(id = cfg.id, ?voters, "bootstrapped a new replica");
+        }
+        let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm))?;
+        // Committed entries the state machine had not applied (or not made
+        // durable) before the stop are applied now, before raft starts.
+        storage.replay_committed()?;
+        // Proposal ids must not repeat across restarts: clock nanoseconds
+        // mixed with the pid differ for every open.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let incarnation = nanos ^ (u64::from(std::process::id()) << 48);
+        let core = NodeCore::new(cfg, storage, sm.applied_index(), incarnation)?;
+        let node = Node::start(
+            cfg,
+            core,
+            WalWriter {
+                wal: Arc::clone(&wal),
+            },
+            Arc::clone(&sm),
+            transport,
+        )?;
+        Ok(Replica {
+            id: cfg.id,
+            dir: dir.to_path_buf(),
+            cfg: cfg.clone(),
+            node,
+            sm,
+            wal,
+            _lock: lock,
+        })
+    }
+
+    /// This replica's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Its configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The running node (propose, read barriers, membership, status).
+    #[must_use]
+    pub fn node(&self) -> &Node<CommandResult> {
+        &self.node
+    }
+
+    /// The state machine (for reads after a barrier, and stale reads).
+    #[must_use]
+    pub fn state_machine(&self) -> &Arc<StateMachine> {
+        &self.sm
+    }
+
+    /// The write-ahead log.
+    #[must_use]
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+
+    /// Where the transport delivers this replica's messages.
+    #[must_use]
+    pub fn inbox(&self) -> Inbox {
+        self.node.inbox()
+    }
+
+    /// The replica's state.
+    ///
+    /// # Errors
+    /// `ShuttingDown` if it stopped.
+    pub fn status(&self) -> Result<NodeStatus> {
+        self.node.status()
+    }
+
+    /// Propose an encoded command and wait for its result.
+    ///
+    /// # Errors
+    /// `NotLeader`, `Stale`, `Timeout`, `ShuttingDown`, storage errors.
+    pub fn propose_wait(&self, data: Vec<u8>, timeout: Duration) -> Result<CommandResult> {
+        wait(&self.node.propose(data), timeout)
+    }
+
+    /// Wait until a read with `consistency` may be served here.
+    ///
+    /// # Errors
+    /// `NotLeader`, `Timeout`, `ShuttingDown`.
+    pub fn read_barrier(&self, consistency: ReadConsistency, timeout: Duration) -> Result<u64> {
+        match consistency {
+            ReadConsistency::Stale => Ok(self.sm.applied_index()),
+            c => self.node.read_barrier(c, timeout),
+        }
+    }
+
+    /// Stop the threads and make the state machine durable.
+    pub fn shutdown(&self) {
+        self.node.shutdown();
+        if let Err(e) = self.sm.flush_durable() {
+            tracing::warn!(id = self.id, error = %e, "state machine flush at shutdown failed");
+        }
+    }
+
+    /// The snapshot metadata a status report shows.
+    #[must_use]
+    pub fn snapshot_metadata(&self) -> SnapshotMetadata {
+        self.sm.snapshot_metadata()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

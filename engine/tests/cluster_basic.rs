@@ -1,0 +1,87 @@
+//! End-to-end: a 3-replica cluster on disk over the in-process network.
+
+use std::time::Duration;
+
+use tandem::{Cluster, ClusterConfig, Error, ReadConsistency, WriteBatch};
+
+fn config() -> ClusterConfig {
+    let mut cfg = ClusterConfig::with_replicas(3);
+    cfg.node.tick_interval = Duration::from_millis(5);
+    cfg.client_deadline = Duration::from_secs(20);
+    cfg
+}
+
+#[test]
+fn writes_reads_batches_cas_and_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config()).unwrap();
+    let db = cluster.db();
+    db.insert(b"a", b"1").unwrap();
+    db.insert(b"b", b"2").unwrap();
+    assert_eq!(db.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+    let mut batch = WriteBatch::new();
+    batch.insert(b"c".to_vec(), b"3".to_vec());
+    batch.remove(b"a".to_vec());
+    db.apply_batch(batch).unwrap();
+    assert_eq!(db.get(b"a").unwrap(), None);
+    assert!(db
+        .compare_and_swap(b"b", Some(b"2"), Some(b"20"))
+        .unwrap()
+        .is_ok());
+    let mismatch = db
+        .compare_and_swap(b"b", Some(b"2"), Some(b"21"))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(mismatch.current.as_deref(), Some(&b"20"[..]));
+    let keys: Vec<Vec<u8>> = db
+        .range(b"a".as_slice()..b"z".as_slice())
+        .unwrap()
+        .map(|kv| kv.unwrap().0.to_vec())
+        .collect();
+    assert_eq!(keys, vec![b"b".to_vec(), b"c".to_vec()]);
+    let prefixed: Vec<_> = db.scan_prefix(b"c").unwrap().collect();
+    assert_eq!(prefixed.len(), 1);
+    db.remove(b"c").unwrap();
+    assert_eq!(db.get(b"c").unwrap(), None);
+    let lease = db.get_with(b"b", ReadConsistency::Lease).unwrap();
+    assert_eq!(lease.value.as_deref(), Some(&b"20"[..]));
+    assert!(!lease.stale);
+}
+
+#[test]
+fn oversize_values_and_a_second_open_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config();
+    let cluster = Cluster::open(dir.path(), cfg.clone()).unwrap();
+    let db = cluster.db();
+    let big = vec![0u8; cfg.node.max_value_bytes + 1];
+    assert!(matches!(db.insert(b"k", &big), Err(Error::TooLarge { .. })));
+    let key = vec![0u8; cfg.node.max_key_bytes + 1];
+    assert!(matches!(db.insert(&key, b"v"), Err(Error::TooLarge { .. })));
+    match Cluster::open(dir.path(), cfg) {
+        Err(Error::Locked(p)) => assert!(p.ends_with("node-1")),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_whole_cluster_restarts_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let cluster = Cluster::open(dir.path(), config()).unwrap();
+        let db = cluster.db();
+        for i in 0..50u32 {
+            db.insert(i.to_be_bytes(), i.to_le_bytes()).unwrap();
+        }
+    }
+    let cluster = Cluster::open(dir.path(), config()).unwrap();
+    assert_eq!(cluster.running(), vec![1, 2, 3]);
+    let db = cluster.db();
+    for i in 0..50u32 {
+        assert_eq!(
+            db.get(i.to_be_bytes()).unwrap().as_deref(),
+            Some(&i.to_le_bytes()[..])
+        );
+    }
+    db.insert(b"after", b"restart").unwrap();
+}

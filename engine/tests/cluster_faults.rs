@@ -1,0 +1,253 @@
+//! Failover, restart, membership and partitions, end to end on disk.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tandem::raft::StateRole;
+use tandem::{Cluster, ClusterConfig, Db, Error, ReadConsistency};
+
+fn config(replicas: u64) -> ClusterConfig {
+    let mut cfg = ClusterConfig::with_replicas(replicas);
+    cfg.node.tick_interval = Duration::from_millis(5);
+    cfg.client_deadline = Duration::from_secs(20);
+    cfg
+}
+
+type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// Writers insert `w<writer>-<n>` keys until stopped; returns what was acknowledged.
+fn spawn_writers(
+    db: &Db,
+    writers: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<KeyValue>>> {
+    (0..writers)
+        .map(|w| {
+            let db = db.clone();
+            let stop = Arc::clone(stop);
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = format!("w{w}-{n}").into_bytes();
+                    let v = format!("value-{n}").into_bytes();
+                    n += 1;
+                    if db.insert(&k, &v).is_ok() {
+                        acked.push((k, v));
+                    }
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every running replica has applied at least `index`.
+fn wait_applied(cluster: &Cluster, index: u64) {
+    wait_until("replicas to apply", || {
+        let st = cluster.status();
+        st.len() == cluster.running().len() && st.iter().all(|s| s.applied >= index)
+    });
+}
+
+fn check_all_replicas_hold(cluster: &Cluster, acked: &[KeyValue]) {
+    let commit = cluster.status().iter().map(|s| s.commit).max().unwrap();
+    wait_applied(cluster, commit);
+    for id in cluster.running() {
+        let sm = Arc::clone(cluster.replica(id).unwrap().state_machine());
+        for (k, v) in acked {
+            assert_eq!(
+                sm.get(k).unwrap().as_deref(),
+                Some(v.as_slice()),
+                "replica {id} lost an acknowledged write {}",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+}
+
+#[test]
+fn leader_failover_under_concurrent_writers_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db();
+    let first = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&db, 4, &stop);
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.stop(first).unwrap();
+    wait_until("a new leader", || {
+        cluster.leader().is_some_and(|l| l != first)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.restart(first).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(acked.len() > 10, "only {} writes acknowledged", acked.len());
+    check_all_replicas_hold(&cluster, &acked);
+}
+
+#[test]
+fn a_stopped_follower_catches_up_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db();
+    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    db.insert(b"before", b"1").unwrap();
+    cluster.stop(follower).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..100u32 {
+        let (k, v) = (format!("k{i}").into_bytes(), vec![i as u8; 256]);
+        db.insert(&k, &v).unwrap();
+        acked.push((k, v));
+    }
+    cluster.restart(follower).unwrap();
+    check_all_replicas_hold(&cluster, &acked);
+    let st = cluster.replica(follower).unwrap().status().unwrap();
+    assert_eq!(st.role, StateRole::Follower);
+}
+
+#[test]
+fn membership_changes_while_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db();
+    cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&db, 2, &stop);
+    cluster.add_learner(4).unwrap();
+    let cs = |c: &Cluster| {
+        let l = c.wait_leader(Duration::from_secs(20)).unwrap();
+        c.replica(l).unwrap().status().unwrap().conf_state
+    };
+    assert!(cs(&cluster).learners.contains(&4));
+    cluster.promote(4).unwrap();
+    assert!(cs(&cluster).voters.contains(&4));
+    assert!(matches!(cluster.promote(9), Err(Error::UnknownNode(9))));
+    cluster.remove(2).unwrap();
+    assert!(!cs(&cluster).voters.contains(&2));
+    // Remove the leader itself: the rest elect a new one.
+    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    cluster.remove(leader).unwrap();
+    wait_until("a leader among the rest", || {
+        cluster.leader().is_some_and(|l| l != leader)
+    });
+    let cs_now = cs(&cluster);
+    assert!(!cs_now.voters.contains(&leader));
+    assert_eq!(cs_now.voters.len(), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(!acked.is_empty());
+    check_all_replicas_hold(&cluster, &acked);
+    assert!(matches!(cluster.remove(77), Err(Error::UnknownNode(77))));
+}
+
+#[test]
+fn leader_transfer_while_writing_and_reads_right_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db();
+    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&db, 2, &stop);
+    let target = (1..=3).find(|&i| i != leader).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    cluster.transfer_leadership(target).unwrap();
+    assert_eq!(cluster.leader(), Some(target));
+    // A linearizable read right after the change sees the last write.
+    db.insert(b"fresh", b"yes").unwrap();
+    assert_eq!(db.get(b"fresh").unwrap().as_deref(), Some(&b"yes"[..]));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    check_all_replicas_hold(&cluster, &acked);
+    assert!(matches!(
+        cluster.transfer_leadership(42),
+        Err(Error::UnknownNode(42))
+    ));
+}
+
+#[test]
+fn a_partitioned_old_leader_cannot_serve_linearizable_reads_but_stale_reads_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db();
+    db.insert(b"k", b"old").unwrap();
+    let old = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    cluster.network().isolate(old);
+    // Right after the partition the old leader still believes it leads, but
+    // it cannot confirm that with a quorum: it must not serve the read.
+    let r = cluster.replica(old).unwrap();
+    match r.read_barrier(ReadConsistency::Linearizable, Duration::from_secs(3)) {
+        Err(Error::NotLeader { .. } | Error::Timeout(_)) => {}
+        other => panic!("isolated old leader served a linearizable read: {other:?}"),
+    }
+    wait_until("a new leader, and the old one stepping down", || {
+        let st = cluster.status();
+        st.iter()
+            .any(|s| s.id != old && s.role == StateRole::Leader)
+            && st
+                .iter()
+                .any(|s| s.id == old && s.role != StateRole::Leader)
+    });
+    db.insert(b"k", b"new").unwrap();
+    assert!(matches!(
+        r.read_barrier(ReadConsistency::Linearizable, Duration::from_secs(3)),
+        Err(Error::NotLeader { .. })
+    ));
+    // A stale read there is allowed, and says it is stale.
+    let stale = db.get_stale_from(old, b"k").unwrap();
+    assert!(stale.stale);
+    assert_eq!(stale.served_by, old);
+    assert_eq!(stale.value.as_deref(), Some(&b"old"[..]));
+    // The handle's linearizable read goes to the new leader.
+    assert_eq!(db.get(b"k").unwrap().as_deref(), Some(&b"new"[..]));
+    cluster.network().rejoin(old);
+}
+
+#[test]
+fn a_cluster_without_quorum_fails_writes_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db().with_deadline(Duration::from_secs(2));
+    db.insert(b"k", b"v").unwrap();
+    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    for id in cluster.running() {
+        if id != leader {
+            cluster.stop(id).unwrap();
+        }
+    }
+    let start = Instant::now();
+    match db.insert(b"k", b"v2") {
+        Err(Error::NoQuorum(_) | Error::Timeout(_)) => {}
+        other => panic!("expected a bounded error, got {other:?}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(60), "must not hang");
+    let counts: BTreeMap<u64, usize> = cluster
+        .status()
+        .iter()
+        .map(|s| (s.id, s.pending_proposals))
+        .collect();
+    assert!(counts.contains_key(&leader));
+}
