@@ -32,6 +32,9 @@ pub const ENTRIES_PREFIX_BYTES: u64 = 12;
 pub const MAGIC: [u8; 8] = *b"TNDMWAL\0";
 /// Current format version.
 pub const VERSION: u32 = 1;
+/// Largest index the log accepts (on disk and from callers), far beyond any
+/// real log, so `index + 1` arithmetic can never overflow.
+pub const INDEX_MAX: u64 = 1 << 62;
 
 const HARD_STATE_BYTES: usize = 24;
 const MARKER_BYTES: usize = 17;
@@ -287,7 +290,7 @@ pub fn parse_entries(payload: &[u8]) -> Result<(u64, Vec<EntrySpan>), String> {
     if count.saturating_mul(ENTRY_HEADER_BYTES) > payload.len() as u64 {
         return Err(format!("entry count {count} cannot fit"));
     }
-    if first == 0 || first.checked_add(count).is_none() {
+    if first == 0 || first + count > INDEX_MAX {
         return Err(format!("impossible first index {first}"));
     }
     let mut spans = Vec::with_capacity(count as usize);
@@ -360,7 +363,7 @@ pub fn decode_hard_state(p: &[u8]) -> Result<HardState, String> {
 
 /// Decode a marker payload.
 pub fn decode_marker(p: &[u8]) -> Result<Marker, String> {
-    if p.len() != MARKER_BYTES || p[16] > 1 {
+    if p.len() != MARKER_BYTES || p[16] > 1 || u64_at(p, 0) > INDEX_MAX {
         return Err("bad marker payload".into());
     }
     Ok(Marker {
@@ -644,6 +647,32 @@ mod tests {
         let end = scan_segment::<()>(&torn, 1, |_| Ok(())).unwrap();
         assert!(
             matches!(end, ScanEnd::Damaged { offset, later_valid: None, .. } if offset == third as u64),
+            "{end:?}"
+        );
+    }
+
+    #[test]
+    fn records_with_a_valid_crc_but_impossible_values_are_damage() {
+        let mut recs = [
+            encode_entries(&[entry(1, 1, b"x")]),
+            encode_marker(&Marker {
+                index: u64::MAX,
+                term: 1,
+                reset: false,
+            }),
+        ];
+        let buf = segment(2, &mut recs, 512);
+        let end = scan_segment::<()>(&buf, 2, |_| Ok(())).unwrap();
+        let at = 32 + recs[0].len();
+        assert!(
+            matches!(end, ScanEnd::Damaged { offset, .. } if offset == at),
+            "{end:?}"
+        );
+        let mut recs = [encode_entries(&[entry(INDEX_MAX, 1, b"x")])];
+        let buf = segment(2, &mut recs, 512);
+        let end = scan_segment::<()>(&buf, 2, |_| Ok(())).unwrap();
+        assert!(
+            matches!(end, ScanEnd::Damaged { offset: 32, .. }),
             "{end:?}"
         );
     }

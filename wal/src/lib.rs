@@ -48,6 +48,46 @@
 //! # }
 //! ```
 //!
+//! The raft `Storage` trait's log half is a thin wrapper; `?` converts
+//! [`Error::Compacted`] / [`Error::Unavailable`] into their raft
+//! counterparts:
+//!
+//! ```
+//! use tandem_raft::{ConfState, Entry, RaftState, Snapshot, Storage};
+//! use tandem_wal::{Wal, WalOptions};
+//!
+//! struct DiskStorage { wal: Wal, conf_state: ConfState }
+//!
+//! impl Storage for DiskStorage {
+//!     fn initial_state(&self) -> tandem_raft::Result<RaftState> {
+//!         Ok(RaftState::new(self.wal.hard_state()?, self.conf_state.clone()))
+//!     }
+//!     fn entries(&self, lo: u64, hi: u64, max: Option<u64>) -> tandem_raft::Result<Vec<Entry>> {
+//!         Ok(self.wal.entries(lo, hi, max)?)
+//!     }
+//!     fn term(&self, idx: u64) -> tandem_raft::Result<u64> { Ok(self.wal.term(idx)?) }
+//!     fn first_index(&self) -> tandem_raft::Result<u64> { Ok(self.wal.first_index()?) }
+//!     fn last_index(&self) -> tandem_raft::Result<u64> { Ok(self.wal.last_index()?) }
+//!     fn snapshot(&self, _: u64, _: u64) -> tandem_raft::Result<Snapshot> {
+//!         let (index, term) = self.wal.snapshot_point()?;
+//!         let mut s = Snapshot::default();
+//!         s.metadata.index = index;
+//!         s.metadata.term = term;
+//!         Ok(s)
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let opts = WalOptions { segment_bytes: 1 << 20, batch_bytes_max: 1 << 19,
+//!                         entry_bytes_max: 1 << 18, ..WalOptions::default() };
+//! let s = DiskStorage { wal: Wal::open(dir.path(), opts).unwrap(), conf_state: ConfState::from_voters([1]) };
+//! s.wal.submit(vec![Entry { index: 1, term: 1, ..Entry::default() }], None).unwrap().wait().unwrap();
+//! s.wal.compact(2).unwrap().wait().unwrap();
+//! assert_eq!(s.term(1), Ok(1));
+//! assert_eq!(s.term(0), Err(tandem_raft::Error::Store(tandem_raft::StorageError::Compacted)));
+//! assert_eq!(s.entries(2, 3, None), Err(tandem_raft::Error::Store(tandem_raft::StorageError::Unavailable)));
+//! ```
+//!
 //! The byte layout, the disk assumptions and every crash point are in
 //! `docs/wal.md`.
 

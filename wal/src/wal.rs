@@ -576,8 +576,10 @@ impl Wal {
                 )));
             }
         }
-        if entries.first().is_some_and(|e| e.index == 0) {
-            return Err(Error::InvalidArgument("entry index 0".into()));
+        if let Some(e) = entries.first() {
+            if e.index == 0 || e.index + entries.len() as u64 > crate::format::INDEX_MAX {
+                return Err(Error::InvalidArgument(format!("entry index {}", e.index)));
+            }
         }
         let mut records = Vec::with_capacity(2);
         if !entries.is_empty() {
@@ -709,6 +711,9 @@ impl Wal {
     pub fn reset_to_snapshot(&self, index: u64, term: u64) -> Result<Completion> {
         let mut st = self.shared.state.lock();
         st.check_poison()?;
+        if index >= crate::format::INDEX_MAX {
+            return Err(Error::InvalidArgument(format!("snapshot index {index}")));
+        }
         if index < st.snapshot.index {
             return Err(Error::InvalidArgument(format!(
                 "snapshot at {index} is older than the compaction point {}",
