@@ -90,6 +90,10 @@ struct Request {
 struct Queue {
     reqs: VecDeque<Request>,
     shutdown: bool,
+    /// When the active segment must be fdatasynced (`SyncPolicy::EveryMs`).
+    /// Kept under the queue lock so the writer thread's timed wait never
+    /// misses a deadline set by a caller-led cycle.
+    sync_deadline: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -238,8 +242,6 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the writer thread: work queued, or shutdown.
     queue_cv: Condvar,
-    /// When the active segment must be fdatasynced (`SyncPolicy::EveryMs`).
-    sync_deadline: Mutex<Option<Instant>>,
     writer: Mutex<Writer>,
 }
 
@@ -457,7 +459,6 @@ impl Wal {
             append_lock: Mutex::new(()),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
-            sync_deadline: Mutex::new(None),
             writer: Mutex::new(writer),
         });
         if opts.background_threads {
@@ -951,7 +952,14 @@ impl Drop for Wal {
         if self.shared.opts.background_threads {
             self.shared.queue.lock().shutdown = true;
             self.shared.queue_cv.notify_all();
-            for t in self.threads.drain(..).rev() {
+            let mut threads = self.threads.drain(..).rev();
+            if let Some(writer) = threads.next() {
+                let _ = writer.join();
+            }
+            // Normally the writer thread did this; if it died, the preparer
+            // would otherwise wait for work forever.
+            self.shared.writer.lock().bg = None;
+            for t in threads {
                 let _ = t.join();
             }
         } else {
@@ -1073,8 +1081,7 @@ fn writer_loop(shared: &Shared) {
                 if !q.reqs.is_empty() || q.shutdown {
                     break;
                 }
-                let deadline = *shared.sync_deadline.lock();
-                match deadline {
+                match q.sync_deadline {
                     Some(d) => {
                         if shared.queue_cv.wait_until(&mut q, d).timed_out() {
                             break;
@@ -1103,7 +1110,12 @@ impl Writer {
     fn sync_due_in(&self, shared: &Shared) -> Option<Duration> {
         // Also publish the deadline for the writer thread's timed wait.
         let due = self.sync_due_in_inner(shared);
-        *shared.sync_deadline.lock() = due.map(|d| Instant::now() + d);
+        let deadline = due.map(|d| Instant::now() + d);
+        let mut q = shared.queue.lock();
+        if q.sync_deadline.is_none() && deadline.is_some() {
+            shared.queue_cv.notify_one();
+        }
+        q.sync_deadline = deadline;
         due
     }
 
