@@ -62,6 +62,11 @@ pub struct Config {
     pub max_uncommitted_size: u64,
     /// Byte limit of the committed entries handed out in one `Ready`.
     pub max_committed_size_per_ready: u64,
+    /// A leader that applies its own removal steps down at once. Off by
+    /// default: it keeps leading (refusing proposals) and transfers
+    /// leadership to the most caught-up voter, because the remaining voters
+    /// may not yet know the removal committed and may need its log.
+    pub step_down_on_removal: bool,
     /// Seed of the election-timeout RNG, combined with `id` so that nodes
     /// sharing a seed still draw different timeouts.
     pub seed: u64,
@@ -89,6 +94,7 @@ impl Default for Config {
             priority: 0,
             max_uncommitted_size: 64 * 1024 * 1024,
             max_committed_size_per_ready: 64 * 1024 * 1024,
+            step_down_on_removal: false,
             seed: 0,
             #[cfg(feature = "planted-bugs")]
             planted_bug: PlantedBug::None,

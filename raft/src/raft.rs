@@ -109,6 +109,7 @@ pub struct Raft<S: Storage> {
     max_uncommitted_size: u64,
     uncommitted_size: u64,
     max_committed_size_per_ready: u64,
+    step_down_on_removal: bool,
     #[cfg(feature = "planted-bugs")]
     planted_bug: crate::config::PlantedBug,
 }
@@ -183,6 +184,7 @@ impl<S: Storage> Raft<S> {
             max_uncommitted_size: c.max_uncommitted_size,
             uncommitted_size: 0,
             max_committed_size_per_ready: c.max_committed_size_per_ready,
+            step_down_on_removal: c.step_down_on_removal,
             #[cfg(feature = "planted-bugs")]
             planted_bug: c.planted_bug,
         };
@@ -219,16 +221,18 @@ impl<S: Storage> Raft<S> {
 
     fn load_state(&mut self, hs: &HardState) -> Result<()> {
         let last = self.raft_log.last_index();
-        if hs.commit < self.raft_log.committed || hs.commit > last {
+        if hs.commit > last {
             return Err(Error::Store(StorageError::Other(
                 format!(
-                    "persisted commit {} is out of range [{}, {last}]",
-                    hs.commit, self.raft_log.committed
+                    "persisted commit {} is beyond the last index {last}",
+                    hs.commit
                 )
                 .into(),
             )));
         }
-        self.raft_log.committed = hs.commit;
+        // A commit index below the snapshot point is stale, not wrong: the
+        // snapshot itself proves its index committed.
+        self.raft_log.committed = hs.commit.max(self.raft_log.committed);
         self.term = hs.term;
         self.vote = hs.vote;
         Ok(())
@@ -1227,7 +1231,10 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_transfer_leader(&mut self, m: &Message) {
-        let transferee = m.from;
+        self.start_transfer(m.from);
+    }
+
+    fn start_transfer(&mut self, transferee: u64) {
         if !self.prs.is_voter(transferee) {
             debug!(id = self.id, transferee, "ignored transfer to a non-voter");
             return;
@@ -1473,6 +1480,17 @@ impl<S: Storage> Raft<S> {
             );
             return;
         }
+        if self.prs.conf().all_ids().is_empty() && self.pending_request_snapshot == 0 {
+            // An uninitialised node (joining, empty membership) cannot
+            // interpret the log without the configuration it starts from:
+            // it asks for a snapshot instead of replaying entries.
+            info!(
+                id = self.id,
+                leader = m.from,
+                "uninitialised; requesting a snapshot"
+            );
+            self.pending_request_snapshot = self.raft_log.committed.max(1);
+        }
         if self.pending_request_snapshot != 0 {
             self.send_request_snapshot();
             return;
@@ -1568,6 +1586,10 @@ impl<S: Storage> Raft<S> {
             return false;
         }
         let cs = &meta.conf_state;
+        // The snapshot's membership may predate this node's addition (the
+        // leader only sends to members of its newer configuration, and a
+        // stored snapshot can be older): the entries after the snapshot add
+        // the node again, so such a snapshot is accepted.
         let member = cs
             .voters
             .iter()
@@ -1575,11 +1597,10 @@ impl<S: Storage> Raft<S> {
             .chain(&cs.voters_outgoing)
             .any(|&id| id == self.id);
         if !member {
-            warn!(
+            debug!(
                 id = self.id,
-                "snapshot's configuration does not include this node; ignored"
+                "restoring a snapshot whose membership predates this node"
             );
-            return false;
         }
         let conf = match confchange::restore(cs) {
             Ok(c) => c,
@@ -1712,13 +1733,33 @@ impl<S: Storage> Raft<S> {
         let cs = self.prs.conf_state();
         let is_voter = self.prs.is_voter(self.id);
         if self.state == StateRole::Leader && !is_voter {
-            // Removed or demoted: spread the commit index once more so the
-            // others learn the change committed, then step aside. No new
-            // term is needed: we stop acting as leader of this one.
+            // Removed or demoted. Spread the commit index so the others
+            // learn that the change committed.
             self.bcast_append();
-            let term = self.term;
-            info!(id = self.id, "leader removed from voters; stepping down");
-            self.become_follower(term, INVALID_ID);
+            if self.step_down_on_removal {
+                let term = self.term;
+                info!(id = self.id, "leader removed from voters; stepping down");
+                self.become_follower(term, INVALID_ID);
+                return cs;
+            }
+            // Keep leading (new proposals are refused) so that the others
+            // keep learning the commit index, and hand leadership to the
+            // most caught-up voter. Stepping down at once could strand the
+            // remaining voters: they may still need this node's log.
+            let best = self
+                .prs
+                .iter()
+                .filter(|(id, _)| self.prs.is_voter(**id))
+                .max_by_key(|(id, p)| (p.matched, std::cmp::Reverse(**id)))
+                .map(|(id, _)| *id);
+            if let Some(best) = best {
+                info!(
+                    id = self.id,
+                    transferee = best,
+                    "leader removed; transferring leadership"
+                );
+                self.start_transfer(best);
+            }
             return cs;
         }
         if self.state != StateRole::Leader || cs.voters.is_empty() {

@@ -316,6 +316,10 @@ pub struct Network {
     pub delivered: u64,
     /// Messages dropped so far.
     pub dropped: u64,
+    /// Stop a node as soon as it applies its own removal. Off by default:
+    /// a removed leader may be the only node that knows its removal
+    /// committed, and the old configuration may still need its vote.
+    pub stop_removed: bool,
 }
 
 impl Network {
@@ -444,6 +448,39 @@ impl Network {
         self.queue.drain(..).collect()
     }
 
+    /// Drop the oldest queued message. Returns false if the queue is empty.
+    pub fn drop_front(&mut self) -> bool {
+        let dropped = self.queue.pop_front();
+        if let Some(m) = &dropped {
+            self.dropped += 1;
+            if m.msg_type == MessageType::MsgSnapshot {
+                let (from, to) = (m.from, m.to);
+                if let Some(raw) = self.nodes.get_mut(&from).and_then(|n| n.raw.as_mut()) {
+                    raw.report_snapshot(to, SnapshotStatus::Failure);
+                }
+                self.process(from);
+            }
+        }
+        dropped.is_some()
+    }
+
+    /// Queue a copy of the oldest message at the back (a duplicate that
+    /// arrives late). Returns false if the queue is empty.
+    pub fn duplicate_front(&mut self) -> bool {
+        let Some(m) = self.queue.front().cloned() else {
+            return false;
+        };
+        self.queue.push_back(m);
+        true
+    }
+
+    /// Move the oldest message to the back (reordering).
+    pub fn delay_front(&mut self) {
+        if let Some(m) = self.queue.pop_front() {
+            self.queue.push_back(m);
+        }
+    }
+
     /// Queue a message as if sent by its `from`.
     pub fn send(&mut self, m: Message) {
         self.queue.push_back(m);
@@ -502,11 +539,10 @@ impl Network {
     /// Restart a crashed node from its storage and state machine.
     ///
     /// # Panics
-    /// If the node is running or was removed, or its storage cannot be loaded.
+    /// If the node is running or its storage cannot be loaded.
     pub fn restart(&mut self, id: u64) {
         let n = self.node_mut(id);
         assert!(n.raw.is_none(), "node {id} is running");
-        assert!(!n.removed, "node {id} was removed");
         let mut c = n.config.clone();
         c.applied = n.sm.applied;
         let raw = RawNode::new(&c, n.storage.clone()).expect("restart from storage");
@@ -553,8 +589,24 @@ impl Network {
         self.process(id);
     }
 
-    /// Tick node `id` once.
+    /// Tick node `id` once. A leader whose followers asked for a snapshot
+    /// first snapshots its state machine (as an engine builds snapshots on
+    /// demand).
     pub fn tick(&mut self, id: u64) {
+        let wants_snapshot = self
+            .nodes
+            .get(&id)
+            .and_then(|n| n.raw.as_ref())
+            .is_some_and(|r| {
+                r.raft.state == StateRole::Leader
+                    && r.raft
+                        .prs()
+                        .iter()
+                        .any(|(_, p)| p.pending_request_snapshot != 0)
+            });
+        if wants_snapshot {
+            self.compact(id);
+        }
         if let Some(raw) = self.node_mut(id).raw.as_mut() {
             raw.tick();
             self.process(id);
@@ -696,6 +748,10 @@ impl Network {
                     if let (Ok(cc), Some(raw)) = (cc, n.raw.as_mut()) {
                         if let Ok(cs) = raw.apply_conf_change(&cc) {
                             n.storage.wl().set_conf_state(cs.clone());
+                            let was_member = is_member(&n.sm.conf_state, id);
+                            if was_member && !is_member(&cs, id) {
+                                n.removed = true;
+                            }
                             n.sm.conf_state = cs;
                         }
                     }
@@ -708,20 +764,16 @@ impl Network {
         }
     }
 
+    /// A node that applied its own removal shuts down if
+    /// [`Network::stop_removed`] is set.
     fn stop_if_removed(&mut self, id: u64) {
+        if !self.stop_removed {
+            return;
+        }
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
         };
-        let cs = &n.sm.conf_state;
-        let member = cs
-            .voters
-            .iter()
-            .chain(&cs.learners)
-            .chain(&cs.voters_outgoing)
-            .chain(&cs.learners_next)
-            .any(|&x| x == id);
-        if !member && n.sm.applied > 0 && *cs != ConfState::default() {
-            n.removed = true;
+        if n.removed && n.raw.is_some() {
             n.raw = None;
             n.pending.clear();
         }
@@ -782,6 +834,48 @@ impl Network {
         panic!("network did not stabilize");
     }
 
+    /// A multi-line description of every node, for failure messages.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for n in self.nodes.values() {
+            match &n.raw {
+                Some(raw) => {
+                    let r = &raw.raft;
+                    out.push_str(&format!(
+                        "node {}: {:?} term {} vote {} leader {} commit {} applied {} last {} persisted {} conf {:?} pending writes {} req snap {} first {}\n",
+                        n.id,
+                        r.state,
+                        r.term,
+                        r.vote,
+                        r.leader_id,
+                        r.raft_log.committed,
+                        r.raft_log.applied,
+                        r.raft_log.last_index(),
+                        r.raft_log.persisted,
+                        r.prs().conf_state(),
+                        n.pending.len(),
+                        r.pending_request_snapshot,
+                        r.raft_log.first_index(),
+                    ));
+                    if r.state == StateRole::Leader {
+                        for (id, p) in r.prs().iter() {
+                            out.push_str(&format!(
+                                "    progress {id}: {:?} match {} next {} paused {} pending snap {} req snap {} active {} inflight {}\n",
+                                p.state, p.matched, p.next_idx, p.is_paused(), p.pending_snapshot, p.pending_request_snapshot, p.recent_active, p.ins.count()
+                            ));
+                        }
+                    }
+                }
+                None => out.push_str(&format!(
+                    "node {}: down (removed: {}) sm applied {} conf {:?}\n",
+                    n.id, n.removed, n.sm.applied, n.sm.conf_state
+                )),
+            }
+        }
+        out
+    }
+
     /// Check every safety property on every running node.
     ///
     /// # Errors
@@ -803,6 +897,15 @@ impl Network {
         }
         Ok(())
     }
+}
+
+fn is_member(cs: &ConfState, id: u64) -> bool {
+    cs.voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners_next)
+        .any(|&x| x == id)
 }
 
 fn persist(n: &mut Node, snap: &Snapshot, entries: &[Entry], hs: Option<HardState>) {

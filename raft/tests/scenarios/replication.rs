@@ -298,6 +298,10 @@ fn probe_sends_one_append_until_answered() {
 /// S4 [1], S5 [1 3] (entry terms), everyone in term 3, commit 1. One entry
 /// per append so that single entries can be held back.
 fn figure_8_cluster() -> Network {
+    figure_8_cluster_with(|_| {})
+}
+
+fn figure_8_cluster_with(f: impl Fn(&mut Config)) -> Network {
     let mut net = Network::default();
     let logs: [(u64, &[u64]); 5] = [
         (1, &[1, 2]),
@@ -329,6 +333,7 @@ fn figure_8_cluster() -> Network {
         });
         let mut c = Config::new(id);
         c.max_size_per_msg = 1;
+        f(&mut c);
         net.add_node_with(id, c, s);
     }
     net
@@ -391,6 +396,58 @@ fn figure_8_old_term_entry_not_committed_by_counting() {
     tick_n(&mut net, 5);
     assert_eq!(net.raft(1).raft_log.term(2).unwrap(), 3);
     net.check().unwrap();
+}
+
+/// With the commit rule broken on purpose, the same schedule commits the
+/// old-term entry and then loses it: the checker must notice.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn figure_8_planted_bug_is_caught() {
+    let mut net =
+        figure_8_cluster_with(|c| c.planted_bug = tandem_raft::PlantedBug::CommitOldTermByCounting);
+    net.isolate(5);
+    net.campaign(1);
+    for _ in 0..1000 {
+        for id in 1..=5 {
+            net.process(id);
+        }
+        let Some(m) = net.queue().front().cloned() else {
+            break;
+        };
+        if m.msg_type == MessageType::MsgAppend && m.entries.iter().any(|e| e.term == 4) {
+            let mut q = net.drain_queue();
+            q[0].entries.retain(|e| e.term < 4);
+            for m in q {
+                net.send(m);
+            }
+        }
+        net.deliver_one();
+    }
+    assert_eq!(committed(&net, 1), 2, "the bug commits the old-term entry");
+    net.crash(1);
+    net.heal();
+    // S5 wins a later term and overwrites index 2: either the checker
+    // flags the lost committed entry or a follower's own invariant
+    // assertion (never truncate a committed entry) fires.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for _ in 0..3 {
+            net.campaign(5);
+            for _ in 0..5000 {
+                if !net.deliver_one() {
+                    break;
+                }
+                if let Err(e) = net.check() {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    }));
+    match caught {
+        Ok(Some(e)) => assert!(e.contains("committed"), "{e}"),
+        Ok(None) => panic!("the planted bug went unnoticed"),
+        Err(_) => {} // the core's own assertion fired
+    }
 }
 
 #[test]
