@@ -1058,9 +1058,10 @@ fn background(
         match msg {
             BgMsg::Prepare(seq) => {
                 let r = prepare_segment(fs, dir, seq, segment_bytes).map(|f| (seq, f));
-                if prepared.send(r).is_err() {
-                    return;
-                }
+                // The writer may be gone (shutdown): keep going, a queued
+                // deletion must still happen; the unused spare is removed by
+                // the next recovery.
+                let _ = prepared.send(r);
             }
             BgMsg::Delete(seqs) => {
                 if let Err(e) = remove_segments(fs, dir, &seqs) {
