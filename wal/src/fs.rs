@@ -178,7 +178,13 @@ impl WalFile for StdFile {
 
     fn allocate(&self, len: u64) -> io::Result<()> {
         if self.file.metadata()?.len() < len {
-            self.file.allocate(len)?;
+            match self.file.allocate(len) {
+                Ok(()) => {}
+                // File systems without fallocate get a sparse file: appends
+                // then allocate as they go, which is slower but correct.
+                Err(e) if e.raw_os_error() == Some(95) => {} // EOPNOTSUPP
+                Err(e) => return Err(e),
+            }
             if self.file.metadata()?.len() < len {
                 self.file.set_len(len)?;
             }

@@ -621,3 +621,67 @@ fn reads_see_submissions_before_they_are_durable() {
     assert!(matches!(c1.poll(), Some(Ok(()))));
     assert_eq!(wal.entries(1, 5, None).unwrap(), want);
 }
+
+#[test]
+fn truncated_and_foreign_files_on_a_real_disk_give_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = WalOptions {
+        segment_bytes: 16 * 1024,
+        ..WalOptions::small_for_tests()
+    };
+    {
+        let wal = Wal::open(dir.path(), o.clone()).unwrap();
+        for k in 0..60 {
+            wal.submit(entries(1 + k, 1, 1, 500), None)
+                .unwrap()
+                .wait()
+                .unwrap();
+        }
+    }
+    let first = dir.path().join(segment_file_name(1));
+    let image = std::fs::read(&first).unwrap();
+    let recs = record_offsets(&image);
+    let last = *recs.last().unwrap() as usize;
+    let used = last + 9 + u32::from_le_bytes(image[last..last + 4].try_into().unwrap()) as usize;
+    // Cutting only the zero tail loses nothing.
+    std::fs::write(&first, &image[..used]).unwrap();
+    assert_eq!(
+        Wal::open(dir.path(), o.clone())
+            .unwrap()
+            .last_index()
+            .unwrap(),
+        60
+    );
+    for len in [0usize, 5, 31, 32, 33, 100, 5000, used - 1] {
+        std::fs::write(&first, &image[..len]).unwrap();
+        // A cut header or record is corruption of segment 1; a cut between
+        // records is noticed where segment 2 resumes past what is left.
+        match Wal::open(dir.path(), o.clone()) {
+            Err(Error::Corruption {
+                segment: 1,
+                offset: 0,
+                ..
+            }) if len < 32 => {}
+            Err(Error::Corruption { segment: 1 | 2, .. }) if len >= 32 => {}
+            other => panic!("segment 1 cut to {len} bytes: {other:?}"),
+        }
+    }
+    std::fs::write(&first, &image).unwrap();
+    // Files that are not segments are ignored; a foreign file with a
+    // segment name is corruption.
+    std::fs::write(dir.path().join("notes.txt"), b"hello").unwrap();
+    Wal::open(dir.path(), o.clone()).unwrap();
+    std::fs::write(
+        dir.path().join(segment_file_name(0)),
+        b"not a segment at all, but long enough",
+    )
+    .unwrap();
+    assert!(matches!(
+        Wal::open(dir.path(), o),
+        Err(Error::Corruption {
+            segment: 0,
+            offset: 0,
+            ..
+        })
+    ));
+}
