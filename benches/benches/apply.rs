@@ -35,8 +35,11 @@ fn key(n: u64) -> Vec<u8> {
     format!("user{k:012}").into_bytes()
 }
 
+/// The (key, value) writes of one entry.
+type Writes = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The writes of one entry: `writes` (key, value) pairs starting at `*next`.
-fn writes_at(next: &mut u64, writes: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn writes_at(next: &mut u64, writes: usize) -> Writes {
     (0..writes)
         .map(|_| {
             *next += 1;
@@ -64,7 +67,7 @@ fn entries_at(index: &mut u64, next: &mut u64, group: u64, writes: usize) -> Vec
         .collect()
 }
 
-fn raw_batch(entries: Vec<Vec<(Vec<u8>, Vec<u8>)>>) -> sled::Batch {
+fn raw_batch(entries: Vec<Writes>) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for (k, v) in entries.into_iter().flatten() {
         batch.insert(k, v);
@@ -110,7 +113,7 @@ fn interleaved_ratio(writes: usize, group: u64) {
             }
             start.elapsed()
         };
-        let run_raw = |raws: Vec<Vec<Vec<(Vec<u8>, Vec<u8>)>>>| {
+        let run_raw = |raws: Vec<Vec<Writes>>| {
             let start = Instant::now();
             for entries in raws {
                 db.apply_batch(raw_batch(entries)).unwrap();
