@@ -20,7 +20,11 @@
 //! emitted from the records.
 //!
 //! The cost on the apply path is one read of the old value per key written
-//! for the first time during a build, and one short mutex hold.
+//! for the first time during a build *ahead of the builder's cursor*, and
+//! one short mutex hold. Keys the builder has already passed are never
+//! looked at again, so writes to them need no before-image: no read, no
+//! memory; records behind the cursor are pruned periodically. Hence memory
+//! and reads both shrink as the build progresses.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -37,12 +41,17 @@ pub struct BeforeImagesConfig {
     /// be retried later); memory never grows without bound because of a
     /// slow build under a heavy write load.
     pub bytes_max: u64,
+    /// Every this many builder steps, records at or before the builder's
+    /// cursor are dropped: they can no longer matter, so memory held is
+    /// what lies ahead of the cursor. Must be > 0.
+    pub prune_every_steps: u32,
 }
 
 impl Default for BeforeImagesConfig {
     fn default() -> Self {
         BeforeImagesConfig {
             bytes_max: 64 * 1024 * 1024,
+            prune_every_steps: 1024,
         }
     }
 }
@@ -56,6 +65,49 @@ struct Inner {
     map: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     bytes: u64,
     overflowed: bool,
+    /// A key at or before the last key the builder has decided on (it
+    /// lags by one step). Keys at or before it are never looked at again,
+    /// so writes to them need no before-image: no read, no memory.
+    passed: Option<Vec<u8>>,
+    /// Lookups since the last prune.
+    steps_since_prune: u32,
+    /// Before-images recorded in total (pruned ones included).
+    recorded_total: u64,
+    /// Writes that needed no before-image because the builder had passed the key.
+    skipped_passed: u64,
+}
+
+fn record_bytes(key: &[u8], old: Option<&[u8]>) -> u64 {
+    RECORD_OVERHEAD_BYTES + key.len() as u64 + old.map_or(0, |v| v.len() as u64)
+}
+
+impl Inner {
+    /// True if a write to `key` needs no before-image.
+    fn settled(&mut self, key: &[u8]) -> bool {
+        if self.overflowed || self.map.contains_key(key) {
+            return true;
+        }
+        if self.passed.as_deref().is_some_and(|p| key <= p) {
+            self.skipped_passed += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Drops records at or before `passed`.
+    fn prune(&mut self) {
+        let Some(passed) = self.passed.as_deref() else {
+            return;
+        };
+        let mut ahead = self.map.split_off(passed);
+        if let Some(v) = ahead.remove(passed) {
+            self.bytes -= record_bytes(passed, v.as_deref());
+        }
+        for (k, v) in &self.map {
+            self.bytes -= record_bytes(k, v.as_deref());
+        }
+        self.map = ahead;
+    }
 }
 
 /// Old values of keys changed since the snapshot point; shared (in an
@@ -94,15 +146,18 @@ impl BeforeImages {
     /// An empty record. Activate it in the apply thread after applying the
     /// snapshot index and before applying the next entry.
     #[must_use]
+    ///
+    /// # Panics
+    /// If `cfg.prune_every_steps` is 0.
     pub fn new(cfg: BeforeImagesConfig) -> Self {
+        assert!(cfg.prune_every_steps > 0, "prune_every_steps must be > 0");
         BeforeImages {
             cfg,
             inner: Mutex::new(Inner::default()),
         }
     }
 
-    /// True if `key` already has a before-image (then its old value need
-    /// not be read again).
+    /// True if `key` currently holds a before-image.
     #[must_use]
     pub fn contains(&self, key: &[u8]) -> bool {
         self.inner.lock().map.contains_key(key)
@@ -113,10 +168,10 @@ impl BeforeImages {
     /// the snapshot point matters. Call before writing the key.
     pub fn record(&self, key: &[u8], old: Option<&[u8]>) {
         let mut inner = self.inner.lock();
-        if inner.overflowed || inner.map.contains_key(key) {
+        if inner.settled(key) {
             return;
         }
-        let bytes = RECORD_OVERHEAD_BYTES + key.len() as u64 + old.map_or(0, |v| v.len() as u64);
+        let bytes = record_bytes(key, old);
         if inner.bytes + bytes > self.cfg.bytes_max {
             tracing::warn!(
                 bytes_max = self.cfg.bytes_max,
@@ -128,12 +183,14 @@ impl BeforeImages {
             return;
         }
         inner.bytes += bytes;
+        inner.recorded_total += 1;
         inner.map.insert(key.to_vec(), old.map(<[u8]>::to_vec));
     }
 
     /// Like [`BeforeImages::record`], reading the old value with `read_old`
-    /// only if the key is not recorded yet. Call before writing the key, on
-    /// the thread that writes it.
+    /// only if it is needed: not when the key is recorded already, and not
+    /// when the builder has already passed the key. Call before writing
+    /// the key, on the thread that writes it.
     ///
     /// # Errors
     /// Whatever `read_old` returns; nothing is recorded then, and the
@@ -146,7 +203,7 @@ impl BeforeImages {
     where
         V: AsRef<[u8]>,
     {
-        if self.contains(key) {
+        if self.inner.lock().settled(key) {
             return Ok(());
         }
         // Only the writing thread calls this, so the key cannot change
@@ -156,7 +213,20 @@ impl BeforeImages {
         Ok(())
     }
 
-    /// Keys recorded.
+    /// Before-images recorded since creation, including pruned ones.
+    #[must_use]
+    pub fn recorded_total(&self) -> u64 {
+        self.inner.lock().recorded_total
+    }
+
+    /// Writes that needed no before-image because the builder had already
+    /// passed their key.
+    #[must_use]
+    pub fn skipped_passed(&self) -> u64 {
+        self.inner.lock().skipped_passed
+    }
+
+    /// Before-images currently held (records behind the builder are pruned).
     #[must_use]
     pub fn len(&self) -> usize {
         self.inner.lock().map.len()
@@ -189,13 +259,30 @@ impl BeforeImages {
         after: Option<&[u8]>,
         probe: Option<&[u8]>,
     ) -> Result<(Option<(Vec<u8>, Option<Vec<u8>>)>, Option<Option<Vec<u8>>>)> {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
         if inner.overflowed {
             return Err(Error::LimitExceeded {
                 what: "before-image bytes",
                 actual: self.cfg.bytes_max + 1,
                 limit: self.cfg.bytes_max,
             });
+        }
+        // Publish the builder's progress: it has decided every key up to
+        // `after`, so writes to such keys need no before-image any more.
+        if let Some(a) = after {
+            match &mut inner.passed {
+                Some(p) => {
+                    debug_assert!(a >= p.as_slice(), "builder cursor went backwards");
+                    p.clear();
+                    p.extend_from_slice(a);
+                }
+                None => inner.passed = Some(a.to_vec()),
+            }
+        }
+        inner.steps_since_prune += 1;
+        if inner.steps_since_prune >= self.cfg.prune_every_steps {
+            inner.steps_since_prune = 0;
+            inner.prune();
         }
         let lower = match after {
             Some(k) => Bound::Excluded(k),
@@ -216,6 +303,8 @@ impl BeforeImages {
 ///
 /// `live` must yield the live store's pairs in increasing key order, like
 /// `sled::Tree::iter()`, reading each pair at the time `next` is called.
+/// One iterator per [`BeforeImages`]: the record tracks that iterator's
+/// cursor to skip and prune what lies behind it.
 pub struct PointInTimeIter<'a, I> {
     live: I,
     live_done: bool,
