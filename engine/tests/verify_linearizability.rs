@@ -455,6 +455,29 @@ fn accepts_many_keys_with_high_concurrency_quickly() {
     assert_accepted(&h);
 }
 
+#[test]
+fn writes_acknowledged_without_previous_value() {
+    // Db::insert / Db::remove answer "written" only: any previous value.
+    let mut h = History::new();
+    h.ret(1, insert("k", "a"), 1, 2, Output::Written)
+        .ret(2, insert("k", "b"), 1, 3, Output::Written)
+        .ret(3, get("k"), 4, 5, value(Some("b")))
+        .ret(1, remove("k"), 6, 7, Output::Written)
+        .ret(3, get("k"), 8, 9, value(None));
+    assert_accepted(&h);
+    // ...but they still take effect: a later read must see them.
+    let mut h = History::new();
+    h.ret(1, insert("k", "a"), 1, 2, Output::Written)
+        .ret(1, insert("k", "b"), 3, 4, Output::Written)
+        .ret(3, get("k"), 5, 6, value(Some("a")));
+    assert_eq!(assert_rejected(&h), vec![(1, 1), (1, 3), (3, 5)]);
+    let mut h = History::new();
+    h.ret(1, insert("k", "a"), 1, 2, value(None))
+        .ret(1, remove("k"), 3, 4, Output::Written)
+        .ret(3, get("k"), 5, 6, value(Some("a")));
+    assert_rejected(&h);
+}
+
 // ---------------------------------------------------------------- recorder
 
 #[test]

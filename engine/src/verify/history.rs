@@ -63,7 +63,8 @@ impl Op {
     }
 
     /// True if `output` is a possible shape of result for this operation
-    /// (`Output::Value` for get/insert/remove, `Output::Cas` for CAS).
+    /// (`Output::Value` for get/insert/remove, `Output::Written` for
+    /// insert/remove, `Output::Cas` for CAS).
     #[must_use]
     pub fn accepts(&self, output: &Output) -> bool {
         matches!(
@@ -73,6 +74,7 @@ impl Op {
                     Op::Get { .. } | Op::Insert { .. } | Op::Remove { .. },
                     Output::Value(_)
                 )
+                | (Op::Insert { .. } | Op::Remove { .. }, Output::Written)
         )
     }
 }
@@ -85,6 +87,10 @@ pub enum Output {
     /// `compare_and_swap`: `Ok(())` if it swapped, `Err(current)` with the
     /// value found otherwise.
     Cas(Result<(), Option<Vec<u8>>>),
+    /// `insert` / `remove` acknowledged without reporting the previous
+    /// value (as `tandem::Db::insert` does): it took effect, and its answer
+    /// constrains nothing else.
+    Written,
 }
 
 /// How an operation ended.
@@ -193,6 +199,7 @@ impl fmt::Display for Output {
             Output::Value(v) => f.write_str(&fmt_value(v)),
             Output::Cas(Ok(())) => f.write_str("Ok"),
             Output::Cas(Err(current)) => write!(f, "Err(current: {})", fmt_value(current)),
+            Output::Written => f.write_str("written"),
         }
     }
 }

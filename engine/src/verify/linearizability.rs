@@ -298,14 +298,16 @@ fn compile(operations: &[&Operation]) -> Vec<Call> {
         let prev_of = |interner: &mut Interner, output: Option<&Output>| match output {
             Some(Output::Value(prev)) => Some(interner.id(prev)),
             Some(Output::Cas(_)) => unreachable!("History::push checks output shapes"),
-            None => None,
+            Some(Output::Written) | None => None,
         };
         let step = match &operation.op {
             Op::Get { .. } => match output {
                 Some(Output::Value(seen)) => Step::Read {
                     seen: interner.id(seen),
                 },
-                Some(Output::Cas(_)) => unreachable!("History::push checks output shapes"),
+                Some(Output::Cas(_) | Output::Written) => {
+                    unreachable!("History::push checks output shapes")
+                }
                 None => continue,
             },
             Op::Insert { value, .. } => Step::Write {
@@ -324,7 +326,9 @@ fn compile(operations: &[&Operation]) -> Vec<Call> {
                     Some(Output::Cas(Err(current))) => CasAnswer::Failed {
                         current: interner.id(current),
                     },
-                    Some(Output::Value(_)) => unreachable!("History::push checks output shapes"),
+                    Some(Output::Value(_) | Output::Written) => {
+                        unreachable!("History::push checks output shapes")
+                    }
                     None => CasAnswer::Unknown,
                 },
             },
@@ -621,9 +625,17 @@ fn written(op: &Op) -> Option<Option<&[u8]>> {
 
 /// The value the key must hold for `operation` to be linearized with its
 /// recorded answer, if any: what a completed operation saw, or what a
-/// pending CAS expects to swap.
+/// pending CAS expects to swap. A write acknowledged without a previous
+/// value requires nothing.
 fn required(operation: &Operation) -> Option<Option<&[u8]>> {
     match (&operation.op, &operation.outcome) {
+        (
+            _,
+            Outcome::Returned {
+                output: Output::Written,
+                ..
+            },
+        ) => None,
         (_, Outcome::Returned { output, .. }) => Some(match output {
             Output::Value(v) => v.as_deref(),
             Output::Cas(Ok(())) => match &operation.op {
@@ -631,6 +643,7 @@ fn required(operation: &Operation) -> Option<Option<&[u8]>> {
                 _ => unreachable!("History::push checks output shapes"),
             },
             Output::Cas(Err(current)) => current.as_deref(),
+            Output::Written => unreachable!("matched above"),
         }),
         (Op::CompareAndSwap { expected, .. }, Outcome::Pending) => Some(expected.as_deref()),
         (_, Outcome::Pending) => None,
@@ -648,8 +661,9 @@ fn required(operation: &Operation) -> Option<Option<&[u8]>> {
 /// After an operation of `Q` takes effect the key holds a value that no
 /// operation outside `Q` placed there accepts: completed ones would observe
 /// it, pending CASes outside `Q` do not expect it and do nothing. So the
-/// next effect from outside `Q` is a pending insert or remove, which
-/// overwrites the key whatever it held. Deleting `Q`'s operations, and
+/// next effect from outside `Q` is a pending insert or remove, or one
+/// acknowledged without a previous value, which overwrites the key
+/// whatever it held. Deleting `Q`'s operations, and
 /// declaring the pending CASes in those stretches never to have happened,
 /// leaves a linearization of the history without `Q`.
 fn drop_unobserved_pending(ops: &mut Vec<Operation>) {
