@@ -131,6 +131,13 @@ fn sigkill_loses_no_acknowledged_append() {
         if let Ok(l) = rx.recv_timeout(Duration::from_secs(60)) {
             lines.push(l);
         }
+        if round == 1 {
+            // The running child holds the directory lock.
+            match Wal::open(dir.path(), opts()) {
+                Err(tandem_wal::Error::Locked { .. }) => {}
+                other => panic!("a second process opened a locked log: {other:?}"),
+            }
+        }
         std::thread::sleep(Duration::from_micros(rng.next() % 30_000));
         child.kill().unwrap();
         child.wait().unwrap();

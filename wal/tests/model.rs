@@ -128,6 +128,12 @@ fn open(fs: &SimFs, threads: bool) -> Wal {
 }
 
 fn run(ops: &[Op], threads: bool) {
+    run_with(ops, threads, false);
+}
+
+/// `reopen_every_step`: after every operation, also crash (losing unsynced
+/// bytes: none, since everything is waited for) and reopen.
+fn run_with(ops: &[Op], threads: bool, reopen_every_step: bool) {
     let fs = SimFs::new();
     let mut wal = open(&fs, threads);
     let mut m = Model::default();
@@ -193,6 +199,13 @@ fn run(ops: &[Op], threads: bool) {
             }
         }
         check(&wal, &m);
+        if reopen_every_step {
+            wal.flush().unwrap();
+            drop(wal);
+            fs.crash(CrashSpec::default());
+            wal = open(&fs, threads);
+            check(&wal, &m);
+        }
     }
     wal.flush().unwrap();
     drop(wal);
@@ -213,6 +226,11 @@ proptest! {
     #[test]
     fn log_matches_model_manual_writer(ops in prop::collection::vec(op(), 1..80)) {
         run(&ops, false);
+    }
+
+    #[test]
+    fn log_matches_model_with_crash_and_reopen_after_every_step(ops in prop::collection::vec(op(), 1..40)) {
+        run_with(&ops, false, true);
     }
 
     #[test]
