@@ -459,6 +459,16 @@ fn record_at(buf: &[u8], seq: u64, pos: usize) -> Result<(RawRecord<'_>, usize),
     ))
 }
 
+/// Validate one complete record image (`bytes` holds exactly the record) as
+/// recovery would for segment `seq`.
+pub fn check_record(bytes: &[u8], seq: u64) -> Result<(), String> {
+    let (_, len) = record_at(bytes, seq, 0)?;
+    if len != bytes.len() {
+        return Err(format!("record is {len} bytes, image has {}", bytes.len()));
+    }
+    Ok(())
+}
+
 /// Cheap pre-check of a candidate record header before paying for a CRC.
 fn plausible(buf: &[u8], pos: usize) -> bool {
     let h = RECORD_HEADER_BYTES as usize;

@@ -220,7 +220,8 @@ struct Bg {
 
 struct Writer {
     active: Active,
-    /// Sequence of the next segment to prepare (manual mode) .
+    /// Sequence of the next segment to prepare (manual mode only; the
+    /// background thread numbers its own).
     next_seq: u64,
     bg: Option<Bg>,
     buf: Vec<u8>,
@@ -1252,6 +1253,14 @@ impl Writer {
         assert!(
             self.active.offset + self.buf.len() as u64 <= self.active.capacity,
             "a group fits the segment after rotation"
+        );
+        // Check before writing what recovery will check after reading back.
+        debug_assert!(
+            spans.iter().all(|&(offset, len)| {
+                let from = (offset - self.active.offset) as usize;
+                crate::format::check_record(&self.buf[from..from + len], seq).is_ok()
+            }),
+            "the writer's records validate"
         );
         if let Err(e) = self.active.file.write_at(self.active.offset, &self.buf) {
             shared.poison(format!("write to segment {seq}: {e}"));
