@@ -144,6 +144,16 @@ impl fmt::Display for Counterexample {
                 " (not fully shrunk)"
             }
         )?;
+        if self
+            .operations
+            .iter()
+            .any(|o| o.outcome == Outcome::Pending)
+        {
+            writeln!(
+                f,
+                "  (an operation shown without answer may have had one: it is not needed here)"
+            )?;
+        }
         for operation in &self.operations {
             writeln!(f, "  {operation}")?;
         }
