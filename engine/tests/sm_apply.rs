@@ -143,27 +143,43 @@ fn corrupt_or_unknown_commands_stop_the_replica_without_partial_writes() {
             matches!(err, Error::CorruptCommand { index: 3, .. }),
             "{err}"
         );
-        assert_eq!(get(&sm, "b"), None, "nothing of the failed group applied");
-        assert_eq!(sm.applied().0, 1);
+        assert_eq!(
+            get(&sm, "b").as_deref(),
+            Some("1"),
+            "the entries before the bad one are applied"
+        );
+        assert_eq!(get(&sm, "c"), None, "the bad one is not");
+        assert_eq!(sm.applied().0, 2);
         assert!(sm.stopped().unwrap().contains("entry 3"));
         // Stopped: even a valid entry is refused now.
         assert!(matches!(
-            sm.apply(&[entry(2, 1, &put("b", "1"))]),
+            sm.apply(&[entry(3, 1, &put("c", "1"))]),
             Err(Error::Stopped(_))
         ));
+        // A corrupt first entry applies nothing.
+        let dir2 = tempfile::tempdir().unwrap();
+        let sm2 = open(dir2.path());
+        assert!(matches!(sm2.apply(&[bad.clone()]), Err(Error::Gap { .. })));
+        bad.index = 1;
+        assert!(matches!(
+            sm2.apply(&[bad, entry(2, 1, &put("x", "1"))]),
+            Err(Error::CorruptCommand { index: 1, .. })
+        ));
+        assert_eq!(sm2.applied().0, 0);
+        assert_eq!(get(&sm2, "x"), None);
     }
     // A restart replays the same committed entry and stops again, at the
     // same place: the replica never diverges by skipping it.
     let sm = open(dir.path());
-    assert_eq!(sm.applied().0, 1);
-    let mut unknown = entry(2, 1, &Command::Noop);
+    assert_eq!(sm.applied().0, 2);
+    let mut unknown = entry(3, 1, &Command::Noop);
     unknown.data[0] = 0xEE;
     let err = sm.apply(&[unknown]).unwrap_err();
     assert!(
         matches!(
             err,
             Error::UnknownCommandVersion {
-                index: 2,
+                index: 3,
                 version: 0xEE
             }
         ),

@@ -192,3 +192,46 @@ fn snapshot_metadata_comes_from_the_state_machine() {
         tandem::raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
     );
 }
+
+#[test]
+fn a_corrupt_committed_entry_stops_replay_with_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, sm) = open(dir.path());
+        append(&wal, 1, 4, 4);
+        let mut bad = entry(5, 1, &command_at(SEED, 5, 4));
+        bad.data[0] = 0x7F; // unknown command version
+        let hs = HardState {
+            term: 1,
+            vote: 1,
+            commit: 6,
+        };
+        wal.submit(vec![bad, entry(6, 1, &command_at(SEED, 6, 4))], Some(hs))
+            .unwrap()
+            .wait()
+            .unwrap();
+        let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm)).unwrap();
+        let err = storage.replay_committed().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnknownCommandVersion {
+                    index: 5,
+                    version: 0x7F
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(sm.applied_index(), 4, "applied up to the entry before");
+        assert_eq!(contents(&sm), model_at(4).map);
+        assert!(matches!(storage.replay_committed(), Err(Error::Stopped(_))));
+    }
+    // After a restart it stops at the same entry again.
+    let (wal, sm) = open(dir.path());
+    let storage = DiskStorage::open(wal, Arc::clone(&sm)).unwrap();
+    assert!(matches!(
+        storage.replay_committed(),
+        Err(Error::UnknownCommandVersion { index: 5, .. })
+    ));
+    assert_eq!(sm.applied_index(), 4);
+}

@@ -349,11 +349,13 @@ impl StateMachine {
     ///
     /// # Errors
     /// [`Error::Gap`] if the entries skip an index (nothing applied, the
-    /// state machine stays usable). A corrupt or unknown command, a corrupt
-    /// membership change or a sled failure applies nothing of the call and
-    /// STOPS the state machine: this and every later call fail (later ones
-    /// with [`Error::Stopped`]), because going on would diverge from the
-    /// other replicas.
+    /// state machine stays usable). A corrupt or unknown command or a
+    /// corrupt membership change STOPS the state machine: the entries before
+    /// it are applied (in one batch, their results are not returned), the
+    /// bad one and those after it are not, and this and every later call
+    /// fail (later ones with [`Error::Stopped`]), because going on would
+    /// diverge from the other replicas. A sled failure applies nothing of
+    /// the call and stops it too.
     pub fn apply(&self, entries: &[Entry]) -> Result<ApplyOutput> {
         let mut st = self.state.lock();
         if let Some(why) = &st.stopped {
@@ -390,11 +392,7 @@ impl StateMachine {
     }
 
     fn apply_group(&self, st: &mut ApplyState, entries: &[Entry]) -> Result<ApplyOutput> {
-        let mut group = Group::new(&self.db);
-        let mut conf: Option<ConfState> = None;
-        let mut results = Vec::with_capacity(entries.len());
-        let mut conf_changes = Vec::new();
-        let mut last_term = st.applied_term;
+        // Contiguity first, so a gap refuses the whole call before any work.
         for (expected, e) in (st.applied_index + 1..).zip(entries) {
             if e.index != expected {
                 return Err(Error::Gap {
@@ -402,6 +400,14 @@ impl StateMachine {
                     got: e.index,
                 });
             }
+        }
+        let mut group = Group::new(&self.db);
+        let mut conf: Option<ConfState> = None;
+        let mut results = Vec::with_capacity(entries.len());
+        let mut conf_changes = Vec::new();
+        let mut last_term = st.applied_term;
+        let mut failure = None;
+        for e in entries {
             assert!(
                 e.term >= last_term,
                 "log terms never decrease: entry {} has term {} after term {last_term}",
@@ -410,39 +416,49 @@ impl StateMachine {
             );
             last_term = e.term;
             let result = match e.entry_type {
-                EntryType::EntryNormal if e.data.is_empty() => CommandResult::Noop,
-                EntryType::EntryNormal => {
-                    group.apply_command(Command::decode_entry(e.index, &e.data)?)?
-                }
+                EntryType::EntryNormal if e.data.is_empty() => Ok(CommandResult::Noop),
+                EntryType::EntryNormal => Command::decode_entry(e.index, &e.data)
+                    .and_then(|command| group.apply_command(command)),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    let change = decode_conf_change(e.index, e.entry_type, &e.data)?;
-                    let current = conf.as_ref().unwrap_or(&st.conf_state);
-                    match next_conf_state(current, &change) {
-                        Ok(next) => {
-                            info!(index = e.index, ?next, "membership change applied");
-                            conf = Some(next.clone());
-                            conf_changes.push(AppliedConfChange {
-                                index: e.index,
-                                change,
-                                conf_state: next.clone(),
-                            });
-                            CommandResult::ConfChange(Ok(next))
+                    decode_conf_change(e.index, e.entry_type, &e.data).map(|change| {
+                        let current = conf.as_ref().unwrap_or(&st.conf_state);
+                        match next_conf_state(current, &change) {
+                            Ok(next) => {
+                                info!(index = e.index, ?next, "membership change applied");
+                                conf = Some(next.clone());
+                                conf_changes.push(AppliedConfChange {
+                                    index: e.index,
+                                    change,
+                                    conf_state: next.clone(),
+                                });
+                                CommandResult::ConfChange(Ok(next))
+                            }
+                            Err(reason) => {
+                                info!(index = e.index, %reason, "membership change refused");
+                                CommandResult::ConfChange(Err(reason))
+                            }
                         }
-                        Err(reason) => {
-                            info!(index = e.index, %reason, "membership change refused");
-                            CommandResult::ConfChange(Err(reason))
-                        }
-                    }
+                    })
                 }
             };
-            results.push(EntryResult {
-                index: e.index,
-                term: e.term,
-                context: e.context.clone(),
-                result,
-            });
+            match result {
+                Ok(result) => results.push(EntryResult {
+                    index: e.index,
+                    term: e.term,
+                    context: e.context.clone(),
+                    result,
+                }),
+                Err(err) => {
+                    // Apply the entries before the bad one, then stop: the
+                    // state then is exactly the one before the bad entry.
+                    failure = Some(err);
+                    break;
+                }
+            }
         }
-        let last = entries.last().expect("entries is not empty");
+        let Some(last) = entries.get(results.len().wrapping_sub(1)) else {
+            return Err(failure.expect("an empty prefix only on failure"));
+        };
         let mut batch = group.into_batch();
         batch.insert(META_APPLIED, encode_applied(last.index, last.term).to_vec());
         if let Some(cs) = &conf {
@@ -455,6 +471,9 @@ impl StateMachine {
             st.conf_state = cs;
         }
         self.applied_index.store(last.index, Ordering::Release);
+        if let Some(err) = failure {
+            return Err(err);
+        }
         Ok(ApplyOutput {
             applied_index: last.index,
             applied_term: last.term,
