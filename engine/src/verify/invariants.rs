@@ -25,6 +25,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use tandem_raft::{Entry, EntryType, Storage};
+
 /// One log entry as the checks see it: position, term, and a hash of its
 /// command (type, data and context), so equal hashes stand for equal entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,6 +37,35 @@ pub struct EntryId {
     pub term: u64,
     /// Hash of the entry's contents.
     pub hash: u64,
+}
+
+impl EntryId {
+    /// The identity of a raft entry: its index, term, and a hash of its type,
+    /// data and context. The hash is FNV-1a, written out here so it is the
+    /// same on every platform and Rust version (a failing seed must replay
+    /// to the same report).
+    #[must_use]
+    pub fn of(entry: &Entry) -> EntryId {
+        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+        let kind: u8 = match entry.entry_type {
+            EntryType::EntryNormal => 0,
+            EntryType::EntryConfChange => 1,
+            EntryType::EntryConfChangeV2 => 2,
+        };
+        let mut hash = FNV_OFFSET;
+        let data_len = (entry.data.len() as u64).to_le_bytes();
+        let parts: [&[u8]; 4] = [&[kind], &data_len, &entry.data, &entry.context];
+        for byte in parts.into_iter().flatten() {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(FNV_PRIME);
+        }
+        EntryId {
+            index: entry.index,
+            term: entry.term,
+            hash,
+        }
+    }
 }
 
 impl fmt::Display for EntryId {
@@ -66,6 +97,30 @@ pub struct ReplicaView {
 }
 
 impl ReplicaView {
+    /// Fills `snapshot_index`, `snapshot_term` and `log` from a raft
+    /// [`Storage`] (the engine's disk storage, or `MemStorage`), keeping the
+    /// other fields. For durability checks after a crash, pass the storage
+    /// as recovered from disk.
+    ///
+    /// # Errors
+    /// Whatever the storage returns when reading its entries.
+    pub fn with_log_from(mut self, storage: &impl Storage) -> tandem_raft::Result<Self> {
+        let first = storage.first_index()?;
+        let last = storage.last_index()?;
+        self.snapshot_index = first - 1;
+        self.snapshot_term = storage.term(first - 1)?;
+        self.log = if last >= first {
+            storage
+                .entries(first, last + 1, None)?
+                .iter()
+                .map(EntryId::of)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(self)
+    }
+
     /// Index of the last entry (the snapshot index if the log is empty).
     #[must_use]
     pub fn last_index(&self) -> u64 {
@@ -774,6 +829,61 @@ mod tests {
         assert!(check_log_shape(&falling).is_err());
         let future = view(1, 2, &[1, 3], 0);
         assert!(check_log_shape(&future).is_err());
+    }
+
+    #[test]
+    fn views_from_raft_storage_and_entry_hashes() {
+        use tandem_raft::{ConfState, MemStorage};
+        let entry = |index: u64, term: u64, data: &[u8]| Entry {
+            index,
+            term,
+            data: data.to_vec(),
+            ..Entry::default()
+        };
+        let a = MemStorage::new_with_conf_state(ConfState::from_voters(1..=3));
+        a.wl()
+            .append(&[entry(1, 1, b"x"), entry(2, 1, b"y"), entry(3, 2, b"z")])
+            .unwrap();
+        let view_a = ReplicaView {
+            id: 1,
+            term: 2,
+            committed: 3,
+            applied: 3,
+            ..ReplicaView::default()
+        }
+        .with_log_from(&a)
+        .unwrap();
+        assert_eq!(view_a.log.len(), 3);
+        assert_eq!(view_a.last_index(), 3);
+        assert_eq!(view_a.log[2], EntryId::of(&entry(3, 2, b"z")));
+        // Same index and term, different data: different hash, and the log
+        // matching check sees it.
+        assert_ne!(
+            EntryId::of(&entry(2, 1, b"y")),
+            EntryId::of(&entry(2, 1, b"Y"))
+        );
+        let b = MemStorage::new_with_conf_state(ConfState::from_voters(1..=3));
+        b.wl()
+            .append(&[entry(1, 1, b"x"), entry(2, 1, b"Y"), entry(3, 2, b"z")])
+            .unwrap();
+        let view_b = ReplicaView {
+            id: 2,
+            term: 2,
+            ..ReplicaView::default()
+        }
+        .with_log_from(&b)
+        .unwrap();
+        assert!(check_log_matching(&view_a, &view_b).is_err());
+        // After compaction the view starts past the snapshot.
+        a.wl().compact(2).unwrap();
+        let compacted = ReplicaView::default().with_log_from(&a).unwrap();
+        assert_eq!((compacted.snapshot_index, compacted.snapshot_term), (1, 1));
+        assert_eq!(compacted.log.first().map(|e| e.index), Some(2));
+        check_log_shape(&ReplicaView {
+            term: 2,
+            ..compacted
+        })
+        .unwrap();
     }
 
     #[test]
