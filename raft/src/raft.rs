@@ -836,6 +836,20 @@ impl<S: Storage> Raft<S> {
     /// [`Error::ProposalDropped`] when a proposal cannot be accepted now;
     /// [`Error::ConfChangeError`] for a malformed conf change proposal.
     pub fn step(&mut self, m: Message) -> Result<()> {
+        if m.term == 0
+            && !m.msg_type.is_local()
+            && !matches!(
+                m.msg_type,
+                MessageType::MsgPropose
+                    | MessageType::MsgReadIndex
+                    | MessageType::MsgTransferLeader
+            )
+        {
+            // Every other message from a peer carries the sender's term;
+            // without it the message cannot be ordered against ours.
+            warn!(id = self.id, from = m.from, msg = ?m.msg_type, "dropped a peer message without term");
+            return Ok(());
+        }
         if m.term == 0 {
             // Local message or forwarded request.
         } else if m.term > self.term {
@@ -1575,7 +1589,11 @@ impl<S: Storage> Raft<S> {
     /// Install `snap` if it is ahead of the log. Returns false if ignored.
     pub fn restore(&mut self, snap: Snapshot) -> bool {
         let meta = &snap.metadata;
-        if meta.index <= self.raft_log.committed {
+        // A snapshot at the commit index is only useful if we asked for one
+        // (our state machine needs rebuilding).
+        if meta.index < self.raft_log.committed
+            || (meta.index == self.raft_log.committed && self.pending_request_snapshot == 0)
+        {
             return false;
         }
         if self.state != StateRole::Follower {
