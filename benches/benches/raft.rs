@@ -1,33 +1,129 @@
-//! Consensus-core benchmarks: propose → replicate → commit through an
-//! in-memory 3-node cluster. (First version: codec cost of one entry, the
-//! floor under every replicated write; the cluster bench follows.)
+//! Consensus-core throughput: propose → replicate → commit through a
+//! 3-node in-memory cluster (RawNode + MemStorage, messages handed over in
+//! memory, every Ready persisted synchronously). Measures the core alone:
+//! no disk, no network, no state machine.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tandem_raft::types::{decode, encode};
-use tandem_raft::Entry;
 
-fn entry_codec(c: &mut Criterion) {
-    let mut group = c.benchmark_group("raft_entry_codec");
-    for size in [16usize, 1024] {
-        let e = Entry {
-            term: 3,
-            index: 42,
-            data: vec![7u8; size],
-            ..Entry::default()
+use std::collections::VecDeque;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use tandem_raft::{ConfState, Config, MemStorage, Message, RawNode, StateRole};
+
+/// Proposals per measured batch.
+const BATCH: usize = 256;
+
+struct Cluster {
+    nodes: Vec<RawNode<MemStorage>>,
+    queue: VecDeque<Message>,
+    applied: u64,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let cs = ConfState::from_voters([1, 2, 3]);
+        let nodes = (1..=3)
+            .map(|id| {
+                let c = Config {
+                    max_inflight_msgs: 1024,
+                    max_uncommitted_size: 1 << 30,
+                    ..Config::new(id)
+                };
+                RawNode::new(&c, MemStorage::new_with_conf_state(cs.clone())).expect("node")
+            })
+            .collect();
+        let mut c = Cluster {
+            nodes,
+            queue: VecDeque::new(),
+            applied: 0,
         };
-        group.throughput(Throughput::Elements(1));
+        c.nodes[0].campaign().expect("campaign");
+        c.settle();
+        assert_eq!(c.nodes[0].raft.state, StateRole::Leader);
+        c
+    }
+
+    fn handle_ready(&mut self, i: usize) {
+        while self.nodes[i].has_ready() {
+            let node = &mut self.nodes[i];
+            let mut rd = node.ready();
+            self.queue.extend(rd.take_messages());
+            let store = node.store().clone();
+            if !rd.entries().is_empty() {
+                store.wl().append(rd.entries()).expect("append");
+            }
+            if let Some(hs) = rd.hs() {
+                store.wl().set_hard_state(*hs);
+            }
+            self.queue.extend(rd.take_persisted_messages());
+            if i == 0 {
+                self.applied += rd.committed_entries().len() as u64;
+            }
+            let mut light = node.advance(rd);
+            if let Some(c) = light.commit_index() {
+                store.wl().set_commit(c);
+            }
+            self.queue.extend(light.take_messages());
+            if i == 0 {
+                self.applied += light.committed_entries().len() as u64;
+            }
+            node.advance_apply();
+        }
+    }
+
+    fn settle(&mut self) {
+        loop {
+            for i in 0..3 {
+                self.handle_ready(i);
+            }
+            let Some(m) = self.queue.pop_front() else {
+                break;
+            };
+            let to = (m.to - 1) as usize;
+            let _ = self.nodes[to].step(m);
+        }
+    }
+
+    /// Keep the in-memory logs short so a long run measures steady state.
+    fn compact(&mut self) {
+        for n in &mut self.nodes {
+            let applied = n.raft.raft_log.applied;
+            let store = n.store().clone();
+            let mut core = store.wl();
+            if applied > core.stored_snapshot().metadata.index + 4096 {
+                core.create_snapshot(applied, ConfState::from_voters([1, 2, 3]), Vec::new())
+                    .expect("snapshot");
+            }
+        }
+    }
+}
+
+fn propose_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("raft_propose_commit_3_nodes");
+    for size in [16usize, 1024] {
+        let mut cluster = Cluster::new();
+        group.throughput(Throughput::Elements(BATCH as u64));
         group.bench_function(format!("{size}B"), |b| {
-            b.iter(|| {
-                let bytes = encode(&e);
-                let back: Entry = decode(&bytes).expect("round trip");
-                assert_eq!(back.index, 42);
-            });
+            b.iter_batched(
+                || vec![7u8; size],
+                |payload| {
+                    let before = cluster.applied;
+                    for _ in 0..BATCH {
+                        cluster.nodes[0]
+                            .propose(Vec::new(), payload.clone())
+                            .expect("leader accepts");
+                    }
+                    cluster.settle();
+                    assert_eq!(cluster.applied - before, BATCH as u64, "all committed");
+                    cluster.compact();
+                },
+                BatchSize::SmallInput,
+            );
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, entry_codec);
+criterion_group!(benches, propose_commit);
 criterion_main!(benches);

@@ -1800,3 +1800,145 @@ impl<S: Storage> Raft<S> {
         cs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    fn raft(id: u64, voters: &[u64]) -> Raft<MemStorage> {
+        let s = MemStorage::new_with_conf_state(ConfState::from_voters(voters.iter().copied()));
+        Raft::new(&Config::new(id), s).unwrap()
+    }
+
+    #[test]
+    fn starts_as_follower_in_persisted_term() {
+        let s = MemStorage::new_with_conf_state(ConfState::from_voters([1, 2, 3]));
+        s.wl().set_hard_state(HardState {
+            term: 7,
+            vote: 2,
+            commit: 0,
+        });
+        let r = Raft::new(&Config::new(1), s).unwrap();
+        assert_eq!((r.state, r.term, r.vote), (StateRole::Follower, 7, 2));
+        assert_eq!(r.persisted_term, 7);
+    }
+
+    #[test]
+    fn tick_election_campaigns_after_randomized_timeout() {
+        let mut r = raft(1, &[1, 2, 3]);
+        let timeout = r.randomized_election_timeout();
+        for _ in 1..timeout {
+            assert!(!r.tick());
+            assert_eq!(r.state, StateRole::Follower);
+        }
+        assert!(r.tick());
+        assert_eq!(r.state, StateRole::Candidate);
+        assert_eq!(r.term, 1);
+        assert_eq!(
+            r.msgs_after_persist.len(),
+            2,
+            "vote requests wait for persistence"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid transition")]
+    fn leader_cannot_become_candidate() {
+        let mut r = raft(1, &[1]);
+        r.become_candidate();
+        r.become_leader();
+        r.become_candidate();
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid transition")]
+    fn follower_cannot_become_leader() {
+        let mut r = raft(1, &[1, 2, 3]);
+        r.become_leader();
+    }
+
+    #[test]
+    fn pre_candidate_keeps_term_and_vote() {
+        let mut r = raft(1, &[1, 2, 3]);
+        r.term = 3;
+        r.vote = 2;
+        r.become_pre_candidate();
+        assert_eq!((r.term, r.vote), (3, 2));
+        assert_eq!(r.state, StateRole::PreCandidate);
+    }
+
+    #[test]
+    fn single_voter_becomes_leader_on_campaign() {
+        let mut r = raft(1, &[1]);
+        r.step(new_message(INVALID_ID, MessageType::MsgHup, 1))
+            .unwrap();
+        assert_eq!(r.state, StateRole::Leader);
+        assert_eq!(r.raft_log.last_index(), 1, "empty entry appended");
+        assert_eq!(r.raft_log.committed, 0, "not committed before persisted");
+    }
+
+    #[test]
+    fn leader_messages_wait_until_term_persisted() {
+        let mut r = raft(1, &[1, 2]);
+        r.become_candidate();
+        r.become_leader();
+        r.bcast_append();
+        assert!(r.msgs.is_empty(), "term 1 not yet durable");
+        assert!(!r.msgs_after_persist.is_empty());
+        r.on_persist_term(1);
+        r.bcast_heartbeat();
+        assert!(!r.msgs.is_empty());
+    }
+
+    #[test]
+    fn learner_is_not_promotable() {
+        let s = MemStorage::new_with_conf_state(ConfState::from_parts([1, 2], [3]));
+        let r = Raft::new(&Config::new(3), s).unwrap();
+        assert!(!r.promotable());
+        let s = MemStorage::new_with_conf_state(ConfState::from_parts([1, 2], [3]));
+        let r = Raft::new(&Config::new(1), s).unwrap();
+        assert!(r.promotable());
+    }
+
+    #[test]
+    fn uncommitted_budget_allows_one_oversized_entry() {
+        let s = MemStorage::new_with_conf_state(ConfState::from_voters([1, 2]));
+        let c = Config {
+            max_uncommitted_size: 10,
+            ..Config::new(1)
+        };
+        let mut r = Raft::new(&c, s).unwrap();
+        let big = Entry {
+            data: vec![0; 100],
+            ..Entry::default()
+        };
+        assert!(r.increase_uncommitted_size(std::slice::from_ref(&big)));
+        assert!(!r.increase_uncommitted_size(std::slice::from_ref(&big)));
+        r.state = StateRole::Leader;
+        r.reduce_uncommitted_size(std::slice::from_ref(&big));
+        assert_eq!(r.uncommitted_size(), 0);
+        assert!(r.increase_uncommitted_size(&[Entry::default()]));
+    }
+
+    #[test]
+    fn request_snapshot_needs_a_leader() {
+        let mut r = raft(2, &[1, 2, 3]);
+        assert_eq!(r.request_snapshot(), Err(Error::RequestSnapshotDropped));
+        r.become_follower(1, 1);
+        assert!(r.request_snapshot().is_ok());
+        assert_eq!(r.pending_request_snapshot, 1);
+        assert_eq!(r.request_snapshot(), Err(Error::RequestSnapshotDropped));
+    }
+
+    #[test]
+    fn same_seed_same_timeouts_different_ids_differ() {
+        let a = raft(1, &[1, 2, 3]).randomized_election_timeout();
+        let b = raft(1, &[1, 2, 3]).randomized_election_timeout();
+        assert_eq!(a, b, "deterministic");
+        let draws: std::collections::BTreeSet<usize> = (1..=20)
+            .map(|id| raft(id, &[1, 2, 3]).randomized_election_timeout())
+            .collect();
+        assert!(draws.len() > 3, "ids decorrelate the draws: {draws:?}");
+    }
+}
