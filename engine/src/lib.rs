@@ -5,12 +5,56 @@
 //! segmented, CRC-checked write-ahead log, and applied to a sled-backed
 //! state machine atomically with the applied index.
 //!
-//! The crate is being built up issue by issue; see the README's feature
-//! table for what works today. The pieces available now:
+//! ## Tutorial
+//!
+//! A [`Cluster`] runs N replicas in one process, each in its own directory
+//! (`dir/node-<id>`: `LOCK`, `wal/`, `sm/`), talking over an in-process
+//! network. [`Cluster::db`] gives a [`Db`] handle with sled's names that
+//! finds the leader and retries across leader changes:
+//!
+//! ```
+//! use tandem::{Cluster, ClusterConfig, ReadConsistency, WriteBatch};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let cluster = Cluster::open(dir.path(), ClusterConfig::with_replicas(3)).unwrap();
+//! let db = cluster.db();
+//!
+//! db.insert(b"hello", b"world").unwrap();                   // replicated, fsynced
+//! assert_eq!(db.get(b"hello").unwrap().as_deref(), Some(&b"world"[..])); // ReadIndex
+//!
+//! let mut batch = WriteBatch::new();                         // atomic, in order
+//! batch.insert(b"a".to_vec(), b"1".to_vec());
+//! batch.remove(b"hello".to_vec());
+//! db.apply_batch(batch).unwrap();
+//!
+//! // compare_and_swap returns the current value on a mismatch, like sled.
+//! let cas = db.compare_and_swap(b"a", Some(b"0"), Some(b"2")).unwrap();
+//! assert_eq!(cas.unwrap_err().current.as_deref(), Some(&b"1"[..]));
+//!
+//! // Consistency is chosen per call; stale reads say they are stale.
+//! let read = db.get_with(b"a", ReadConsistency::Stale).unwrap();
+//! assert!(read.stale);
+//!
+//! // Membership and status.
+//! cluster.add_learner(4).unwrap();
+//! cluster.promote(4).unwrap();
+//! let leader = cluster.leader().unwrap();
+//! let status = cluster.replica(leader).unwrap().status().unwrap();
+//! assert_eq!(status.conf_state.voters, vec![1, 2, 3, 4]);
+//! ```
+//!
+//! Reopening the same directory with [`Cluster::open`] restarts every
+//! replica from disk. Replicas in separate processes use [`Replica::open`]
+//! with their own [`Transport`], delivering incoming envelopes to
+//! [`Replica::inbox`].
+//!
+//! ## Layers
 //!
 //! - [`Config`] / [`ClusterConfig`]: documented defaults, validated at open.
 //! - [`Error`]: one enum for every operating condition (`NotLeader`,
-//!   `Stale`, `Timeout`, `Locked`, ...).
+//!   `Stale`, `Timeout`, `NoQuorum`, `Locked`, ...).
+//! - [`node`]: the replica runtime — [`node::NodeCore`], the step function a
+//!   test can drive on one thread, and [`node::Node`], its threads.
 //! - [`transport`]: the [`Transport`] trait, the [`Envelope`] every message
 //!   travels in, and the in-process network with fault injection:
 //!
@@ -27,6 +71,11 @@
 //! net.deliver_all();
 //! assert_eq!(rx.try_recv().unwrap().from, 1);
 //! ```
+//!
+//! - [`sm`]: the sled state machine and the raft storage over the WAL.
+//! - [`verify`]: the linearizability checker used by the tests.
+//!
+//! See `docs/engine.md` for the threads, the Ready loop and the failure handling.
 
 #![deny(missing_docs)]
 

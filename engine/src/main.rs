@@ -125,19 +125,59 @@ fn replica_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 fn status(dir: &Path) -> Result<(), String> {
     println!(
-        "{:<30} {:<8} {:<6} {:<6} {:<6}",
-        "replica", "open?", "wal/", "sm/", "snap/"
+        "{:<28} {:<7} {:>6} {:>8} {:>7} {:>10} {:>10} {:>10}  voters / learners",
+        "replica", "state", "term", "vote", "commit", "applied", "log first", "log last"
     );
     for r in replica_dirs(dir)? {
         let held = DirLock::is_held(&r).map_err(|e| e.to_string())?;
-        let has = |d: &str| if r.join(d).is_dir() { "yes" } else { "no" };
+        let wal = if r.join("wal").is_dir() {
+            Some(tandem_wal::inspect(r.join("wal")).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        // Opening the state machine needs the replica closed (sled locks it).
+        let sm = if held || !r.join("sm").is_dir() {
+            None
+        } else {
+            let _lock = DirLock::acquire(&r).map_err(|e| e.to_string())?;
+            let sm =
+                tandem::sm::StateMachine::open(r.join("sm"), &tandem::sm::SmOptions::default())
+                    .map_err(|e| e.to_string())?;
+            Some((sm.applied_index(), sm.conf_state()))
+        };
+        let dash = || "-".to_string();
+        let (term, vote, commit, first, last) = wal.as_ref().map_or_else(
+            || (dash(), dash(), dash(), dash(), dash()),
+            |w| {
+                (
+                    w.hard_state.term.to_string(),
+                    w.hard_state.vote.to_string(),
+                    w.hard_state.commit.to_string(),
+                    w.first_index.to_string(),
+                    w.last_index.to_string(),
+                )
+            },
+        );
+        let (applied, members) = sm.map_or_else(
+            || (if held { "in use".to_string() } else { dash() }, dash()),
+            |(a, cs)| {
+                (
+                    a.to_string(),
+                    format!("{:?} / {:?}", cs.voters, cs.learners),
+                )
+            },
+        );
         println!(
-            "{:<30} {:<8} {:<6} {:<6} {:<6}",
-            r.display(),
-            if held { "in use" } else { "closed" },
-            has("wal"),
-            has("sm"),
-            has("snap")
+            "{:<28} {:<7} {:>6} {:>8} {:>7} {:>10} {:>10} {:>10}  {}",
+            r.display().to_string(),
+            if held { "open" } else { "closed" },
+            term,
+            vote,
+            commit,
+            applied,
+            first,
+            last,
+            members
         );
     }
     Ok(())
@@ -152,19 +192,30 @@ fn wal_inspect(dir: &Path) -> Result<(), String> {
     if !wal.is_dir() {
         return Err(format!("{} has no wal/ directory", dir.display()));
     }
-    let mut files: Vec<(String, u64)> = std::fs::read_dir(&wal)
-        .map_err(|e| format!("cannot read {}: {e}", wal.display()))?
-        .filter_map(std::result::Result::ok)
-        .filter_map(|e| {
-            let len = e.metadata().ok()?.len();
-            Some((e.file_name().to_string_lossy().into_owned(), len))
-        })
-        .collect();
-    files.sort();
-    println!("{:<40} {:>12}", "file", "bytes");
-    for (name, len) in files {
-        println!("{name:<40} {len:>12}");
+    let report = tandem_wal::inspect(&wal).map_err(|e| e.to_string())?;
+    println!(
+        "{}: entries {}..={}, compaction point {:?}, hard state term {} vote {} commit {}",
+        wal.display(),
+        report.first_index,
+        report.last_index,
+        report.snapshot,
+        report.hard_state.term,
+        report.hard_state.vote,
+        report.hard_state.commit
+    );
+    println!(
+        "{:>18} {:>12} {:>12} {:>9} {:>9} {:>21}  status",
+        "segment", "file bytes", "used bytes", "records", "entries", "index range"
+    );
+    for s in &report.segments {
+        let range = match (s.first_index, s.last_index) {
+            (Some(a), Some(b)) => format!("{a}..={b}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:>18x} {:>12} {:>12} {:>9} {:>9} {:>21}  {:?}",
+            s.sequence, s.file_bytes, s.used_bytes, s.records, s.entries, range, s.status
+        );
     }
-    println!("(record-level decoding arrives with the WAL reader)");
     Ok(())
 }
