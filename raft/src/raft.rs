@@ -858,7 +858,12 @@ impl<S: Storage> Raft<S> {
                 MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
             ) {
                 let force = m.context == CAMPAIGN_TRANSFER;
-                let in_lease = self.check_quorum
+                // A node that heard from a leader within the election
+                // timeout keeps it: with check-quorum for every vote
+                // request, and always for pre-votes (thesis §9.6: a pre-vote
+                // is granted only if no leader was heard from recently, so
+                // a rejoining node cannot disrupt a healthy cluster).
+                let in_lease = (self.check_quorum || m.msg_type == MessageType::MsgRequestPreVote)
                     && self.leader_id != INVALID_ID
                     && self.election_elapsed < self.election_timeout;
                 if !force && in_lease {

@@ -258,16 +258,16 @@ fn without_pre_vote_partitioned_node_disrupts_on_rejoin() {
 fn pre_candidate_that_loses_returns_to_follower_same_term() {
     let mut net = cluster(&[1, 2, 3], |c| c.pre_vote = true);
     elect(&mut net, 1);
-    propose(&mut net, 1, b"x");
-    // Node 3 lags; its pre-vote is refused for its stale log.
     net.isolate(3);
-    propose(&mut net, 1, b"y");
-    net.heal();
     net.campaign(3);
-    net.stabilize();
+    assert_eq!(net.raft(3).state, StateRole::PreCandidate);
+    for from in [1, 2] {
+        let mut r = msg(MessageType::MsgRequestPreVoteResponse, from, 3, 1);
+        r.reject = true;
+        net.raw(3).step(r).unwrap();
+    }
     assert_eq!(net.raft(3).state, StateRole::Follower);
-    assert_eq!(net.raft(3).term, 1);
-    assert_eq!(net.raft(2).term, 1);
+    assert_eq!(net.raft(3).term, 1, "a lost pre-election costs no term");
 }
 
 #[test]
@@ -276,6 +276,17 @@ fn pre_vote_then_vote_elects_with_one_term_bump() {
     elect(&mut net, 1);
     assert_eq!(net.raft(1).term, 1);
     net.crash(1);
+    // Node 3 grants pre-votes only once it has not heard from the leader
+    // for an election timeout.
+    net.campaign(2);
+    net.stabilize();
+    assert_ne!(
+        net.raft(2).state,
+        StateRole::Leader,
+        "3 still trusts leader 1"
+    );
+    assert_eq!(net.raft(2).term, 1);
+    tick_node(&mut net, 3, 10);
     net.campaign(2);
     net.stabilize();
     assert_eq!(net.raft(2).state, StateRole::Leader);
