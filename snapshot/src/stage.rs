@@ -214,8 +214,24 @@ impl Stager {
             .collect())
     }
 
+    /// Opens the complete snapshot `(index, term)` if it is present, e.g.
+    /// when the raft `MsgSnapshot` naming it is stepped on a follower.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Corruption`] if it is present but its
+    /// manifest cannot be read.
+    pub fn open_snapshot(&self, index: u64, term: u64) -> Result<Option<SnapshotReader>> {
+        let dir = self.dir.join(dir_name(SNAPSHOT, index, term));
+        if !dir.join(MANIFEST_FILE).exists() {
+            return Ok(None);
+        }
+        SnapshotReader::open(&dir).map(Some)
+    }
+
     /// Removes complete snapshots older than `(index, term)`, e.g. once a
-    /// newer one is installed and no transfer reads the old ones.
+    /// newer one is installed. The caller must make sure no
+    /// [`crate::SenderDriver`] still reads one of them: its next chunk read
+    /// would fail and abort that transfer with `SenderIo`.
     ///
     /// # Errors
     /// [`Error::Io`].

@@ -208,6 +208,11 @@ fn recover_keeps_only_the_newest_complete_snapshot() {
     let b = common::build(&snap, 20, 2, &common::pairs(2, 10), 256);
     let stager = Stager::open(&snap).unwrap();
     assert_eq!(stager.list().unwrap(), vec![(10, 1), (20, 2)]);
+    assert_eq!(
+        stager.open_snapshot(20, 2).unwrap().unwrap().manifest(),
+        b.manifest()
+    );
+    assert!(stager.open_snapshot(20, 3).unwrap().is_none());
     // A snapshot directory whose manifest is damaged is removed too.
     let c = common::build(&snap, 30, 2, &common::pairs(3, 10), 256);
     std::fs::write(c.dir().join(tandem_snapshot::MANIFEST_FILE), b"garbage").unwrap();
