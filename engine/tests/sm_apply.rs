@@ -374,3 +374,50 @@ fn a_directory_with_another_format_is_refused() {
         Err(Error::FormatVersion { found: 0, .. })
     ));
 }
+
+#[test]
+fn flushes_and_reads_run_concurrently_with_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = std::sync::Arc::new(open(dir.path()));
+    const GROUPS: u64 = 300;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = {
+        let (sm, done) = (sm.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut last = 0;
+            let mut flushes = 0u32;
+            while !done.load(std::sync::atomic::Ordering::Acquire) || flushes == 0 {
+                let durable = sm.flush_durable().unwrap();
+                assert!(durable >= last, "the durable index never goes back");
+                assert!(durable <= sm.applied_index(), "durable <= applied");
+                assert!(sm.durable_applied() >= durable);
+                last = durable;
+                flushes += 1;
+            }
+        })
+    };
+    let reader = {
+        let (sm, done) = (sm.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut last = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                if let Some(v) = sm.get(b"counter").unwrap() {
+                    let n = u64::from_le_bytes(v.as_ref().try_into().unwrap());
+                    assert!(n >= last, "reads never go back in time: {n} < {last}");
+                    last = n;
+                }
+            }
+        })
+    };
+    for i in 1..=GROUPS {
+        let mut b = WriteBatch::new();
+        b.insert(&b"counter"[..], i.to_le_bytes().to_vec());
+        b.insert(format!("k{i}").into_bytes(), vec![1u8; 64]);
+        sm.apply(&[entry(i, 1, &Command::Batch(b))]).unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    flusher.join().unwrap();
+    reader.join().unwrap();
+    assert_eq!(sm.flush_durable().unwrap(), GROUPS);
+    assert_eq!(sm.durable_applied(), GROUPS);
+}
