@@ -267,6 +267,41 @@ impl Stager {
         SnapshotWriter::create(&self.dir.join(name), meta, config)
     }
 
+    /// Builds and publishes a snapshot of `pairs` (strictly increasing
+    /// keys, e.g. a [`crate::PointInTimeIter`]) in one call. On any error
+    /// the partial build is removed.
+    ///
+    /// # Errors
+    /// The first error of `pairs`, of the writer, or of publishing.
+    pub fn build<K, V>(
+        &self,
+        meta: &SnapshotMetadata,
+        config: &WriterConfig,
+        pairs: impl IntoIterator<Item = Result<(K, V)>>,
+    ) -> Result<SnapshotReader>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let name = dir_name(BUILDING, meta.index, meta.term);
+        let result = (|| {
+            let mut w = self.create_writer(meta, config)?;
+            for p in pairs {
+                let (k, v) = p?;
+                w.push(k.as_ref(), v.as_ref())?;
+            }
+            let manifest = w.finish()?;
+            self.publish_built(&manifest)
+        })();
+        if result.is_err() && self.dir.join(&name).exists() {
+            // Best effort: `recover` removes it at the next start otherwise.
+            if let Err(e) = self.remove_dir(&name) {
+                warn!(name, error = %e, "could not remove a failed build");
+            }
+        }
+        result
+    }
+
     /// Publishes a finished local build as `snapshot-*`. If a snapshot of
     /// the same `(index, term)` exists it is the same state; the build is
     /// dropped and the existing one returned.

@@ -235,3 +235,39 @@ fn publishing_the_same_snapshot_twice_keeps_one() {
     assert_eq!(Stager::open(&snap).unwrap().list().unwrap(), vec![(10, 1)]);
     assert_eq!(common::read_all(&b), pairs);
 }
+
+#[test]
+fn build_in_one_call_and_cleanup_after_a_failed_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stager = Stager::open(&tmp.path().join("snap")).unwrap();
+    let pairs = common::pairs(6, 40);
+    let cfg = tandem_snapshot::WriterConfig { chunk_bytes: 256 };
+    let r = stager
+        .build(
+            &common::meta(8, 1),
+            &cfg,
+            pairs.iter().map(|(k, v)| Ok((k, v))),
+        )
+        .unwrap();
+    assert_eq!(common::read_all(&r), pairs);
+    // Keys out of order: the build fails and leaves nothing behind.
+    let bad = vec![
+        Ok((b"b".to_vec(), b"1".to_vec())),
+        Ok((b"a".to_vec(), b"2".to_vec())),
+    ];
+    assert!(matches!(
+        stager.build(&common::meta(9, 1), &cfg, bad),
+        Err(Error::KeysOutOfOrder { .. })
+    ));
+    // The source fails midway: same.
+    let failing = vec![
+        Ok((b"a".to_vec(), b"1".to_vec())),
+        Err(Error::InvalidState("live iterator failed".into())),
+    ];
+    assert!(stager.build(&common::meta(10, 1), &cfg, failing).is_err());
+    let names: Vec<_> = std::fs::read_dir(stager.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, vec![format!("snapshot-{:020}-{:020}", 8, 1)]);
+}
