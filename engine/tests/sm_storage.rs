@@ -160,9 +160,16 @@ fn open_refuses_a_log_compacted_past_the_applied_index() {
     wal.compact(8).unwrap().wait().unwrap();
     let err = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm)).unwrap_err();
     assert!(
-        matches!(&err, Error::Wal(m) if m.contains("entries 1..=7 are lost")),
+        matches!(
+            err,
+            Error::LogCompactedPastApplied {
+                compacted: 7,
+                applied: 0
+            }
+        ),
         "{err}"
     );
+    assert!(err.to_string().contains("entries 1..=7 are lost"), "{err}");
     // And a state machine ahead of the log is refused too.
     let dir2 = tempfile::tempdir().unwrap();
     let (wal2, sm2) = open(dir2.path());
@@ -170,7 +177,13 @@ fn open_refuses_a_log_compacted_past_the_applied_index() {
     sm2.apply(&wal2.entries(1, 6, None).unwrap()).unwrap();
     let dir3 = tempfile::tempdir().unwrap();
     let (empty_wal, _) = open(dir3.path());
-    assert!(DiskStorage::open(empty_wal, sm2).is_err());
+    assert!(matches!(
+        DiskStorage::open(empty_wal, sm2),
+        Err(Error::LogBehindApplied {
+            applied: 5,
+            last: 0
+        })
+    ));
 }
 
 #[test]

@@ -100,7 +100,30 @@ pub enum Error {
     },
     /// The write-ahead log reported an error.
     #[error("wal: {0}")]
-    Wal(String),
+    Wal(#[from] tandem_wal::Error),
+    /// The log was compacted past the state machine's applied index: the
+    /// entries in between are lost (e.g. the state machine directory was
+    /// replaced by an older copy).
+    #[error(
+        "log compacted to {compacted} but the state machine applied only {applied}: \
+         entries {}..={compacted} are lost",
+        applied + 1
+    )]
+    LogCompactedPastApplied {
+        /// The log's compaction point.
+        compacted: u64,
+        /// The state machine's applied index.
+        applied: u64,
+    },
+    /// The state machine applied entries the log no longer holds (e.g. the
+    /// log was written without fsync and lost its tail).
+    #[error("state machine applied {applied} but the log ends at {last}")]
+    LogBehindApplied {
+        /// The state machine's applied index.
+        applied: u64,
+        /// The log's last index.
+        last: u64,
+    },
     /// A configuration value is invalid; the message names the field.
     #[error("invalid state machine options: {0}")]
     Config(String),

@@ -59,34 +59,23 @@ pub struct Replay {
     pub chunks: u64,
 }
 
-fn wal_err(e: tandem_wal::Error) -> Error {
-    Error::Wal(e.to_string())
-}
-
 impl DiskStorage {
     /// Pair a WAL and a state machine of one replica, checking that the log
     /// still holds every entry above the applied index.
     ///
     /// # Errors
-    /// [`Error::Wal`] if the log is compacted past the applied index (the
-    /// entries in between are lost) or the state machine applied entries the
-    /// log no longer has, or the WAL fails.
+    /// [`Error::LogCompactedPastApplied`] if the entries between the applied
+    /// index and the log are lost, [`Error::LogBehindApplied`] if the state
+    /// machine applied entries the log no longer has, [`Error::Wal`].
     pub fn open(wal: Arc<Wal>, sm: Arc<StateMachine>) -> Result<DiskStorage> {
         let applied = sm.applied_index();
-        let (compacted, _) = wal.snapshot_point().map_err(wal_err)?;
-        let last = wal.last_index().map_err(wal_err)?;
+        let (compacted, _) = wal.snapshot_point()?;
+        let last = wal.last_index()?;
         if compacted > applied {
-            return Err(Error::Wal(format!(
-                "log compacted to {compacted} but the state machine applied only {applied}: \
-                 entries {}..={compacted} are lost",
-                applied + 1
-            )));
+            return Err(Error::LogCompactedPastApplied { compacted, applied });
         }
         if applied > last {
-            return Err(Error::Wal(format!(
-                "state machine applied {applied} but the log ends at {last}: \
-                 the log lost entries it had acknowledged"
-            )));
+            return Err(Error::LogBehindApplied { applied, last });
         }
         Ok(DiskStorage { wal, sm })
     }
@@ -108,8 +97,8 @@ impl DiskStorage {
     /// # Errors
     /// WAL read errors; apply errors (which stop the state machine).
     pub fn replay_committed(&self) -> Result<Replay> {
-        let commit = self.wal.hard_state().map_err(wal_err)?.commit;
-        let last = self.wal.last_index().map_err(wal_err)?;
+        let commit = self.wal.hard_state()?.commit;
+        let last = self.wal.last_index()?;
         let commit = commit.min(last);
         let from = self.sm.applied_index();
         let mut replay = Replay {
@@ -120,8 +109,7 @@ impl DiskStorage {
         while replay.to < commit {
             let entries = self
                 .wal
-                .entries(replay.to + 1, commit + 1, Some(REPLAY_CHUNK_BYTES))
-                .map_err(wal_err)?;
+                .entries(replay.to + 1, commit + 1, Some(REPLAY_CHUNK_BYTES))?;
             assert!(
                 !entries.is_empty(),
                 "the log returns at least one entry of a non-empty range"
@@ -153,7 +141,7 @@ impl DiskStorage {
         if index.saturating_sub(1) > durable {
             return Err(Error::CompactBeyondDurable { index, durable });
         }
-        self.wal.compact(index).map_err(wal_err)
+        Ok(self.wal.compact(index)?)
     }
 }
 
