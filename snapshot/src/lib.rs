@@ -97,4 +97,6 @@ pub use transfer::{
     ReceiverStats, Sender, SenderAction, SenderConfig, SenderDriver, SenderStats, TransferId,
     TransferMsg,
 };
-pub use writer::{SnapshotWriter, WriterConfig, DEFAULT_CHUNK_BYTES};
+pub use writer::{
+    SnapshotWriter, WriterConfig, CHUNK_BYTES_MAX, CHUNK_BYTES_MIN, DEFAULT_CHUNK_BYTES,
+};

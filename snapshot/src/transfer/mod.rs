@@ -32,9 +32,9 @@ mod sender;
 
 use bincode::{Decode, Encode};
 
-pub use driver::{ReceiverDriver, ReceiverEvent, SenderDriver};
+pub use driver::{ReceiverDriver, ReceiverEvent, ReceiverOutput, SenderDriver, SenderOutput};
 pub use receiver::{Receiver, ReceiverAction, ReceiverConfig, ReceiverStats};
-pub use sender::{Sender, SenderAction, SenderConfig, SenderStats};
+pub use sender::{Sender, SenderAction, SenderConfig, SenderStats, WINDOW_CHUNKS_MAX};
 
 use crate::error::{Error, Result};
 use crate::format::{CHUNK_HEADER_BYTES, CHUNK_PAYLOAD_BYTES_MAX, MANIFEST_BYTES_MAX};
