@@ -37,7 +37,9 @@ mod error;
 pub mod machine;
 pub mod storage;
 
-pub use command::{Cas, CasMismatch, Command, CommandResult, Limits, Op, WriteBatch};
+pub use command::{
+    Cas, CasMismatch, Command, CommandResult, Limits, Op, WriteBatch, COMMAND_FORMAT_VERSION,
+};
 pub use error::{Error, Result};
 pub use machine::{AppliedConfChange, ApplyOutput, EntryResult, Iter, SmOptions, StateMachine};
 pub use storage::{DiskStorage, Replay};
