@@ -21,13 +21,14 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new() -> Cluster {
+    fn new(batch_append: bool) -> Cluster {
         let cs = ConfState::from_voters([1, 2, 3]);
         let nodes = (1..=3)
             .map(|id| {
                 let c = Config {
                     max_inflight_msgs: 1024,
                     max_uncommitted_size: 1 << 30,
+                    batch_append,
                     ..Config::new(id)
                 };
                 RawNode::new(&c, MemStorage::new_with_conf_state(cs.clone())).expect("node")
@@ -101,10 +102,15 @@ impl Cluster {
 
 fn propose_commit(c: &mut Criterion) {
     let mut group = c.benchmark_group("raft_propose_commit_3_nodes");
-    for size in [16usize, 1024] {
-        let mut cluster = Cluster::new();
+    for (size, batch_append) in [(16usize, false), (1024, false), (16, true), (1024, true)] {
+        let mut cluster = Cluster::new(batch_append);
         group.throughput(Throughput::Elements(BATCH as u64));
-        group.bench_function(format!("{size}B"), |b| {
+        let name = if batch_append {
+            format!("{size}B_batch_append")
+        } else {
+            format!("{size}B")
+        };
+        group.bench_function(name, |b| {
             b.iter_batched(
                 || vec![7u8; size],
                 |payload| {
