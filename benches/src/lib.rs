@@ -31,6 +31,7 @@
 pub mod compare;
 pub mod error;
 pub mod logstore;
+pub mod plot;
 pub mod raft_engine_log;
 pub mod raw;
 pub mod sled_log;
