@@ -926,9 +926,20 @@ impl<S: Storage> Raft<S> {
                 // this, with pre-vote/check-quorum it might never learn.
                 let to = m.from;
                 self.send(new_message(to, MessageType::MsgAppendResponse, INVALID_ID));
-            } else if m.msg_type == MessageType::MsgRequestPreVote {
-                // Reject so the pre-candidate learns the newer term.
-                let mut r = new_message(m.from, MessageType::MsgRequestPreVoteResponse, INVALID_ID);
+            } else if matches!(
+                m.msg_type,
+                MessageType::MsgRequestPreVote | MessageType::MsgRequestVote
+            ) {
+                // Reject with our term so the candidate learns it (§5.1: a
+                // reply carries the current term). Silently ignoring it can
+                // livelock: a candidate that only talks to voters ahead of
+                // it in term would chase their terms forever.
+                let resp = if m.msg_type == MessageType::MsgRequestPreVote {
+                    MessageType::MsgRequestPreVoteResponse
+                } else {
+                    MessageType::MsgRequestVoteResponse
+                };
+                let mut r = new_message(m.from, resp, INVALID_ID);
                 r.term = self.term;
                 r.reject = true;
                 self.send(r);

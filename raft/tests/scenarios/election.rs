@@ -448,3 +448,18 @@ fn leader_sends_heartbeat_every_heartbeat_tick() {
         .count();
     assert_eq!(hbs, 2);
 }
+
+#[test]
+fn stale_candidate_learns_newer_term_from_rejection() {
+    let mut net = cluster(&[1, 2, 3], |_| {});
+    // Node 2 is far ahead in term; node 1 campaigns in an older term.
+    let hb = msg(MessageType::MsgHeartbeat, 3, 2, 9);
+    net.raw(2).step(hb).unwrap();
+    net.drain_queue();
+    net.cut_both(1, 3);
+    net.campaign(1);
+    net.stabilize();
+    // The rejection carried term 9: node 1 moved to it instead of chasing.
+    assert_eq!(net.raft(1).term, 9);
+    assert_eq!(net.raft(1).state, StateRole::Follower);
+}
