@@ -29,7 +29,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use tandem_benches::compare::{self, Comparison, Contender, Metric, Target, Verdict};
 use tandem_benches::logstore::LogStore;
 use tandem_benches::raft_engine_log::RaftEngineLog;
-use tandem_benches::raw::RawSyncLog;
+use tandem_benches::raw::{Prealloc, RawSyncLog};
 use tandem_benches::sled_log::SledLog;
 use tandem_benches::wal_log::{self, WalLog};
 use tandem_benches::workload::{AppendDriver, EntryBatch};
@@ -39,6 +39,9 @@ const BATCH_LENS: [usize; 2] = [1, 64];
 const APPENDERS: [usize; 2] = [1, 8];
 /// Size of the raw baseline's preallocated file (one segment's worth).
 const RAW_FILE_BYTES: u64 = 64 << 20;
+/// Size of the fallocated raw file (reserving is free; a new one replaces
+/// it when full).
+const RAW_FALLOCATE_BYTES: u64 = 1 << 30;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -73,19 +76,33 @@ impl Scenario {
     }
 }
 
-/// Fresh instances of every contender, each in its own directory under `root`.
-fn open_stores(root: &Path) -> Vec<Arc<dyn LogStore>> {
+/// Fresh instances of every contender, each in its own directory under
+/// `root`. Single-appender scenarios add `raw_fallocate`: the raw loop into
+/// an `fallocate`d (not zero-filled) file, which shows what unwritten-extent
+/// conversion costs each `fdatasync`.
+fn open_stores(root: &Path, appenders: usize) -> Vec<Arc<dyn LogStore>> {
     let sub = |name: &str| {
         let p = root.join(name);
         std::fs::create_dir_all(&p).expect("store dir");
         p
     };
-    vec![
+    let mut stores: Vec<Arc<dyn LogStore>> = vec![
         Arc::new(WalLog::open(&sub("tandem")).expect("open tandem wal")),
         Arc::new(RawSyncLog::create(&sub("raw"), RAW_FILE_BYTES).expect("raw file")),
         Arc::new(RaftEngineLog::open(&sub("raft_engine")).expect("open raft-engine")),
         Arc::new(SledLog::open(&sub("sled")).expect("open sled")),
-    ]
+    ];
+    if appenders == 1 {
+        stores.push(Arc::new(
+            RawSyncLog::create_with(
+                &sub("raw_fallocate"),
+                RAW_FALLOCATE_BYTES,
+                Prealloc::Fallocate,
+            )
+            .expect("raw fallocated file"),
+        ));
+    }
+    stores
 }
 
 fn targets_for(s: &Scenario) -> Vec<Target> {
@@ -151,7 +168,7 @@ fn settings() -> Settings {
 
 fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> Comparison {
     let dir = tempfile::tempdir_in(&st.root).expect("bench dir");
-    let stores = open_stores(dir.path());
+    let stores = open_stores(dir.path(), s.appenders);
     let mut drivers: Vec<AppendDriver> = stores
         .iter()
         .map(|store| {
