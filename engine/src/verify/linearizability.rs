@@ -32,6 +32,7 @@
 //! completed writes into pending ones. Both only remove constraints, so what
 //! remains is still a genuine contradiction, with nothing irrelevant in it.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
@@ -355,20 +356,138 @@ fn compile(operations: &[&Operation]) -> Vec<Call> {
 
 /// Checks the operations of one key.
 fn check_key(operations: &[&Operation], steps_max: u64, cache_bytes_max: usize) -> Search {
-    search(&compile(operations), steps_max, cache_bytes_max)
+    // Pending writes nobody can observe change no verdict (see
+    // `drop_unobserved_pending`) but each one doubles the search space.
+    let droppable = droppable_pending(operations);
+    let mut sorted: Vec<&Operation> = operations
+        .iter()
+        .zip(droppable)
+        .filter_map(|(&o, drop)| (!drop).then_some(o))
+        .collect();
+    // Invocation order keeps the cache keys of `Linearized` short.
+    sorted.sort_by_key(|o| o.invoke_time);
+    search(&compile(&sorted), steps_max, cache_bytes_max)
 }
 
 /// Sentinel "no node" in the linked list.
 const NIL: usize = usize::MAX;
 
-/// Fixed bytes a cache entry costs beyond its bit set (hash table slot,
-/// vector header, state), used for the memory budget.
-const CACHE_ENTRY_OVERHEAD_BYTES: usize = 48;
+/// Fixed bytes a cache entry costs beyond its bit sets (hash table slot,
+/// two boxed slices, watermark, state), used for the memory budget.
+const CACHE_ENTRY_OVERHEAD_BYTES: usize = 64;
+
+/// A memoised configuration: which calls are linearized, and the state.
+#[derive(PartialEq, Eq, Hash)]
+struct CacheKey {
+    low: usize,
+    completed: Box<[u64]>,
+    pending: Box<[u64]>,
+    state: State,
+}
+
+/// The set of linearized calls, kept so that cache keys stay small on long
+/// histories. Completed calls are numbered in invocation order; every one
+/// below `low` is linearized, so a key stores `low` and the bits from its
+/// word up to the last non-zero word only. That span is bounded by the
+/// concurrency of the history, not its length: a call linearized above `low`
+/// was invoked before call `low` returned. Pending calls never have to be
+/// linearized, so they get their own (usually tiny) bit set instead of
+/// holding `low` back forever.
+struct Linearized {
+    completed: Vec<u64>,
+    pending: Vec<u64>,
+    completed_total: usize,
+    /// First completed call not linearized (`completed_total` if none).
+    low: usize,
+    /// No completed bit is set in a word above this one.
+    high_word: usize,
+}
+
+/// Where a call's bit lives in [`Linearized`].
+#[derive(Clone, Copy)]
+enum Slot {
+    Completed(usize),
+    Pending(usize),
+}
+
+impl Linearized {
+    fn new(completed_total: usize, pending_total: usize) -> Self {
+        Self {
+            completed: vec![0; completed_total.div_ceil(64)],
+            pending: vec![0; pending_total.div_ceil(64)],
+            completed_total,
+            low: 0,
+            high_word: 0,
+        }
+    }
+
+    fn is_set(bits: &[u64], i: usize) -> bool {
+        bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, slot: Slot) {
+        match slot {
+            Slot::Completed(i) => {
+                debug_assert!(!Self::is_set(&self.completed, i), "call linearized twice");
+                self.completed[i / 64] |= 1 << (i % 64);
+                self.high_word = self.high_word.max(i / 64);
+                while self.low < self.completed_total && Self::is_set(&self.completed, self.low) {
+                    self.low += 1;
+                }
+            }
+            Slot::Pending(i) => self.pending[i / 64] |= 1 << (i % 64),
+        }
+    }
+
+    fn clear(&mut self, slot: Slot) {
+        match slot {
+            Slot::Completed(i) => {
+                debug_assert!(Self::is_set(&self.completed, i), "undoing an unset call");
+                self.completed[i / 64] &= !(1 << (i % 64));
+                self.low = self.low.min(i);
+            }
+            Slot::Pending(i) => self.pending[i / 64] &= !(1 << (i % 64)),
+        }
+    }
+
+    fn key(&mut self, state: State) -> CacheKey {
+        let low_word = self.low / 64;
+        while self.high_word > low_word && self.completed[self.high_word] == 0 {
+            self.high_word -= 1;
+        }
+        let completed = if self.low < self.completed_total {
+            self.completed[low_word..=self.high_word.max(low_word)].into()
+        } else {
+            Box::default()
+        };
+        let pending_len = self
+            .pending
+            .iter()
+            .rposition(|&w| w != 0)
+            .map_or(0, |last| last + 1);
+        CacheKey {
+            low: self.low,
+            completed,
+            pending: self.pending[..pending_len].into(),
+            state,
+        }
+    }
+}
 
 /// Wing & Gong / Lowe search over the calls of one key, from the empty state.
 fn search(calls: &[Call], steps_max: u64, cache_bytes_max: usize) -> Search {
     let n = calls.len();
-    let completed_total = calls.iter().filter(|c| !c.pending).count();
+    let mut slots = Vec::with_capacity(n);
+    let (mut completed_total, mut pending_total) = (0, 0);
+    for call in calls {
+        if call.pending {
+            slots.push(Slot::Pending(pending_total));
+            pending_total += 1;
+        } else {
+            slots.push(Slot::Completed(completed_total));
+            completed_total += 1;
+        }
+    }
     if completed_total == 0 {
         return Search::Linearizable;
     }
@@ -407,10 +526,9 @@ fn search(calls: &[Call], steps_max: u64, cache_bytes_max: usize) -> Search {
         }
     }
 
-    let words = n.div_ceil(64);
-    let entry_bytes = words * 8 + CACHE_ENTRY_OVERHEAD_BYTES;
-    let mut cache: HashSet<(Vec<u64>, State)> = HashSet::new();
-    let mut linearized = vec![0u64; words];
+    let mut cache: HashSet<CacheKey> = HashSet::new();
+    let mut cache_bytes = 0usize;
+    let mut linearized = Linearized::new(completed_total, pending_total);
     let mut state = ABSENT;
     let mut completed_done = 0usize;
     // (call, state before it) for every linearized call, in order.
@@ -439,7 +557,7 @@ fn search(calls: &[Call], steps_max: u64, cache_bytes_max: usize) -> Search {
             let Some((undo, before)) = stack.pop() else {
                 return Search::NotLinearizable;
             };
-            linearized[undo / 64] &= !(1 << (undo % 64));
+            linearized.clear(slots[undo]);
             state = before;
             // Relink in reverse order of unlinking.
             relink(&mut next, &mut prev, return_node[undo]);
@@ -451,21 +569,20 @@ fn search(calls: &[Call], steps_max: u64, cache_bytes_max: usize) -> Search {
             continue;
         }
         if let Some(after) = calls[i].step.apply(state) {
-            linearized[i / 64] |= 1 << (i % 64);
-            let fresh = if cache.contains(&(linearized.clone(), after)) {
-                false
-            } else {
-                if (cache.len() + 1).saturating_mul(entry_bytes) > cache_bytes_max {
+            linearized.set(slots[i]);
+            let key = linearized.key(after);
+            if !cache.contains(&key) {
+                let key_bytes =
+                    (key.completed.len() + key.pending.len()) * 8 + CACHE_ENTRY_OVERHEAD_BYTES;
+                cache_bytes += key_bytes;
+                if cache_bytes > cache_bytes_max {
                     return Search::GaveUp(format!(
                         "cache budget of {cache_bytes_max} bytes exhausted \
                          ({n} operations, {} configurations cached)",
                         cache.len()
                     ));
                 }
-                cache.insert((linearized.clone(), after));
-                true
-            };
-            if fresh {
+                cache.insert(key);
                 stack.push((i, state));
                 state = after;
                 unlink(&mut next, &mut prev, invoke_node[i]);
@@ -476,7 +593,7 @@ fn search(calls: &[Call], steps_max: u64, cache_bytes_max: usize) -> Search {
                 entry = next[0];
                 continue;
             }
-            linearized[i / 64] &= !(1 << (i % 64));
+            linearized.clear(slots[i]);
         }
         entry = next[entry];
     }
@@ -534,6 +651,25 @@ fn counterexample(key: &[u8], operations: &[&Operation], config: &CheckConfig) -
         ops.clone()
     };
     drop_unobserved_pending(&mut shrunk);
+
+    // Phase 2a: relax whole chunks at once, halving the chunk size (as in
+    // delta debugging), so long prefixes shrink with few searches. Levels
+    // with more than `CHUNKS_MAX` chunks are left to the per-operation pass.
+    const CHUNKS_MAX: usize = 64;
+    let mut chunk = shrunk.len() / 2;
+    while chunk >= 1 && shrunk.len().div_ceil(chunk) <= CHUNKS_MAX {
+        let mut end = shrunk.len();
+        while end > 0 {
+            let start = end.saturating_sub(chunk);
+            if let Some(relaxed) = relax_range(&shrunk, start..end) {
+                if fails(&relaxed) {
+                    shrunk = relaxed;
+                }
+            }
+            end = start.min(shrunk.len());
+        }
+        chunk /= 2;
+    }
     if shrunk.len() > config.shrink_ops_max {
         return Counterexample {
             key: key.to_vec(),
@@ -599,24 +735,43 @@ fn prefix(ops: &[Operation], len: usize) -> Vec<Operation> {
 /// are dropped ([`drop_unobserved_pending`]). All of this only removes
 /// constraints, so a failing result is still a genuine counterexample.
 fn relax(ops: &[Operation], i: usize) -> Option<Vec<Operation>> {
-    let operation = &ops[i];
-    let effect_free = matches!(
-        (&operation.op, &operation.outcome),
-        (Op::Get { .. }, _)
-            | (
-                Op::CompareAndSwap { .. },
-                Outcome::Returned {
-                    output: Output::Cas(Err(_)),
-                    ..
-                },
-            )
-    );
-    let mut relaxed = ops.to_vec();
-    if effect_free {
-        relaxed.remove(i);
-    } else if matches!(operation.outcome, Outcome::Returned { .. }) {
-        relaxed[i].outcome = Outcome::Pending;
-    } else {
+    relax_range(ops, i..i + 1)
+}
+
+/// [`relax`] applied to every operation in `range` at once; `None` if
+/// none of them can be relaxed.
+fn relax_range(ops: &[Operation], range: std::ops::Range<usize>) -> Option<Vec<Operation>> {
+    let mut relaxed = Vec::with_capacity(ops.len());
+    let mut any = false;
+    for (i, operation) in ops.iter().enumerate() {
+        if !range.contains(&i) {
+            relaxed.push(operation.clone());
+            continue;
+        }
+        let effect_free = matches!(
+            (&operation.op, &operation.outcome),
+            (Op::Get { .. }, _)
+                | (
+                    Op::CompareAndSwap { .. },
+                    Outcome::Returned {
+                        output: Output::Cas(Err(_)),
+                        ..
+                    },
+                )
+        );
+        if effect_free {
+            any = true;
+        } else if matches!(operation.outcome, Outcome::Returned { .. }) {
+            any = true;
+            relaxed.push(Operation {
+                outcome: Outcome::Pending,
+                ..operation.clone()
+            });
+        } else {
+            relaxed.push(operation.clone());
+        }
+    }
+    if !any {
         return None;
     }
     drop_unobserved_pending(&mut relaxed);
@@ -677,10 +832,16 @@ fn required(operation: &Operation) -> Option<Option<&[u8]>> {
 /// declaring the pending CASes in those stretches never to have happened,
 /// leaves a linearization of the history without `Q`.
 fn drop_unobserved_pending(ops: &mut Vec<Operation>) {
+    let mut keep = droppable_pending(ops).into_iter().map(|drop| !drop);
+    ops.retain(|_| keep.next().unwrap_or(true));
+}
+
+/// Marks what [`drop_unobserved_pending`] drops.
+fn droppable_pending<O: Borrow<Operation>>(ops: &[O]) -> Vec<bool> {
     // Latest return among completed operations requiring each value: they
     // may follow (and so observe) writes invoked at or before it.
     let mut latest_requirer: HashMap<Option<&[u8]>, u64> = HashMap::new();
-    for operation in ops.iter() {
+    for operation in ops.iter().map(Borrow::borrow) {
         if let (Some(value), Some(ret)) = (required(operation), operation.return_time()) {
             let latest = latest_requirer.entry(value).or_insert(ret);
             *latest = (*latest).max(ret);
@@ -688,14 +849,17 @@ fn drop_unobserved_pending(ops: &mut Vec<Operation>) {
     }
     let mut in_q: Vec<bool> = ops
         .iter()
-        .map(|o| o.outcome == Outcome::Pending && written(&o.op).is_some())
+        .map(|o| {
+            let o: &Operation = o.borrow();
+            o.outcome == Outcome::Pending && written(&o.op).is_some()
+        })
         .collect();
     // Pending CASes outside `Q`, by expected value: they may follow any
     // pending write, since a pending write never returns.
     let mut outside_cas_expecting: HashMap<Option<&[u8]>, usize> = HashMap::new();
     loop {
         let mut changed = false;
-        for (i, operation) in ops.iter().enumerate() {
+        for (i, operation) in ops.iter().map(Borrow::borrow).enumerate() {
             if !in_q[i] {
                 continue;
             }
@@ -716,16 +880,14 @@ fn drop_unobserved_pending(ops: &mut Vec<Operation>) {
             break;
         }
     }
-    let keep: Vec<bool> = ops
-        .iter()
-        .zip(&in_q)
-        .map(|(o, &q)| {
+    ops.iter()
+        .zip(in_q)
+        .map(|(o, q)| {
+            let o: &Operation = o.borrow();
             let pending_read = o.outcome == Outcome::Pending && matches!(o.op, Op::Get { .. });
-            !q && !pending_read
+            q || pending_read
         })
-        .collect();
-    let mut keep = keep.into_iter();
-    ops.retain(|_| keep.next().unwrap_or(true));
+        .collect()
 }
 
 #[cfg(test)]
