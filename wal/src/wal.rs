@@ -209,7 +209,11 @@ struct Active {
 }
 
 enum BgMsg {
-    Prepare(u64),
+    /// Prepare segment `seq`; `prefill`: overwrite it with zeros first.
+    Prepare {
+        seq: u64,
+        prefill: bool,
+    },
     Delete(Vec<u64>),
 }
 
@@ -333,6 +337,9 @@ impl Completion {
 pub struct Wal {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Aborts a segment prefill in progress at close (set only after the
+    /// writer thread, which may still need a spare, has finished).
+    bg_stop: Arc<AtomicBool>,
     report: RecoveryReport,
     _lock: Box<dyn DirLock>,
 }
@@ -387,7 +394,7 @@ impl Wal {
             None => {
                 let seq = next_seq;
                 next_seq += 1;
-                let file = prepare_segment(&*fs, &dir, seq, opts.segment_bytes)?;
+                let file = prepare_segment(&*fs, &dir, seq, opts.segment_bytes, None)?;
                 segments.insert(seq, file.clone());
                 (seq, file, HEADER_BYTES, false)
             }
@@ -412,20 +419,27 @@ impl Wal {
             segments,
         };
         let mut threads = Vec::new();
+        let bg_stop = Arc::new(AtomicBool::new(false));
         let bg = if opts.background_threads {
             let (btx, brx) = crossbeam_channel::unbounded::<BgMsg>();
             let (ptx, prx) = crossbeam_channel::bounded(1);
             let fs2 = fs.clone();
             let dir2 = dir.clone();
             let seg_bytes = opts.segment_bytes;
+            let stop = bg_stop.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("wal-prepare".into())
-                    .spawn(move || background(&*fs2, &dir2, seg_bytes, &brx, &ptx))
+                    .spawn(move || background(&*fs2, &dir2, seg_bytes, &stop, &brx, &ptx))
                     .map_err(|e| Error::io("spawn", &dir, e))?,
             );
-            btx.send(BgMsg::Prepare(next_seq))
-                .expect("the background thread is running");
+            // The first spare is only fallocated: a log that never fills a
+            // segment (tests, idle replicas) never pays for a prefill.
+            btx.send(BgMsg::Prepare {
+                seq: next_seq,
+                prefill: false,
+            })
+            .expect("the background thread is running");
             Some(Bg {
                 tx: btx,
                 prepared: prx,
@@ -481,6 +495,7 @@ impl Wal {
         Ok(Wal {
             shared,
             threads,
+            bg_stop,
             report,
             _lock: lock,
         })
@@ -960,6 +975,7 @@ impl Drop for Wal {
             // Normally the writer thread did this; if it died, the preparer
             // would otherwise wait for work forever.
             self.shared.writer.lock().bg = None;
+            self.bg_stop.store(true, Ordering::Relaxed);
             for t in threads {
                 let _ = t.join();
             }
@@ -1052,13 +1068,15 @@ fn background(
     fs: &dyn FileSystem,
     dir: &Path,
     segment_bytes: u64,
+    stop: &AtomicBool,
     rx: &Receiver<BgMsg>,
     prepared: &Sender<Result<(u64, Arc<dyn WalFile>)>>,
 ) {
     while let Ok(msg) = rx.recv() {
         match msg {
-            BgMsg::Prepare(seq) => {
-                let r = prepare_segment(fs, dir, seq, segment_bytes).map(|f| (seq, f));
+            BgMsg::Prepare { seq, prefill } => {
+                let r = prepare_segment(fs, dir, seq, segment_bytes, prefill.then_some(stop))
+                    .map(|f| (seq, f));
                 // The writer may be gone (shutdown): keep going, a queued
                 // deletion must still happen; the unused spare is removed by
                 // the next recovery.
@@ -1180,7 +1198,10 @@ impl Writer {
             Some(bg) => {
                 let r = bg.prepared.recv().map_err(|_| Error::Closed)??;
                 bg.tx
-                    .send(BgMsg::Prepare(r.0 + 1))
+                    .send(BgMsg::Prepare {
+                        seq: r.0 + 1,
+                        prefill: shared.opts.prefill_segments,
+                    })
                     .map_err(|_| Error::Closed)?;
                 r
             }
@@ -1189,7 +1210,13 @@ impl Writer {
                 self.next_seq += 1;
                 (
                     seq,
-                    prepare_segment(&*shared.fs, &shared.dir, seq, shared.opts.segment_bytes)?,
+                    prepare_segment(
+                        &*shared.fs,
+                        &shared.dir,
+                        seq,
+                        shared.opts.segment_bytes,
+                        None,
+                    )?,
                 )
             }
         };
