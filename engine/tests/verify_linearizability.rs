@@ -604,3 +604,57 @@ fn recorder_under_threads_with_a_correct_store() {
     let result = check(&h);
     assert!(result.is_linearizable(), "{result}");
 }
+
+// ---------------------------------------------------------------- scale
+
+/// A long single-key history of a sequential register with random overlap
+/// (each window spans up to ~8 neighbours) and some pending writes; the
+/// op at `bad` (if any) reads a value nobody wrote.
+fn long_history(ops: u64, bad: Option<u64>) -> History {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(ops);
+    let mut current: Option<String> = None;
+    let mut h = History::new();
+    for i in 0..ops {
+        let point = 1_000 + i * 10;
+        let invoke = point - rng.gen_range(0..=40);
+        let ret = point + rng.gen_range(0..=40);
+        if rng.gen_bool(0.5) || bad == Some(i) {
+            let seen = if bad == Some(i) {
+                Some("never-written")
+            } else {
+                current.as_deref()
+            };
+            h.ret(2, get("k"), invoke, ret, value(seen));
+        } else {
+            let v = format!("v{i}");
+            if rng.gen_range(0..50) == 0 {
+                h.pend(1, insert("k", &v), invoke);
+            } else {
+                h.ret(1, insert("k", &v), invoke, ret, value(current.as_deref()));
+            }
+            current = Some(v);
+        }
+    }
+    h
+}
+
+#[test]
+fn long_single_key_histories_are_checked_and_shrunk() {
+    assert_accepted(&long_history(10_000, None));
+    let h = long_history(10_000, Some(6_001));
+    let CheckResult::NotLinearizable(counterexample) = check(&h) else {
+        panic!("a read of a never-written value must be rejected");
+    };
+    assert!(counterexample.minimal, "{counterexample}");
+    assert_eq!(counterexample.operations.len(), 1, "{counterexample}");
+    assert_eq!(
+        counterexample.operations[0].outcome,
+        Outcome::Returned {
+            time: counterexample.operations[0].return_time().unwrap(),
+            output: value(Some("never-written"))
+        },
+        "{counterexample}"
+    );
+    assert_eq!(counterexample.key_ops_total, 10_000);
+}
