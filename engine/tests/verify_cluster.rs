@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use tandem::raft::StateRole;
 use tandem::transport::Faults;
+use tandem::verify::invariants::check_election_safety;
 use tandem::verify::{check, CheckResult, HistoryRecorder, Op, Outcome, Output};
 use tandem::{Cluster, ClusterConfig, Db, Error};
 
@@ -128,14 +130,46 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
                 cluster.network().heal();
             }
             // Some operations on the healed cluster, then stop the clients.
+            cluster
+                .wait_leader(Duration::from_secs(30))
+                .expect("a leader after healing");
             std::thread::sleep(Duration::from_millis(300));
             stop.store(true, Ordering::Relaxed);
+        })
+    };
+
+    // Meanwhile sample who claims to lead which term: two replicas leading
+    // one term, at any two instants, break election safety.
+    let monitor = {
+        let cluster = Arc::clone(&cluster);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut claims = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                claims.extend(
+                    cluster
+                        .status()
+                        .into_iter()
+                        .filter(|s| s.role == StateRole::Leader)
+                        .map(|s| (s.term, s.id)),
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            claims
         })
     };
 
     nemesis.join().expect("nemesis thread");
     for client in clients {
         client.join().expect("client thread");
+    }
+    let claims = monitor.join().expect("monitor thread");
+    assert!(
+        !claims.is_empty(),
+        "the monitor ran while a leader was up and saw no leader"
+    );
+    if let Err(violation) = check_election_safety(claims) {
+        panic!("{violation}");
     }
     let rounds = FAULT_ROUNDS;
     cluster.shutdown();
