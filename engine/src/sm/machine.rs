@@ -42,10 +42,12 @@ use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use sled::IVec;
 use tandem_raft::{ConfChangeV2, ConfState, Entry, EntryType, SnapshotMetadata};
+use tandem_snapshot::{BeforeImages, BeforeImagesConfig, PointInTimeIter};
 use tracing::{debug, error, info};
 
 use super::command::{CasMismatch, Command, CommandResult, Op};
@@ -156,6 +158,37 @@ struct ApplyState {
     snapshot: SnapshotMetadata,
     /// Set when an apply failed: the replica must stop, not skip the entry.
     stopped: Option<String>,
+    /// Before-images of the snapshot being captured, if any.
+    capture: Option<Arc<BeforeImages>>,
+}
+
+/// A snapshot point being captured while applying continues.
+///
+/// Created by [`StateMachine::begin_snapshot_capture`] at exactly the
+/// applied index; from then on every apply records the old value of each
+/// key it is about to change for the first time (its before-image), so
+/// [`SnapshotCapture::iter`] yields the user data at exactly
+/// `metadata.index` however long the iteration takes (see
+/// `tandem_snapshot::PointInTimeIter` for the argument).
+#[derive(Clone, Debug)]
+pub struct SnapshotCapture {
+    /// Index, term and membership of the snapshot point.
+    pub metadata: SnapshotMetadata,
+    images: Arc<BeforeImages>,
+}
+
+impl SnapshotCapture {
+    /// The user keys and values at the snapshot point, in key order. One
+    /// iterator per capture (the before-images track its cursor).
+    pub fn iter<'a>(&'a self, sm: &'a StateMachine) -> PointInTimeIter<'a, Iter> {
+        PointInTimeIter::new(sm.range::<&[u8], _>(..), &self.images)
+    }
+
+    /// The before-images recorded for this capture.
+    #[must_use]
+    pub fn images(&self) -> &BeforeImages {
+        &self.images
+    }
 }
 
 /// The replicated state machine of one replica, stored in sled.
@@ -237,6 +270,7 @@ impl StateMachine {
                 conf_state,
                 snapshot,
                 stopped: None,
+                capture: None,
             }),
             applied_index: AtomicU64::new(applied_index),
             durable_applied: AtomicU64::new(0),
@@ -315,6 +349,35 @@ impl StateMachine {
         drop(st);
         self.flush_durable()?;
         Ok(())
+    }
+
+    /// Start capturing a snapshot at exactly the current applied index.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if a capture is already running.
+    pub fn begin_snapshot_capture(&self, cfg: BeforeImagesConfig) -> Result<SnapshotCapture> {
+        let mut st = self.state.lock();
+        if st.capture.is_some() {
+            return Err(Error::Config(
+                "a snapshot capture is already running".into(),
+            ));
+        }
+        let images = Arc::new(BeforeImages::new(cfg));
+        st.capture = Some(Arc::clone(&images));
+        Ok(SnapshotCapture {
+            metadata: SnapshotMetadata {
+                conf_state: st.conf_state.clone(),
+                index: st.applied_index,
+                term: st.applied_term,
+            },
+            images,
+        })
+    }
+
+    /// Stop recording before-images (the capture's iterator must not be
+    /// used afterwards: it would no longer be point-in-time).
+    pub fn end_snapshot_capture(&self) {
+        self.state.lock().capture = None;
     }
 
     /// Record the metadata of a snapshot created from (or installed into)
@@ -459,6 +522,12 @@ impl StateMachine {
         let Some(last) = entries.get(results.len().wrapping_sub(1)) else {
             return Err(failure.expect("an empty prefix only on failure"));
         };
+        if let Some(images) = &st.capture {
+            // Before-images are recorded BEFORE the batch writes the keys.
+            for (key, _) in &group.pending {
+                images.record_with(&key[1..], || self.db.get(key))?;
+            }
+        }
         let mut batch = group.into_batch();
         batch.insert(META_APPLIED, encode_applied(last.index, last.term).to_vec());
         if let Some(cs) = &conf {

@@ -41,5 +41,7 @@ pub use command::{
     Cas, CasMismatch, Command, CommandResult, Limits, Op, WriteBatch, COMMAND_FORMAT_VERSION,
 };
 pub use error::{Error, Result};
-pub use machine::{AppliedConfChange, ApplyOutput, EntryResult, Iter, SmOptions, StateMachine};
+pub use machine::{
+    AppliedConfChange, ApplyOutput, EntryResult, Iter, SmOptions, SnapshotCapture, StateMachine,
+};
 pub use storage::{DiskStorage, Replay};
