@@ -529,7 +529,7 @@ impl StateMachine {
             }
         }
         let mut batch = group.into_batch();
-        batch.insert(META_APPLIED, encode_applied(last.index, last.term).to_vec());
+        batch.insert(META_APPLIED, &encode_applied(last.index, last.term)[..]);
         if let Some(cs) = &conf {
             batch.insert(META_CONF, tandem_raft::types::encode(cs));
         }
@@ -714,15 +714,15 @@ impl Group<'_> {
                 for op in batch.into_ops() {
                     match op {
                         Op::Insert { key, value } => {
-                            self.write(IVec::from(user_key(&key)), Some(IVec::from(value)));
+                            self.write(user_ivec(&key), Some(IVec::from(value)));
                         }
-                        Op::Remove { key } => self.write(IVec::from(user_key(&key)), None),
+                        Op::Remove { key } => self.write(user_ivec(&key), None),
                     }
                 }
                 CommandResult::Written { ops }
             }
             Command::Cas(cas) => {
-                let key = IVec::from(user_key(&cas.key));
+                let key = user_ivec(&cas.key);
                 let current = self.current(&key)?;
                 if current.as_deref() == cas.expected.as_deref() {
                     self.write(key, cas.new.map(IVec::from));
@@ -769,6 +769,20 @@ impl Iterator for Iter {
 impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
         self.inner.as_mut()?.next_back().map(strip)
+    }
+}
+
+/// The prefixed key as an `IVec`; short keys are built on the stack and
+/// stored inline by sled (no heap allocation).
+fn user_ivec(key: &[u8]) -> IVec {
+    const INLINE: usize = 22;
+    if key.len() < INLINE {
+        let mut buf = [0u8; INLINE];
+        buf[0] = USER_PREFIX;
+        buf[1..=key.len()].copy_from_slice(key);
+        IVec::from(&buf[..=key.len()])
+    } else {
+        IVec::from(user_key(key))
     }
 }
 
@@ -820,6 +834,15 @@ mod tests {
             decode_applied(&[0; 15]),
             Err(Error::CorruptMetadata { key: "applied", .. })
         ));
+    }
+
+    #[test]
+    fn inline_and_heap_user_keys_are_the_same_bytes() {
+        for len in [0usize, 1, 20, 21, 22, 23, 100] {
+            let key: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            assert_eq!(&user_ivec(&key)[..], &user_key(&key)[..], "len {len}");
+            assert_eq!(user_ivec(&key)[0], USER_PREFIX);
+        }
     }
 
     #[test]
