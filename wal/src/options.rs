@@ -54,12 +54,13 @@ pub struct WalOptions {
     /// called (or a [`crate::Completion`] is waited on): deterministic, for
     /// simulators and crash-point tests.
     pub background_threads: bool,
-    /// Overwrite spare segments with zeros in the background before use
-    /// (from the second segment on), so appends land on blocks that are
-    /// already written: an fdatasync then flushes data only, without also
-    /// committing `fallocate`'s unwritten-extent conversions to the file-system
-    /// journal. Costs one extra sequential write of each segment, off the
-    /// append path. Only with `background_threads`.
+    /// Make appends land on blocks that are already written, so an
+    /// fdatasync flushes data only, without also committing `fallocate`'s
+    /// unwritten-extent conversions to the file-system journal: spare
+    /// segments (from the second one on) are overwritten with zeros in the
+    /// background before use, and in a segment that was not, a write that
+    /// runs past the zeroed part carries 1 MiB of zeros after its records.
+    /// Costs one extra sequential write of each segment.
     pub prefill_segments: bool,
 }
 
