@@ -1084,14 +1084,11 @@ impl<S: Storage> Raft<S> {
                 return Ok(());
             }
             MessageType::MsgReadIndex => {
-                if self.prs.is_singleton() {
-                    let idx = self.raft_log.committed;
-                    self.respond_read_index(m, idx);
-                    return Ok(());
-                }
                 if !self.committed_entry_in_current_term() {
                     // The commit index of a new leader may lag (§6.4): wait
-                    // until an entry of this term commits.
+                    // until an entry of this term commits. This holds for a
+                    // single voter too: entries a larger configuration
+                    // committed may not be known committed here yet.
                     self.pending_read_index_messages.push(m);
                     return Ok(());
                 }
@@ -1305,6 +1302,14 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_ready_read_index(&mut self, m: Message) {
+        if self.prs.is_singleton() && self.prs.is_voter(self.id) {
+            // We are the only voter: no one else can have been elected, so
+            // no heartbeat round is needed. (A removed leader still leading
+            // a single-voter configuration is not that voter: it must ask.)
+            let idx = self.raft_log.committed;
+            self.respond_read_index(m, idx);
+            return;
+        }
         match self.read_only.option {
             ReadOnlyOption::Safe => {
                 let Some(ctx) = m.entries.first().map(|e| e.data.clone()) else {

@@ -169,6 +169,12 @@ impl Checker {
         &self.leaders
     }
 
+    /// The highest index known committed anywhere.
+    #[must_use]
+    pub fn max_committed(&self) -> u64 {
+        self.committed.keys().next_back().copied().unwrap_or(0)
+    }
+
     /// Number of distinct indexes known committed.
     #[must_use]
     pub fn committed_count(&self) -> usize {

@@ -30,6 +30,11 @@ struct Sim {
     ever_member: Vec<u64>,
     universe: Vec<u64>,
     next_value: u64,
+    /// Read context -> highest index known committed when it was issued.
+    reads: std::collections::HashMap<Vec<u8>, u64>,
+    read_seq: u64,
+    /// Per node: how many of its read states were checked.
+    reads_checked: std::collections::BTreeMap<u64, usize>,
 }
 
 fn members(cs: &ConfState) -> Vec<u64> {
@@ -85,6 +90,9 @@ impl Sim {
             ever_member: voters,
             universe,
             next_value: 0,
+            reads: std::collections::HashMap::new(),
+            read_seq: 0,
+            reads_checked: std::collections::BTreeMap::new(),
         }
     }
 
@@ -168,12 +176,39 @@ impl Sim {
             _ => {
                 let id = self.pick();
                 if self.net.node(id).is_up() {
-                    let ctx = self.next_value.to_le_bytes();
+                    self.read_seq += 1;
+                    let ctx = format!("read-{}", self.read_seq).into_bytes();
+                    self.reads
+                        .insert(ctx.clone(), self.net.checker.max_committed());
                     self.net.read_index(id, &ctx);
                 }
             }
         }
-        self.net.check()
+        self.net.check()?;
+        self.check_reads()
+    }
+
+    /// ReadIndex linearizability: a read may be served only at an index
+    /// covering every write committed before the read was issued.
+    fn check_reads(&mut self) -> Result<(), String> {
+        for (id, n) in &self.net.nodes {
+            let done = self.reads_checked.entry(*id).or_insert(0);
+            for rs in &n.read_states[*done..] {
+                let Some(&floor) = self.reads.get(&rs.request_ctx) else {
+                    return Err(format!("node {id}: read state for unknown context"));
+                };
+                if rs.index < floor {
+                    return Err(format!(
+                        "read index {} on node {id} misses writes committed up to {floor} before the read ({})\n{}",
+                        rs.index,
+                        String::from_utf8_lossy(&rs.request_ctx),
+                        self.net.describe()
+                    ));
+                }
+            }
+            *done = n.read_states.len();
+        }
+        Ok(())
     }
 
     fn conf_change(&mut self) {
@@ -254,6 +289,7 @@ impl Sim {
             self.net.tick_all();
             self.net.stabilize();
             self.net.check()?;
+            self.check_reads()?;
             let Some(l) = self.net.leader() else { continue };
             if self.net.raft(l).state != StateRole::Leader {
                 continue;
@@ -306,6 +342,7 @@ struct Stats {
     committed: usize,
     leaders: usize,
     delivered: u64,
+    reads_served: usize,
 }
 
 fn run_seed(seed: u64) -> Result<Stats, String> {
@@ -321,6 +358,7 @@ fn run_sim(mut sim: Sim) -> Result<Stats, String> {
         committed: sim.net.checker.committed_count(),
         leaders: sim.net.checker.leaders().len(),
         delivered: sim.net.delivered,
+        reads_served: sim.reads_checked.values().sum(),
     })
 }
 
@@ -345,6 +383,7 @@ fn random_schedules_keep_raft_safe_and_live() {
                 total.committed += s.committed;
                 total.leaders += s.leaders;
                 total.delivered += s.delivered;
+                total.reads_served += s.reads_served;
                 continue;
             }
             Ok(Err(e)) => e,
@@ -364,6 +403,7 @@ fn random_schedules_keep_raft_safe_and_live() {
     let n = seeds.len();
     assert!(total.leaders >= n, "{total:?}");
     assert!(total.committed >= 2 * n, "{total:?}");
+    assert!(total.reads_served > 0, "{total:?}");
 }
 
 #[test]

@@ -139,3 +139,37 @@ fn malformed_read_index_response_is_ignored() {
     net.raw(2).step(m).unwrap();
     assert!(net.raft(2).read_states.is_empty());
 }
+
+#[test]
+fn removed_leader_of_single_voter_config_does_not_answer_alone() {
+    use tandem_raft::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+    let mut net = cluster(&[1, 2, 3], |_| {});
+    elect(&mut net, 1);
+    // Keep node 1 leading after its removal (no hand-over).
+    net.ignore(MessageType::MsgTimeoutNow);
+    let rm = |id| ConfChangeSingle {
+        change_type: ConfChangeType::RemoveNode,
+        node_id: id,
+    };
+    let cc = ConfChangeV2 {
+        transition: ConfChangeTransition::Auto,
+        changes: vec![rm(1), rm(2)],
+        context: vec![],
+    };
+    net.propose_conf_change(1, cc).unwrap();
+    net.stabilize();
+    assert_eq!(net.raft(1).prs().conf_state().voters, vec![3]);
+    assert_eq!(net.raft(1).state, StateRole::Leader);
+    // Node 3, the only voter, may elect itself at any time: node 1 must
+    // confirm with it before serving a read.
+    net.isolate(3);
+    net.read_index(1, b"r");
+    net.stabilize();
+    assert!(net.node(1).read_states.is_empty());
+    net.heal();
+    net.ignore(MessageType::MsgTimeoutNow);
+    net.tick(1);
+    net.tick(1);
+    net.stabilize();
+    assert_eq!(net.node(1).read_states.len(), 1, "answered once 3 acked");
+}
