@@ -276,14 +276,28 @@ pub struct EntrySpan {
     pub len: u64,
 }
 
-/// Walk an entries payload: `(first_index, spans)`. Checks that the entries
-/// tile the payload exactly.
+/// Walk an entries payload: `(first_index, spans)` (tests).
+#[cfg(test)]
 pub fn parse_entries(payload: &[u8]) -> Result<(u64, Vec<EntrySpan>), String> {
+    let mut spans = Vec::new();
+    let (first, _) = walk_entries(payload, |s| spans.push(s))?;
+    Ok((first, spans))
+}
+
+/// `(first_index, count)` of an entries payload already validated.
+#[must_use]
+pub fn entries_header(payload: &[u8]) -> (u64, u64) {
+    (u64_at(payload, 0), u64::from(u32_at(payload, 8)))
+}
+
+/// Walk an entries payload without allocating, calling `f` for each entry
+/// in order: `(first_index, count)`. Checks that the entries tile the payload
+/// exactly; on an error `f` may have seen a prefix.
+pub fn walk_entries(payload: &[u8], mut f: impl FnMut(EntrySpan)) -> Result<(u64, u64), String> {
     if payload.len() < ENTRIES_PREFIX_BYTES as usize {
         return Err("entries payload shorter than its prefix".into());
     }
-    let first = u64_at(payload, 0);
-    let count = u32_at(payload, 8) as u64;
+    let (first, count) = entries_header(payload);
     if count == 0 {
         return Err("entries record with zero entries".into());
     }
@@ -293,14 +307,12 @@ pub fn parse_entries(payload: &[u8]) -> Result<(u64, Vec<EntrySpan>), String> {
     if first == 0 || first + count > INDEX_MAX {
         return Err(format!("impossible first index {first}"));
     }
-    let mut spans = Vec::with_capacity(count as usize);
     let mut pos = ENTRIES_PREFIX_BYTES;
     for k in 0..count {
         let len = entry_len_at(payload, pos)?;
-        let term = u64_at(payload, pos as usize + 1);
-        spans.push(EntrySpan {
+        f(EntrySpan {
             index: first + k,
-            term,
+            term: u64_at(payload, pos as usize + 1),
             offset: pos,
             len,
         });
@@ -312,7 +324,7 @@ pub fn parse_entries(payload: &[u8]) -> Result<(u64, Vec<EntrySpan>), String> {
             payload.len()
         ));
     }
-    Ok((first, spans))
+    Ok((first, count))
 }
 
 fn entry_len_at(buf: &[u8], pos: u64) -> Result<u64, String> {
@@ -440,7 +452,7 @@ fn record_at(buf: &[u8], seq: u64, pos: usize) -> Result<(RawRecord<'_>, usize),
     // wrote ourselves; report it the same way.
     match kind {
         Kind::Entries => {
-            parse_entries(payload)?;
+            walk_entries(payload, |_| {})?;
         }
         Kind::HardState => {
             decode_hard_state(payload)?;
@@ -487,7 +499,7 @@ fn plausible(buf: &[u8], pos: usize) -> bool {
             let p = &buf[pos + h..pos + h + len];
             // Walking the entry lengths is much cheaper than the CRC and
             // rejects nearly every random candidate.
-            parse_entries(p).is_ok()
+            walk_entries(p, |_| {}).is_ok()
         }
     }
 }

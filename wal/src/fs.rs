@@ -156,7 +156,10 @@ impl WalFile for StdFile {
         let end = offset
             .checked_add(buf.len() as u64)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "offset overflow"))?;
-        {
+        // Large reads (recovery scans whole segments) use pread: one copy
+        // out of the page cache with kernel readahead, instead of a page
+        // fault per 4 KiB of a fresh map.
+        if buf.len() < 256 * 1024 {
             let map = self.map.read();
             if let Some(m) = map.as_ref() {
                 if end <= m.len() as u64 {

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 use tandem_raft::HardState;
 
 use crate::format::{
-    decode_hard_state, decode_marker, parse_entries, Kind, Marker, RawRecord, RECORD_HEADER_BYTES,
+    decode_hard_state, decode_marker, entries_header, walk_entries, Kind, Marker, RawRecord,
+    RECORD_HEADER_BYTES,
 };
 
 /// Where one entry's bytes are.
@@ -284,7 +285,10 @@ impl LogState {
                 }
             }
             Kind::Entries => {
-                let (first, spans) = parse_entries(rec.payload)?;
+                // The record was validated (structure and CRC) by the scan
+                // or built by the writer; only its place in the log is
+                // checked here.
+                let (first, count) = entries_header(rec.payload);
                 if first <= self.snapshot.index {
                     return Err(format!(
                         "entries from {first} at or below the compaction point {}",
@@ -305,23 +309,23 @@ impl LogState {
                     }
                 }
                 let base = rec.offset + RECORD_HEADER_BYTES;
-                for s in &spans {
-                    let offset = base + s.offset;
-                    assert!(
-                        offset + s.len <= u64::from(u32::MAX),
-                        "segment offsets fit u32"
-                    );
-                    self.index.push(
+                assert!(
+                    base + rec.payload.len() as u64 <= u64::from(u32::MAX),
+                    "segment offsets fit u32"
+                );
+                let index = &mut self.index;
+                walk_entries(rec.payload, |s| {
+                    index.push(
                         s.index,
                         s.term,
                         seg,
                         Loc {
-                            offset: offset as u32,
+                            offset: (base + s.offset) as u32,
                             len: s.len as u32,
                         },
                     );
-                }
-                let top = spans.last().expect("non-empty").index;
+                })?;
+                let top = first + count - 1;
                 let v = self.seg_max.get_mut(&seg).expect("inserted above");
                 *v = (*v).max(top);
             }

@@ -9,7 +9,7 @@ use tandem_raft::HardState;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    check_header, encode_header, parse_entries, parse_segment_name, scan_segment, segment_name,
+    check_header, encode_header, entries_header, parse_segment_name, scan_segment, segment_name,
     Kind, ScanEnd, HEADER_BYTES,
 };
 use crate::fs::{FileSystem, StdFs, WalFile};
@@ -264,9 +264,9 @@ pub(crate) fn scan_dir(fs: &dyn FileSystem, dir: &Path) -> Result<DirScan> {
                 s.records += 1;
                 s.end = rec.offset + crate::format::RECORD_HEADER_BYTES + rec.payload.len() as u64;
                 if rec.kind == Kind::Entries {
-                    let (first, spans) = parse_entries(rec.payload).expect("validated by the scan");
-                    let last = first + spans.len() as u64 - 1;
-                    s.entries += spans.len() as u64;
+                    let (first, count) = entries_header(rec.payload);
+                    let last = first + count - 1;
+                    s.entries += count;
                     s.first_index = Some(s.first_index.map_or(first, |f| f.min(first)));
                     s.last_index = Some(s.last_index.map_or(last, |l| l.max(last)));
                 }
