@@ -523,6 +523,28 @@ fn find_valid_after(buf: &[u8], seq: u64, from: usize, nonzero_end: usize) -> Op
     None
 }
 
+/// One past the last non-zero byte (0 if all zero). Scans 8 bytes at a time:
+/// the zero tail of a preallocated segment is most of the file.
+fn nonzero_end(buf: &[u8]) -> usize {
+    let words = buf.len() / 8 * 8;
+    if let Some(p) = buf[words..].iter().rposition(|&b| b != 0) {
+        return words + p + 1;
+    }
+    let word = buf[..words]
+        .chunks_exact(8)
+        .rposition(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) != 0);
+    match word {
+        None => 0,
+        Some(w) => {
+            let p = buf[w * 8..w * 8 + 8]
+                .iter()
+                .rposition(|&b| b != 0)
+                .expect("a non-zero word has a non-zero byte");
+            w * 8 + p + 1
+        }
+    }
+}
+
 /// Validate every record of a segment image (header already checked),
 /// calling `f` for each, in order. Stops at the zero end or at the first
 /// damage; `f` returning an error stops the scan with that error.
@@ -531,7 +553,7 @@ pub fn scan_segment<'a, E>(
     seq: u64,
     mut f: impl FnMut(RawRecord<'a>) -> Result<(), E>,
 ) -> Result<ScanEnd, E> {
-    let nonzero_end = buf.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    let nonzero_end = nonzero_end(buf);
     let h = RECORD_HEADER_BYTES as usize;
     let mut pos = HEADER_BYTES as usize;
     loop {
@@ -697,6 +719,23 @@ mod tests {
             matches!(end, ScanEnd::Damaged { offset: 32, .. }),
             "{end:?}"
         );
+    }
+
+    #[test]
+    fn nonzero_end_finds_the_last_non_zero_byte() {
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 65] {
+            let mut b = vec![0u8; len];
+            assert_eq!(nonzero_end(&b), 0);
+            for p in 0..len {
+                b.fill(0);
+                b[p] = 0x80;
+                assert_eq!(nonzero_end(&b), p + 1, "len {len} p {p}");
+                if p > 0 {
+                    b[0] = 1;
+                    assert_eq!(nonzero_end(&b), p + 1);
+                }
+            }
+        }
     }
 
     #[test]
