@@ -80,9 +80,13 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
     let recorder = Arc::new(HistoryRecorder::new());
     let stop = Arc::new(AtomicBool::new(false));
     const CLIENTS: u64 = 4;
+    // Two fault rounds in CI; `TANDEM_CHAOS_ROUNDS=50` for a long run.
+    let fault_rounds: u64 = std::env::var("TANDEM_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     // Clients run until the faults are over; this only bounds the history.
-    const OPS_PER_CLIENT_MAX: usize = 1_500;
-    const FAULT_ROUNDS: u64 = 2;
+    let ops_per_client_max = 1_000 + 2_000 * fault_rounds as usize;
 
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
@@ -92,7 +96,7 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
             std::thread::spawn(move || {
                 let mut rng = ChaCha8Rng::seed_from_u64(client);
                 let mut ops = 0;
-                while !stop.load(Ordering::Relaxed) && ops < OPS_PER_CLIENT_MAX {
+                while !stop.load(Ordering::Relaxed) && ops < ops_per_client_max {
                     run(&db, &recorder, client, random_op(&mut rng));
                     ops += 1;
                 }
@@ -107,7 +111,7 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
             let pause = || std::thread::sleep(Duration::from_millis(150));
-            for round in 1..=FAULT_ROUNDS {
+            for round in 1..=fault_rounds {
                 pause();
                 if let Some(leader) = cluster.leader() {
                     cluster.stop(leader).expect("stop the leader");
@@ -171,7 +175,7 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
     if let Err(violation) = check_election_safety(claims) {
         panic!("{violation}");
     }
-    let rounds = FAULT_ROUNDS;
+    let rounds = fault_rounds;
     cluster.shutdown();
 
     let history = recorder.history();
