@@ -1024,6 +1024,11 @@ impl<S: Storage> Raft<S> {
                 msg = ?m.msg_type,
                 "rejected vote"
             );
+            if self.term == 0 {
+                // A fresh node has no term to reject with (a pre-vote asks
+                // about a future term): staying silent counts as no vote.
+                return;
+            }
             let mut r = new_message(m.from, resp_type, INVALID_ID);
             r.term = self.term;
             r.reject = true;

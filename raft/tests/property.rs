@@ -65,6 +65,14 @@ impl Sim {
         let max_inflight = rng.gen_range(1..8);
         let max_size = if rng.gen_bool(0.5) { 1 } else { 1 << 20 };
         let batch = rng.gen_bool(0.3);
+        let skip_bcast_commit = rng.gen_bool(0.2);
+        let max_uncommitted = if rng.gen_bool(0.2) { 200 } else { 64 << 20 };
+        let max_committed_per_ready = if rng.gen_bool(0.2) { 1 } else { 64 << 20 };
+        let priority_node = if rng.gen_bool(0.2) {
+            rng.gen_range(1..=n)
+        } else {
+            0
+        };
         let cfg = move |c: &mut tandem_raft::Config| {
             c.seed = seed;
             c.pre_vote = pre_vote;
@@ -72,6 +80,12 @@ impl Sim {
             c.max_inflight_msgs = max_inflight;
             c.max_size_per_msg = max_size;
             c.batch_append = batch;
+            c.skip_bcast_commit = skip_bcast_commit;
+            c.max_uncommitted_size = max_uncommitted;
+            c.max_committed_size_per_ready = max_committed_per_ready;
+            if c.id == priority_node {
+                c.priority = 5;
+            }
             extra(c);
         };
         let mut net = Network::new(&voters, cfg);

@@ -463,3 +463,20 @@ fn stale_candidate_learns_newer_term_from_rejection() {
     assert_eq!(net.raft(1).term, 9);
     assert_eq!(net.raft(1).state, StateRole::Follower);
 }
+
+#[test]
+fn fresh_node_rejecting_a_pre_vote_stays_silent() {
+    // Priority makes a fresh node (term 0) refuse an equally long log.
+    let mut net = cluster(&[1, 2, 3], |c| {
+        c.pre_vote = true;
+        if c.id == 2 {
+            c.priority = 9;
+        }
+    });
+    let mut req = msg(MessageType::MsgRequestPreVote, 1, 2, 1);
+    req.priority = 0;
+    net.raw(2).step(req).unwrap();
+    net.process(2);
+    assert!(net.queue().is_empty(), "no response with term 0");
+    assert_eq!(net.raft(2).term, 0);
+}
