@@ -122,6 +122,31 @@ impl Cluster {
             Arc::new(self.net.transport(id)),
             bootstrap,
         )?);
+        self.register(replica)
+    }
+
+    /// Start a brand-new replica that a leader will add.
+    fn start_joining(&self, id: u64) -> Result<Arc<Replica>> {
+        let any = self
+            .replicas
+            .read()
+            .values()
+            .next()
+            .cloned()
+            .ok_or(Error::ShuttingDown)?;
+        let voters = crate::replica::initial_voters(any.wal())?;
+        let cfg = self.node_config(id);
+        let replica = Arc::new(Replica::open_joining(
+            &cfg,
+            &replica_dir(&self.dir, id),
+            Arc::new(self.net.transport(id)),
+            &voters,
+        )?);
+        self.register(replica)
+    }
+
+    fn register(&self, replica: Arc<Replica>) -> Result<Arc<Replica>> {
+        let id = replica.id();
         self.net.register(replica.inbox());
         self.replicas.write().insert(id, Arc::clone(&replica));
         Ok(replica)
@@ -266,7 +291,7 @@ impl Cluster {
     /// [`Error::ConfChange`] if refused; open errors.
     pub fn add_learner(&self, id: u64) -> Result<()> {
         if self.replica(id).is_none() {
-            self.start_replica(id, None)?;
+            self.start_joining(id)?;
         }
         self.change(ConfChangeType::AddLearnerNode, id)
     }
@@ -277,7 +302,7 @@ impl Cluster {
     /// As [`Cluster::add_learner`].
     pub fn add_voter(&self, id: u64) -> Result<()> {
         if self.replica(id).is_none() {
-            self.start_replica(id, None)?;
+            self.start_joining(id)?;
         }
         self.change(ConfChangeType::AddNode, id)
     }

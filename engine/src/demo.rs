@@ -320,6 +320,20 @@ pub fn bench(
             p50 as f64 / fsync_us.max(1) as f64
         );
     }
+    for st in cluster.status() {
+        let c = st.counters;
+        println!(
+            "node {} {:?}: readies {} wal submits {} entries {} ({:.1}/submit) msgs sent {} recv {}",
+            st.id,
+            st.role,
+            c.readies,
+            c.persist_tasks,
+            c.entries_persisted,
+            c.entries_persisted as f64 / c.persist_tasks.max(1) as f64,
+            c.messages_sent,
+            c.messages_received
+        );
+    }
     cluster.shutdown();
     Ok(())
 }

@@ -100,6 +100,40 @@ fn bootstrap_entries(voters: &[u64]) -> Vec<Entry> {
         .collect()
 }
 
+/// The voters a cluster was bootstrapped with, read from the start of a
+/// replica's log (the `AddNode` entries of term 1 that [`Replica::open`]
+/// writes).
+///
+/// # Errors
+/// [`Error::Storage`] if the log cannot be read or holds no such entries
+/// (e.g. it was compacted).
+pub fn initial_voters(wal: &Wal) -> Result<Vec<u64>> {
+    let err = |e: tandem_wal::Error| Error::Storage(format!("wal: {e}"));
+    let last = wal.last_index().map_err(err)?.min(64);
+    if wal.first_index().map_err(err)? != 1 || last == 0 {
+        return Err(Error::Storage(
+            "the log no longer starts at index 1: the initial membership is unknown".into(),
+        ));
+    }
+    let mut voters = Vec::new();
+    for e in wal.entries(1, last + 1, None).map_err(err)? {
+        if e.term != 1 || e.entry_type != EntryType::EntryConfChange {
+            break;
+        }
+        let cc: ConfChange = tandem_raft::types::decode(&e.data)?;
+        if cc.change_type != ConfChangeType::AddNode {
+            break;
+        }
+        voters.push(cc.node_id);
+    }
+    if voters.is_empty() {
+        return Err(Error::Storage(
+            "the log starts without bootstrap entries".into(),
+        ));
+    }
+    Ok(voters)
+}
+
 /// One running replica.
 pub struct Replica {
     id: u64,
@@ -134,6 +168,34 @@ impl Replica {
         dir: &Path,
         transport: Arc<dyn Transport>,
         bootstrap: Option<&[u64]>,
+    ) -> Result<Replica> {
+        Self::open_inner(cfg, dir, transport, bootstrap, None)
+    }
+
+    /// Open a new replica that will join an existing cluster (added by the
+    /// leader as a learner or voter). `initial_voters` are the voters the
+    /// cluster was bootstrapped with (the `AddNode` entries at the start of
+    /// its log): starting from them and replaying the whole log, the new
+    /// replica goes through exactly the membership history of the others.
+    /// A replica that already exists on disk opens normally.
+    ///
+    /// # Errors
+    /// As [`Replica::open`].
+    pub fn open_joining(
+        cfg: &Config,
+        dir: &Path,
+        transport: Arc<dyn Transport>,
+        initial_voters: &[u64],
+    ) -> Result<Replica> {
+        Self::open_inner(cfg, dir, transport, None, Some(initial_voters))
+    }
+
+    fn open_inner(
+        cfg: &Config,
+        dir: &Path,
+        transport: Arc<dyn Transport>,
+        bootstrap: Option<&[u64]>,
+        join: Option<&[u64]>,
     ) -> Result<Replica> {
         cfg.validate()?;
         let lock = DirLock::acquire(dir)?;
@@ -172,6 +234,16 @@ impl Replica {
                 .and_then(|c| c.wait())
                 .map_err(|e| Error::Storage(format!("wal bootstrap: {e}")))?;
             tracing::info!(id = cfg.id, ?voters, "bootstrapped a new replica");
+        } else if let (true, Some(voters)) = (fresh, join) {
+            // The consensus core refuses to replay a log without a starting
+            // membership (it would ask for a snapshot): start from the
+            // cluster's initial one, as every other replica did.
+            sm.bootstrap(&ConfState::from_voters(voters.iter().copied()))?;
+            tracing::info!(
+                id = cfg.id,
+                ?voters,
+                "new replica joins from the initial membership"
+            );
         }
         let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm))?;
         // Committed entries the state machine had not applied (or not made

@@ -210,6 +210,10 @@ pub fn raft_config(cfg: &Config, applied: u64) -> tandem_raft::Config {
         check_quorum: cfg.check_quorum,
         pre_vote: cfg.pre_vote,
         read_only_option: ReadOnlyOption::Safe,
+        // Followers learn a new commit index from the next append or
+        // heartbeat instead of an extra broadcast per commit: under load
+        // that halves the messages; clients are answered by the leader.
+        skip_bcast_commit: true,
         max_uncommitted_size: cfg.max_uncommitted_bytes,
         seed: cfg.effective_seed(),
         ..tandem_raft::Config::default()
