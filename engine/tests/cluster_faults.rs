@@ -54,20 +54,18 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 
 /// Every running replica has applied at least `index`.
 fn wait_applied(cluster: &Cluster, index: u64) {
-    let mut last = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let st = cluster.status();
         if st.len() == cluster.running().len() && st.iter().all(|s| s.applied >= index) {
             return;
         }
-        last = st;
-        if Instant::now() > deadline {
-            break;
-        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not apply {index}: {st:#?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("replicas did not apply {index}: {last:#?}");
 }
 
 fn check_all_replicas_hold(cluster: &Cluster, acked: &[KeyValue]) {
