@@ -122,6 +122,9 @@ fn check(wal: &Wal, m: &Model) {
 fn open(fs: &SimFs, threads: bool) -> Wal {
     let opts = WalOptions {
         background_threads: threads,
+        // Zeroing ahead runs with the manual writer; the threaded runs cover
+        // plain fallocated segments (prefilled spares: tests/segments.rs).
+        prefill_segments: !threads,
         ..WalOptions::small_for_tests()
     };
     Wal::open_with_fs(Arc::new(fs.clone()), Path::new("/wal"), opts).unwrap()
