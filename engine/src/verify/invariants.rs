@@ -528,13 +528,7 @@ impl InvariantChecker {
             check_progress(view)?;
             self.max_term = self.max_term.max(view.term);
             if view.is_leader {
-                let first = *self.leaders.entry(view.term).or_insert(view.id);
-                if first != view.id {
-                    return Err(Violation::ElectionSafety {
-                        term: view.term,
-                        leaders: [first, view.id],
-                    });
-                }
+                self.record_leader(view.term, view.id)?;
             }
         }
         for (i, a) in views.iter().enumerate() {
@@ -574,6 +568,22 @@ impl InvariantChecker {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Records that `leader` claims to lead `term` (for replicas whose log
+    /// cannot be observed right now), checking election safety.
+    ///
+    /// # Errors
+    /// [`Violation::ElectionSafety`] if another replica led `term`.
+    pub fn record_leader(&mut self, term: u64, leader: u64) -> Result<(), Violation> {
+        let first = *self.leaders.entry(term).or_insert(leader);
+        if first != leader {
+            return Err(Violation::ElectionSafety {
+                term,
+                leaders: [first, leader],
+            });
         }
         Ok(())
     }
@@ -710,6 +720,8 @@ mod tests {
             }
         );
         assert!(check_election_safety([(1, 1), (2, 2), (1, 1)]).is_ok());
+        checker.record_leader(6, 1).unwrap();
+        assert!(checker.record_leader(6, 3).is_err());
         assert!(check_election_safety([(1, 1), (2, 2), (2, 3)]).is_err());
     }
 
