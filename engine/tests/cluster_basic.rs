@@ -85,3 +85,34 @@ fn the_whole_cluster_restarts_from_disk() {
     }
     db.insert(b"after", b"restart").unwrap();
 }
+
+#[test]
+fn shutdown_with_requests_in_flight_answers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config()).unwrap();
+    let db = cluster.db();
+    db.insert(b"k", b"v").unwrap();
+    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    // Cut the leader off so its proposals cannot commit, then stop it.
+    cluster.network().isolate(leader);
+    let replica = cluster.replica(leader).unwrap();
+    let pending: Vec<_> = (0..5u8)
+        .map(|_| replica.node().propose(tandem::sm::Command::Noop.encode()))
+        .collect();
+    cluster.stop(leader).unwrap();
+    for rx in pending {
+        match rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("answered, not hung")
+        {
+            Err(Error::ShuttingDown | Error::NotLeader { .. }) => {}
+            other => panic!("expected ShuttingDown, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        replica.propose_wait(vec![], Duration::from_secs(5)),
+        Err(Error::ShuttingDown)
+    ));
+    assert!(matches!(cluster.restart(99), Err(Error::UnknownNode(99))));
+    assert!(matches!(cluster.stop(99), Err(Error::UnknownNode(99))));
+}
