@@ -24,7 +24,7 @@ const TICK_US: u64 = 10_000;
 #[derive(Debug)]
 enum Event {
     Tick(u64),
-    Deliver(Message),
+    Deliver(Box<Message>),
     /// The oldest persist task of a replica became durable (if the replica
     /// is still the same incarnation).
     Persisted {
@@ -122,7 +122,7 @@ impl Sim {
             Event::Deliver(m) => {
                 let to = m.to;
                 if let Some(core) = self.replicas.get_mut(&to).and_then(|r| r.core.as_mut()) {
-                    core.step(Envelope::raft(1, m));
+                    core.step(Envelope::raft(1, *m));
                     touched = Some(to);
                 }
             }
@@ -221,7 +221,8 @@ impl Sim {
                 let copies = if self.sched.chance(1, 30) { 2 } else { 1 };
                 for _ in 0..copies {
                     let delay = self.sched.random_in(100, 20_000);
-                    self.sched.schedule_after(delay, Event::Deliver(m.clone()));
+                    self.sched
+                        .schedule_after(delay, Event::Deliver(Box::new(m.clone())));
                 }
             }
             for task in effects.persist {
