@@ -1,0 +1,393 @@
+//! The writer: group commit into the active segment, rotation to spares
+//! prepared in the background, and the background thread that prepares
+//! spares and deletes compacted segments.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::{Request, Shared};
+use crate::error::{Error, Result};
+use crate::format::{
+    encode_hard_state, encode_marker, Kind, Marker, RawRecord, HEADER_BYTES, RECORD_HEADER_BYTES,
+};
+use crate::fs::{FileSystem, WalFile};
+use crate::options::SyncPolicy;
+use crate::recovery::{prepare_segment, remove_segments};
+
+pub(super) struct Active {
+    pub(super) seq: u64,
+    pub(super) file: Arc<dyn WalFile>,
+    pub(super) offset: u64,
+    pub(super) capacity: u64,
+    pub(super) has_records: bool,
+    pub(super) unsynced: bool,
+    /// Bytes below this offset are known to be written (not `fallocate`'s
+    /// unwritten extents): a prefilled spare is written up to `capacity`;
+    /// otherwise the writer zeroes ahead of itself (see `ZERO_AHEAD_BYTES`).
+    pub(super) zeroed_until: u64,
+}
+
+/// How far a write zeroes ahead of the records when it runs past the
+/// written part of a segment that was not prefilled: the extent conversion
+/// is then paid once per this many bytes instead of by every fdatasync.
+pub(super) const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+
+/// A spare from the background thread: `(sequence, file, prefilled)`.
+pub(super) type Prepared = Result<(u64, Arc<dyn WalFile>, bool)>;
+
+pub(super) enum BgMsg {
+    /// Prepare segment `seq`; `prefill`: overwrite it with zeros first.
+    Prepare {
+        seq: u64,
+        prefill: bool,
+    },
+    Delete(Vec<u64>),
+}
+
+pub(super) struct Bg {
+    pub(super) tx: Sender<BgMsg>,
+    pub(super) prepared: Receiver<Prepared>,
+}
+
+pub(super) struct Writer {
+    pub(super) active: Active,
+    /// Sequence of the next segment to prepare (manual mode only; the
+    /// background thread numbers its own).
+    pub(super) next_seq: u64,
+    pub(super) bg: Option<Bg>,
+    pub(super) buf: Vec<u8>,
+    pub(super) last_sync: Instant,
+}
+
+pub(super) fn background(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    segment_bytes: u64,
+    stop: &AtomicBool,
+    rx: &Receiver<BgMsg>,
+    prepared: &Sender<Prepared>,
+) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            BgMsg::Prepare { seq, prefill } => {
+                let r = prepare_segment(fs, dir, seq, segment_bytes, prefill.then_some(stop))
+                    .map(|f| (seq, f, prefill));
+                // The writer may be gone (shutdown): keep going, a queued
+                // deletion must still happen; the unused spare is removed by
+                // the next recovery.
+                let _ = prepared.send(r);
+            }
+            BgMsg::Delete(seqs) => {
+                if let Err(e) = remove_segments(fs, dir, &seqs) {
+                    // A segment left behind is replayed and compacted away
+                    // again on the next open: not a reason to stop.
+                    tracing::warn!(error = %e, "wal could not delete compacted segments");
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn writer_loop(shared: &Shared) {
+    loop {
+        let shutdown = {
+            let mut q = shared.queue.lock();
+            loop {
+                if !q.reqs.is_empty() || q.shutdown {
+                    break;
+                }
+                match q.sync_deadline {
+                    Some(d) => {
+                        if shared.queue_cv.wait_until(&mut q, d).timed_out() {
+                            break;
+                        }
+                    }
+                    None => shared.queue_cv.wait(&mut q),
+                }
+            }
+            q.shutdown
+        };
+        let mut w = shared.writer.lock();
+        shared.drain(&mut w, u64::MAX);
+        w.maybe_sync_due(shared);
+        if shutdown && shared.queue.lock().reqs.is_empty() {
+            if w.active.unsynced && shared.poison_reason().is_none() {
+                w.sync(shared);
+            }
+            // Dropping the sender ends the background thread.
+            w.bg = None;
+            break;
+        }
+    }
+}
+
+impl Writer {
+    pub(super) fn sync_due_in(&self, shared: &Shared) -> Option<Duration> {
+        // Also publish the deadline for the writer thread's timed wait.
+        let due = self.sync_due_in_inner(shared);
+        let deadline = due.map(|d| Instant::now() + d);
+        let mut q = shared.queue.lock();
+        if q.sync_deadline.is_none() && deadline.is_some() {
+            shared.queue_cv.notify_one();
+        }
+        q.sync_deadline = deadline;
+        due
+    }
+
+    pub(super) fn sync_due_in_inner(&self, shared: &Shared) -> Option<Duration> {
+        match shared.opts.sync {
+            SyncPolicy::EveryMs(ms) if self.active.unsynced => {
+                Some(Duration::from_millis(ms).saturating_sub(self.last_sync.elapsed()))
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn maybe_sync_due(&mut self, shared: &Shared) {
+        if self.sync_due_in(shared) == Some(Duration::ZERO) {
+            self.sync(shared);
+        }
+    }
+
+    /// fsync the active segment; false (and the log poisoned) on failure.
+    pub(super) fn sync(&mut self, shared: &Shared) -> bool {
+        if shared.poisoned.load(Ordering::SeqCst) {
+            return false;
+        }
+        match self.active.file.sync_data() {
+            Ok(()) => {
+                self.active.unsynced = false;
+                self.last_sync = Instant::now();
+                shared.state.lock().stats.fsyncs += 1;
+                true
+            }
+            Err(e) => {
+                shared.poison(format!("fsync of segment {}: {e}", self.active.seq));
+                false
+            }
+        }
+    }
+
+    pub(super) fn fail(shared: &Shared, batch: Vec<Request>) {
+        let reason = shared.poison_reason().unwrap_or_default();
+        for r in batch {
+            if let Some(n) = r.notify {
+                n.fire(
+                    r.ticket,
+                    Err(Error::Poisoned {
+                        reason: reason.clone(),
+                    }),
+                );
+            }
+        }
+        shared.wake_all();
+    }
+
+    pub(super) fn rotate(&mut self, shared: &Shared) -> Result<()> {
+        if self.active.unsynced && !self.sync(shared) {
+            return Err(Error::Poisoned {
+                reason: shared.poison_reason().unwrap_or_default(),
+            });
+        }
+        let (seq, file, prefilled) = match &self.bg {
+            Some(bg) => {
+                let r = bg.prepared.recv().map_err(|_| Error::Closed)??;
+                bg.tx
+                    .send(BgMsg::Prepare {
+                        seq: r.0 + 1,
+                        prefill: shared.opts.prefill_segments,
+                    })
+                    .map_err(|_| Error::Closed)?;
+                r
+            }
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                (
+                    seq,
+                    prepare_segment(
+                        &*shared.fs,
+                        &shared.dir,
+                        seq,
+                        shared.opts.segment_bytes,
+                        None,
+                    )?,
+                    false,
+                )
+            }
+        };
+        assert!(seq > self.active.seq, "segments are used in sequence order");
+        let capacity = file.len().map_err(|e| Error::io("stat", &shared.dir, e))?;
+        {
+            let mut st = shared.state.lock();
+            st.segments.insert(seq, file.clone());
+            st.log.seg_max.insert(seq, 0);
+        }
+        tracing::debug!(from = self.active.seq, to = seq, "wal rotated segment");
+        let zeroed_until = if prefilled || !shared.opts.prefill_segments {
+            capacity
+        } else {
+            HEADER_BYTES
+        };
+        self.active = Active {
+            seq,
+            file,
+            offset: HEADER_BYTES,
+            capacity,
+            has_records: false,
+            unsynced: false,
+            zeroed_until,
+        };
+        Ok(())
+    }
+
+    /// One group: every record of `batch` in one write, one fsync (per the
+    /// policy), then the index update and the completions.
+    pub(super) fn cycle(&mut self, shared: &Shared, mut batch: Vec<Request>) {
+        if shared.poisoned.load(Ordering::SeqCst) {
+            return Self::fail(shared, batch);
+        }
+        let total: u64 = batch.iter().map(|r| r.bytes).sum();
+        let preamble_max = crate::options::SEGMENT_OVERHEAD_BYTES;
+        if self.active.offset + total + preamble_max > self.active.capacity {
+            if let Err(e) = self.rotate(shared) {
+                shared.poison(format!("segment rotation: {e}"));
+                return Self::fail(shared, batch);
+            }
+        }
+        let seq = self.active.seq;
+        self.buf.clear();
+        let mut preamble = Vec::new();
+        if !self.active.has_records {
+            // Each segment starts with the compaction point and hard state
+            // as of its start, so older segments can be deleted whole.
+            let st = shared.state.lock();
+            // Never a reset: replaying it would drop the entries written
+            // after the reset in earlier segments.
+            preamble.push(encode_marker(&Marker {
+                reset: false,
+                ..st.log.snapshot
+            }));
+            preamble.push(encode_hard_state(&st.log.hard_state));
+        }
+        let mut spans: Vec<(u64, usize)> = Vec::new();
+        for rec in preamble
+            .iter_mut()
+            .chain(batch.iter_mut().flat_map(|r| r.records.iter_mut()))
+        {
+            rec.seal(seq);
+            spans.push((self.active.offset + self.buf.len() as u64, rec.bytes.len()));
+            self.buf.extend_from_slice(&rec.bytes);
+        }
+        assert!(
+            self.active.offset + self.buf.len() as u64 <= self.active.capacity,
+            "a group fits the segment after rotation"
+        );
+        // Check before writing what recovery will check after reading back.
+        debug_assert!(
+            spans.iter().all(|&(offset, len)| {
+                let from = (offset - self.active.offset) as usize;
+                crate::format::check_record(&self.buf[from..from + len], seq).is_ok()
+            }),
+            "the writer's records validate"
+        );
+        let records_len = self.buf.len() as u64;
+        let end = self.active.offset + records_len;
+        if end > self.active.zeroed_until {
+            // Same write, zeros after the records: recovery reads them as
+            // the end of the segment, torn or not.
+            let target = (end + ZERO_AHEAD_BYTES).min(self.active.capacity);
+            self.buf.resize((records_len + (target - end)) as usize, 0);
+            self.active.zeroed_until = target;
+        }
+        if let Err(e) = self.active.file.write_at(self.active.offset, &self.buf) {
+            shared.poison(format!("write to segment {seq}: {e}"));
+            return Self::fail(shared, batch);
+        }
+        self.active.unsynced = true;
+        let compaction = batch.iter().any(|r| r.compaction);
+        let must_sync = compaction
+            || match shared.opts.sync {
+                SyncPolicy::Always => true,
+                SyncPolicy::EveryMs(ms) => self.last_sync.elapsed() >= Duration::from_millis(ms),
+                SyncPolicy::Never => false,
+            };
+        if must_sync && !self.sync(shared) {
+            return Self::fail(shared, batch);
+        }
+        let base = self.active.offset;
+        self.active.offset += records_len;
+        self.active.has_records = true;
+        let last_ticket = batch.last().expect("non-empty batch").ticket;
+        let mut delete = Vec::new();
+        {
+            let mut st = shared.state.lock();
+            for &(offset, len) in &spans {
+                let from = (offset - base) as usize;
+                let bytes = &self.buf[from..from + len];
+                let h = RECORD_HEADER_BYTES as usize;
+                let kind = match bytes[8] {
+                    1 => Kind::Entries,
+                    2 => Kind::HardState,
+                    _ => Kind::Marker,
+                };
+                let rec = RawRecord {
+                    offset,
+                    kind,
+                    payload: &bytes[h..],
+                };
+                if let Err(reason) = st.log.apply(seq, rec) {
+                    panic!("the writer's own record at {seq}:{offset} does not replay: {reason}");
+                }
+            }
+            st.written_ticket = last_ticket;
+            st.stats.write_groups += 1;
+            st.stats.bytes_written += self.buf.len() as u64;
+            let cache_max = shared.opts.cache_bytes_max;
+            st.evict(cache_max);
+            if compaction {
+                let first = st.log.snapshot.index + 1;
+                let st = &mut *st;
+                for (&s, &max) in &st.log.seg_max {
+                    if s >= seq || max >= first {
+                        break;
+                    }
+                    delete.push(s);
+                }
+                for s in &delete {
+                    st.segments.remove(s);
+                    st.log.seg_max.remove(s);
+                }
+                st.log.index.shrink();
+            }
+        }
+        {
+            let _g = shared.wait_lock.lock();
+            shared.durable.store(last_ticket, Ordering::SeqCst);
+            shared.wait_cv.notify_all();
+        }
+        for r in batch {
+            if let Some(n) = r.notify {
+                n.fire(r.ticket, Ok(()));
+            }
+        }
+        self.sync_due_in(shared);
+        if !delete.is_empty() {
+            tracing::debug!(segments = ?delete, "wal deleting compacted segments");
+            match &self.bg {
+                Some(bg) => {
+                    let _ = bg.tx.send(BgMsg::Delete(delete));
+                }
+                None => {
+                    if let Err(e) = remove_segments(&*shared.fs, &shared.dir, &delete) {
+                        tracing::warn!(error = %e, "wal could not delete compacted segments");
+                    }
+                }
+            }
+        }
+    }
+}
