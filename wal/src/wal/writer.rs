@@ -18,12 +18,19 @@ use crate::fs::{FileSystem, WalFile};
 use crate::options::SyncPolicy;
 use crate::recovery::{prepare_segment, remove_segments};
 
+/// The segment the writer appends to.
 pub(super) struct Active {
+    /// Its sequence number.
     pub(super) seq: u64,
+    /// Its file.
     pub(super) file: Arc<dyn WalFile>,
+    /// Where the next record goes (end of the valid records).
     pub(super) offset: u64,
+    /// File size: a group that would end past it goes to the next segment.
     pub(super) capacity: u64,
+    /// False until the preamble (compaction point, hard state) is written.
     pub(super) has_records: bool,
+    /// Bytes written since the last fdatasync.
     pub(super) unsynced: bool,
     /// Bytes below this offset are known to be written (not `fallocate`'s
     /// unwritten extents): a prefilled spare is written up to `capacity`;
