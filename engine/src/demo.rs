@@ -240,16 +240,23 @@ pub fn run(dir: &Path, writes: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Median latency of `fdatasync` after a small write, measured in `dir`.
+/// Median latency of a 300-byte write + `fdatasync` into a preallocated,
+/// already-synced file (what the WAL does), measured in `dir`.
 fn raw_fdatasync_us(dir: &Path) -> Result<u64, String> {
-    use std::io::Write;
+    use std::io::{Seek, SeekFrom, Write};
     let path = dir.join("fdatasync-probe");
     let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    let rounds = 200u64;
+    f.write_all(&vec![0u8; (rounds * 512) as usize])
+        .and_then(|()| f.sync_all())
+        .map_err(|e| e.to_string())?;
     let mut lat = Vec::new();
-    for _ in 0..200 {
-        f.write_all(&[7u8; 300]).map_err(|e| e.to_string())?;
+    for i in 0..rounds {
         let t = Instant::now();
-        f.sync_data().map_err(|e| e.to_string())?;
+        f.seek(SeekFrom::Start(i * 512))
+            .and_then(|_| f.write_all(&[7u8; 300]))
+            .and_then(|()| f.sync_data())
+            .map_err(|e| e.to_string())?;
         lat.push(t.elapsed().as_micros() as u64);
     }
     let _ = std::fs::remove_file(&path);
