@@ -20,7 +20,7 @@ use crate::format::{
 use crate::fs::{DirLock, FileSystem, StdFs, WalFile};
 use crate::index::LogState;
 use crate::options::WalOptions;
-use crate::recovery::{prepare_segment, recover, RecoveryReport};
+use crate::recovery::{prepare_segment, recover, PrefillCtl, RecoveryReport};
 
 mod writer;
 
@@ -310,7 +310,7 @@ pub struct Wal {
     threads: Vec<JoinHandle<()>>,
     /// Aborts a segment prefill in progress at close (set only after the
     /// writer thread, which may still need a spare, has finished).
-    bg_stop: Arc<AtomicBool>,
+    bg_stop: Arc<PrefillCtl>,
     report: RecoveryReport,
     _lock: Box<dyn DirLock>,
 }
@@ -365,7 +365,7 @@ impl Wal {
             None => {
                 let seq = next_seq;
                 next_seq += 1;
-                let file = prepare_segment(&*fs, &dir, seq, opts.segment_bytes, None)?;
+                let (file, _) = prepare_segment(&*fs, &dir, seq, opts.segment_bytes, None)?;
                 segments.insert(seq, file.clone());
                 (seq, file, HEADER_BYTES, false)
             }
@@ -390,7 +390,7 @@ impl Wal {
             segments,
         };
         let mut threads = Vec::new();
-        let bg_stop = Arc::new(AtomicBool::new(false));
+        let bg_stop = Arc::new(PrefillCtl::default());
         let bg = if opts.background_threads {
             let (btx, brx) = crossbeam_channel::unbounded::<BgMsg>();
             let (ptx, prx) = crossbeam_channel::bounded(1);
@@ -414,6 +414,7 @@ impl Wal {
             Some(Bg {
                 tx: btx,
                 prepared: prx,
+                ctl: bg_stop.clone(),
             })
         } else {
             None
@@ -953,7 +954,7 @@ impl Drop for Wal {
             // Normally the writer thread did this; if it died, the preparer
             // would otherwise wait for work forever.
             self.shared.writer.lock().bg = None;
-            self.bg_stop.store(true, Ordering::Relaxed);
+            self.bg_stop.stop.store(true, Ordering::Relaxed);
             for t in threads {
                 let _ = t.join();
             }

@@ -3,7 +3,7 @@
 //! spares and deletes compacted segments.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use crate::format::{
 };
 use crate::fs::{FileSystem, WalFile};
 use crate::options::SyncPolicy;
-use crate::recovery::{prepare_segment, remove_segments};
+use crate::recovery::{prepare_segment, remove_segments, PrefillCtl};
 
 /// The segment the writer appends to.
 pub(super) struct Active {
@@ -43,8 +43,8 @@ pub(super) struct Active {
 /// is then paid once per this many bytes instead of by every fdatasync.
 pub(super) const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
-/// A spare from the background thread: `(sequence, file, prefilled)`.
-pub(super) type Prepared = Result<(u64, Arc<dyn WalFile>, bool)>;
+/// A spare from the background thread: `(sequence, file, zeroed_until)`.
+pub(super) type Prepared = Result<(u64, Arc<dyn WalFile>, u64)>;
 
 pub(super) enum BgMsg {
     /// Prepare segment `seq`; `prefill`: overwrite it with zeros first.
@@ -58,6 +58,8 @@ pub(super) enum BgMsg {
 pub(super) struct Bg {
     pub(super) tx: Sender<BgMsg>,
     pub(super) prepared: Receiver<Prepared>,
+    /// Lets rotation hurry a prefill it would otherwise wait for.
+    pub(super) ctl: Arc<PrefillCtl>,
 }
 
 pub(super) struct Writer {
@@ -74,15 +76,15 @@ pub(super) fn background(
     fs: &dyn FileSystem,
     dir: &Path,
     segment_bytes: u64,
-    stop: &AtomicBool,
+    ctl: &PrefillCtl,
     rx: &Receiver<BgMsg>,
     prepared: &Sender<Prepared>,
 ) {
     while let Ok(msg) = rx.recv() {
         match msg {
             BgMsg::Prepare { seq, prefill } => {
-                let r = prepare_segment(fs, dir, seq, segment_bytes, prefill.then_some(stop))
-                    .map(|f| (seq, f, prefill));
+                let r = prepare_segment(fs, dir, seq, segment_bytes, prefill.then_some(ctl))
+                    .map(|(f, zeroed_until)| (seq, f, zeroed_until));
                 // The writer may be gone (shutdown): keep going, a queued
                 // deletion must still happen; the unused spare is removed by
                 // the next recovery.
@@ -200,9 +202,20 @@ impl Writer {
                 reason: shared.poison_reason().unwrap_or_default(),
             });
         }
-        let (seq, file, prefilled) = match &self.bg {
+        let (seq, file, zeroed_until) = match &self.bg {
             Some(bg) => {
-                let r = bg.prepared.recv().map_err(|_| Error::Closed)??;
+                // Normally the spare is ready. If it is still being
+                // prefilled, have it finished at once rather than wait: the
+                // writer zeroes ahead of itself in the unfilled part.
+                let r = match bg.prepared.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => {
+                        bg.ctl.urgent.store(true, Ordering::Relaxed);
+                        let r = bg.prepared.recv();
+                        bg.ctl.urgent.store(false, Ordering::Relaxed);
+                        r.map_err(|_| Error::Closed)?
+                    }
+                }?;
                 bg.tx
                     .send(BgMsg::Prepare {
                         seq: r.0 + 1,
@@ -222,8 +235,9 @@ impl Writer {
                         seq,
                         shared.opts.segment_bytes,
                         None,
-                    )?,
-                    false,
+                    )?
+                    .0,
+                    HEADER_BYTES,
                 )
             }
         };
@@ -235,10 +249,10 @@ impl Writer {
             st.log.seg_max.insert(seq, 0);
         }
         tracing::debug!(from = self.active.seq, to = seq, "wal rotated segment");
-        let zeroed_until = if prefilled || !shared.opts.prefill_segments {
-            capacity
+        let zeroed_until = if shared.opts.prefill_segments {
+            zeroed_until.clamp(HEADER_BYTES, capacity)
         } else {
-            HEADER_BYTES
+            capacity
         };
         self.active = Active {
             seq,
