@@ -956,6 +956,13 @@ impl<S: Storage> Raft<S> {
             return Ok(());
         }
 
+        if matches!(
+            m.msg_type,
+            MessageType::MsgRequestVoteResponse | MessageType::MsgRequestPreVoteResponse
+        ) {
+            self.maybe_learn_commit(m.commit, m.commit_term);
+        }
+
         match m.msg_type {
             MessageType::MsgHup => {
                 self.hup(false);
@@ -971,6 +978,31 @@ impl<S: Storage> Raft<S> {
                 StateRole::Follower => self.step_follower(m),
             },
         }
+    }
+
+    /// A voter told us it knows `commit` is committed and its entry there
+    /// has `commit_term`. If our log has the same entry, log matching makes
+    /// our prefix up to it identical, so it is committed here too. This
+    /// lets a candidate apply a configuration change whose commit only a
+    /// (removed) node learned, instead of needing that node's vote forever.
+    fn maybe_learn_commit(&mut self, commit: u64, commit_term: u64) {
+        if commit > self.raft_log.committed
+            && commit <= self.raft_log.last_index()
+            && self.raft_log.match_term(commit, commit_term)
+        {
+            info!(
+                id = self.id,
+                commit, "learned commit index from a vote response"
+            );
+            self.raft_log.commit_to(commit);
+        }
+    }
+
+    /// Attach our commit index (and its term) to a vote response.
+    fn with_commit(&self, mut r: Message) -> Message {
+        r.commit = self.raft_log.committed;
+        r.commit_term = self.raft_log.term(r.commit).unwrap_or(0);
+        r
     }
 
     fn handle_vote_request(&mut self, m: Message) {
@@ -1007,6 +1039,7 @@ impl<S: Storage> Raft<S> {
             // A pre-vote grant carries the future term the candidate asked
             // about; a real vote is in our (now equal) term.
             r.term = m.term;
+            let r = self.with_commit(r);
             self.send(r);
             if !is_pre {
                 self.election_elapsed = 0;
@@ -1032,6 +1065,7 @@ impl<S: Storage> Raft<S> {
             let mut r = new_message(m.from, resp_type, INVALID_ID);
             r.term = self.term;
             r.reject = true;
+            let r = self.with_commit(r);
             self.send(r);
         }
     }

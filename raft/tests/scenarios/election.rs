@@ -480,3 +480,41 @@ fn fresh_node_rejecting_a_pre_vote_stays_silent() {
     assert!(net.queue().is_empty(), "no response with term 0");
     assert_eq!(net.raft(2).term, 0);
 }
+
+#[test]
+fn candidate_learns_commit_from_vote_response_when_logs_match() {
+    let mut net = cluster(&[1, 2, 3], |_| {});
+    elect(&mut net, 1);
+    // Node 3 gets entry 2 but never hears that it committed.
+    net.ignore(MessageType::MsgHeartbeat);
+    net.raw(1).propose(vec![], b"x".to_vec()).unwrap();
+    net.process(1);
+    for _ in 0..6 {
+        let Some(m) = net.queue().front().cloned() else {
+            break;
+        };
+        if m.to == 3 && m.msg_type == MessageType::MsgAppend && m.commit >= 2 {
+            net.drop_front();
+        } else {
+            net.deliver_one();
+        }
+    }
+    net.cut(1, 3);
+    net.stabilize();
+    assert_eq!(last_index(&net, 3), 2);
+    assert_eq!(committed(&net, 3), 1);
+    net.isolate(3);
+    net.campaign(3);
+    let term = net.raft(3).term;
+    // A response whose commit entry does not match our log teaches nothing.
+    let mut r = msg(MessageType::MsgRequestVoteResponse, 2, 3, term);
+    r.reject = true;
+    r.commit = 2;
+    r.commit_term = 9;
+    net.raw(3).step(r.clone()).unwrap();
+    assert_eq!(committed(&net, 3), 1);
+    // A matching one does: entries up to 2 are committed.
+    r.commit_term = 1;
+    net.raw(3).step(r).unwrap();
+    assert_eq!(committed(&net, 3), 2);
+}
