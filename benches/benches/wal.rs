@@ -80,14 +80,15 @@ impl Scenario {
 /// `root`. Single-appender scenarios add `raw_fallocate`: the raw loop into
 /// an `fallocate`d (not zero-filled) file, which shows what unwritten-extent
 /// conversion costs each `fdatasync`.
-fn open_stores(root: &Path, appenders: usize) -> Vec<Arc<dyn LogStore>> {
+fn open_stores(root: &Path, appenders: usize) -> (Arc<WalLog>, Vec<Arc<dyn LogStore>>) {
     let sub = |name: &str| {
         let p = root.join(name);
         std::fs::create_dir_all(&p).expect("store dir");
         p
     };
+    let wal = Arc::new(WalLog::open(&sub("tandem")).expect("open tandem wal"));
     let mut stores: Vec<Arc<dyn LogStore>> = vec![
-        Arc::new(WalLog::open(&sub("tandem")).expect("open tandem wal")),
+        wal.clone(),
         Arc::new(RawSyncLog::create(&sub("raw"), RAW_FILE_BYTES).expect("raw file")),
         Arc::new(RaftEngineLog::open(&sub("raft_engine")).expect("open raft-engine")),
         Arc::new(SledLog::open(&sub("sled")).expect("open sled")),
@@ -102,7 +103,7 @@ fn open_stores(root: &Path, appenders: usize) -> Vec<Arc<dyn LogStore>> {
             .expect("raw fallocated file"),
         ));
     }
-    stores
+    (wal, stores)
 }
 
 fn targets_for(s: &Scenario) -> Vec<Target> {
@@ -166,9 +167,28 @@ fn settings() -> Settings {
     }
 }
 
-fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> Comparison {
+/// What the WAL did for the appends of one scenario: how many bytes it
+/// wrote per payload byte, and how many appends shared a write and a sync.
+fn wal_amplification(s: &Scenario, wal: &WalLog) -> serde_json::Value {
+    let stats = wal.wal().stats();
+    let entries = stats.last_index;
+    let payload = entries * s.entry_bytes as u64;
+    let appends = stats.submits.max(1);
+    let v = serde_json::json!({
+        "scenario": s.name(),
+        "entries": entries,
+        "bytes_written_per_payload_byte": stats.bytes_written as f64 / payload.max(1) as f64,
+        "appends_per_write_group": appends as f64 / stats.write_groups.max(1) as f64,
+        "fsyncs_per_write_group": stats.fsyncs as f64 / stats.write_groups.max(1) as f64,
+        "segments": stats.segments,
+    });
+    eprintln!("tandem wal stats {}: {v}", s.name());
+    v
+}
+
+fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> (Comparison, serde_json::Value) {
     let dir = tempfile::tempdir_in(&st.root).expect("bench dir");
-    let stores = open_stores(dir.path(), s.appenders);
+    let (wal, stores) = open_stores(dir.path(), s.appenders);
     let mut drivers: Vec<AppendDriver> = stores
         .iter()
         .map(|store| {
@@ -196,7 +216,10 @@ fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> Comparison {
             Contender::new(name, move |slice| d.run_for(slice))
         })
         .collect();
-    compare::interleave(&s.name(), st.rounds, st.slice, &mut contenders).expect("interleave")
+    let cmp =
+        compare::interleave(&s.name(), st.rounds, st.slice, &mut contenders).expect("interleave");
+    drop(contenders);
+    (cmp, wal_amplification(&s, &wal))
 }
 
 /// Recovery scan of a WAL holding `bytes` of 256-byte entries, warm and cold
@@ -295,6 +318,7 @@ fn main() {
 
     let mut comparisons = Vec::new();
     let mut verdicts: Vec<Verdict> = Vec::new();
+    let mut wal_stats = Vec::new();
     for &entry_bytes in &ENTRY_SIZES {
         for &batch_len in &BATCH_LENS {
             for &appenders in &APPENDERS {
@@ -306,7 +330,8 @@ fn main() {
                 if st.filter.as_ref().is_some_and(|f| !s.name().contains(f)) {
                     continue;
                 }
-                let cmp = run_scenario(&mut c, &st, s);
+                let (cmp, amp) = run_scenario(&mut c, &st, s);
+                wal_stats.push(amp);
                 eprint!("{}", compare::table(std::slice::from_ref(&cmp), "tandem"));
                 verdicts.extend(targets_for(&s).iter().map(|t| t.check(&cmp)));
                 comparisons.push(cmp);
@@ -351,6 +376,8 @@ fn main() {
             let p = out.with_file_name("wal_recovery.json");
             std::fs::write(&p, serde_json::to_vec_pretty(&r).expect("json")).expect("write");
         }
+        let p = out.with_file_name("wal_stats.json");
+        std::fs::write(&p, serde_json::to_vec_pretty(&wal_stats).expect("json")).expect("write");
         println!("results: {}", out.display());
     }
     c.final_summary();

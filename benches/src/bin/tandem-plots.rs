@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Reads `wal.json` (from `cargo bench --bench wal`) and `e2e.json` (from
-//! `cargo bench --bench e2e`) when present and writes one SVG per figure.
+//! `cargo bench --bench e2e`) when present and writes one SVG per figure,
+//! plus `tables.md`: the same numbers as Markdown tables for the docs.
 
 use std::path::{Path, PathBuf};
 
@@ -21,9 +22,11 @@ fn main() {
     let (results, out) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
     std::fs::create_dir_all(&out).expect("create output dir");
     let mut wrote = 0;
+    let mut md = String::new();
     if let Some(v) = read_json(&results.join("wal.json")) {
         let comparisons: Vec<Comparison> =
             serde_json::from_value(v["comparisons"].clone()).expect("wal.json comparisons");
+        md.push_str(&wal_table(&comparisons));
         for (appenders, batch) in [(1, 1), (8, 1), (1, 64), (8, 64)] {
             let chart = wal_chart(&comparisons, appenders, batch);
             if !chart.series.is_empty() {
@@ -73,7 +76,9 @@ fn main() {
             },
         );
         wrote += 2;
+        md.push_str(&e2e_table(&runs));
     }
+    std::fs::write(out.join("tables.md"), md).expect("write tables.md");
     println!("wrote {wrote} plots to {}", out.display());
 }
 
@@ -124,4 +129,68 @@ fn parse_size(s: &str) -> Option<f64> {
         return k.parse::<f64>().ok().map(|v| v * 1024.0);
     }
     s.strip_suffix('B')?.parse().ok()
+}
+
+/// Markdown: per scenario, entries/s of each contender and Tandem's ratio to
+/// it (median over rounds, range in brackets).
+fn wal_table(comparisons: &[Comparison]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for c in comparisons {
+        for r in &c.contenders {
+            if !names.contains(&r.name) {
+                names.push(r.name.clone());
+            }
+        }
+    }
+    let mut s = String::from("| scenario |");
+    for n in &names {
+        s.push_str(&format!(" {n} entries/s |"));
+    }
+    for n in names.iter().filter(|n| *n != "tandem") {
+        s.push_str(&format!(" tandem / {n} |"));
+    }
+    s.push_str("\n|---|");
+    for _ in 0..(2 * names.len() - 1) {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+    for c in comparisons {
+        s.push_str(&format!("| {} |", c.scenario));
+        for n in &names {
+            match c.get(n) {
+                Some(r) => s.push_str(&format!(" {:.0} |", r.rate_median)),
+                None => s.push_str(" – |"),
+            }
+        }
+        for n in names.iter().filter(|n| *n != "tandem") {
+            match c.rate_ratio("tandem", n) {
+                Some(r) => s.push_str(&format!(" {:.2} [{:.2}–{:.2}] |", r.median, r.min, r.max)),
+                None => s.push_str(" – |"),
+            }
+        }
+        s.push('\n');
+    }
+    s.push('\n');
+    s
+}
+
+fn e2e_table(runs: &[serde_json::Value]) -> String {
+    let f = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let mut s = String::from(
+        "| clients | writes/s | p50 µs | p99 µs | p99.9 µs | raw fdatasync p50 µs | p50 / raw |\n|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in runs {
+        s.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |\n",
+            r["clients"],
+            f(r, "writes_per_s"),
+            f(r, "latency_us_p50"),
+            f(r, "latency_us_p99"),
+            f(r, "latency_us_p999"),
+            f(r, "raw_fdatasync_us_p50"),
+            f(r, "p50_over_raw"),
+        ));
+    }
+    s.push('\n');
+    s
 }
