@@ -214,6 +214,9 @@ pub fn raft_config(cfg: &Config, applied: u64) -> tandem_raft::Config {
         // heartbeat instead of an extra broadcast per commit: under load
         // that halves the messages; clients are answered by the leader.
         skip_bcast_commit: true,
+        // Appends to one follower produced by several proposals of one
+        // Ready travel as one message.
+        batch_append: true,
         max_uncommitted_size: cfg.max_uncommitted_bytes,
         seed: cfg.effective_seed(),
         ..tandem_raft::Config::default()
