@@ -262,3 +262,35 @@ fn a_cluster_without_quorum_fails_writes_within_the_deadline() {
         .collect();
     assert!(counts.contains_key(&leader));
 }
+
+#[test]
+fn writes_survive_a_lossy_slow_reordering_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db();
+    cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    cluster.network().set_faults(tandem::transport::Faults {
+        drop_rate: 0.05,
+        delay_min: Duration::ZERO,
+        delay_max: Duration::from_millis(2),
+        reorder: true,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&db, 3, &stop);
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(!acked.is_empty(), "no write got through a 5% lossy network");
+    cluster
+        .network()
+        .set_faults(tandem::transport::Faults::default());
+    check_all_replicas_hold(&cluster, &acked);
+    let stats = cluster.network().stats();
+    assert!(
+        stats.dropped_random > 0,
+        "the fault injection did nothing: {stats:?}"
+    );
+}
