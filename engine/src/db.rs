@@ -290,6 +290,53 @@ impl Db {
             .value)
     }
 
+    /// Status of every running replica: role, term, leader, commit,
+    /// applied, log range, per-follower progress (on the leader), counters.
+    #[must_use]
+    pub fn status(&self) -> Vec<crate::node::NodeStatus> {
+        self.cluster.status()
+    }
+
+    /// Add a new replica `id` as a learner. See [`Cluster::add_learner`].
+    ///
+    /// # Errors
+    /// As [`Cluster::add_learner`].
+    pub fn add_learner(&self, id: u64) -> Result<()> {
+        self.cluster.add_learner(id)
+    }
+
+    /// Add (or promote) `id` as a voter. See [`Cluster::add_voter`].
+    ///
+    /// # Errors
+    /// As [`Cluster::add_voter`].
+    pub fn add_voter(&self, id: u64) -> Result<()> {
+        self.cluster.add_voter(id)
+    }
+
+    /// Promote learner `id`. See [`Cluster::promote`].
+    ///
+    /// # Errors
+    /// As [`Cluster::promote`].
+    pub fn promote(&self, id: u64) -> Result<()> {
+        self.cluster.promote(id)
+    }
+
+    /// Remove member `id`. See [`Cluster::remove`].
+    ///
+    /// # Errors
+    /// As [`Cluster::remove`].
+    pub fn remove_member(&self, id: u64) -> Result<()> {
+        self.cluster.remove(id)
+    }
+
+    /// Hand leadership to voter `to`. See [`Cluster::transfer_leadership`].
+    ///
+    /// # Errors
+    /// As [`Cluster::transfer_leadership`].
+    pub fn transfer_leadership(&self, to: u64) -> Result<()> {
+        self.cluster.transfer_leadership(to)
+    }
+
     /// The cluster behind this handle (membership, status, faults).
     #[must_use]
     pub fn cluster(&self) -> &Arc<Cluster> {

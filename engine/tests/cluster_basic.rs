@@ -46,6 +46,23 @@ fn writes_reads_batches_cas_and_scans() {
     let lease = db.get_with(b"b", ReadConsistency::Lease).unwrap();
     assert_eq!(lease.value.as_deref(), Some(&b"20"[..]));
     assert!(!lease.stale);
+    let st = db.status();
+    assert_eq!(st.len(), 3);
+    let leader = st
+        .iter()
+        .find(|s| s.leader == Some(s.id))
+        .expect("a leader");
+    assert_eq!(
+        leader.progress.len(),
+        3,
+        "the leader reports every peer's progress"
+    );
+    assert!(leader.applied >= 1 && leader.commit >= leader.applied);
+    let proposals: u64 = st.iter().map(|s| s.counters.proposals).sum();
+    assert!(
+        proposals >= 7,
+        "seven writes were proposed, counters say {proposals}"
+    );
 }
 
 #[test]
