@@ -10,7 +10,8 @@
 //! `TANDEM_E2E_SECS` (3 per level), `TANDEM_E2E_VALUE_BYTES` (256),
 //! `TANDEM_E2E_READ_PCT` (0), `TANDEM_E2E_READS`
 //! (`linearizable` | `lease` | `stale`), `TANDEM_E2E_REPLICAS` (3),
-//! `TANDEM_BENCH_DIR`. Results: `benches/results/e2e.json` + `.csv`.
+//! `TANDEM_BENCH_DIR`, `TANDEM_E2E_NAME` (`e2e`: the results file name).
+//! Results: `benches/results/<name>.json` + `.csv`.
 
 #![allow(missing_docs)]
 
@@ -188,7 +189,8 @@ fn main() {
     cluster.shutdown();
 
     if full {
-        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/e2e.json");
+        let name = env_str("TANDEM_E2E_NAME", "e2e");
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("results/{name}.json"));
         std::fs::create_dir_all(out.parent().expect("parent")).expect("results dir");
         let doc = serde_json::json!({
             "replicas": replicas,
