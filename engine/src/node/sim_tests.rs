@@ -317,3 +317,31 @@ fn shutdown_completes_everything_in_flight() {
     assert!(matches!(w.try_recv().unwrap(), Err(Error::ShuttingDown)));
     assert!(matches!(r.try_recv().unwrap(), Err(Error::ShuttingDown)));
 }
+
+#[test]
+fn messages_from_non_members_are_dropped_and_counted() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    let term = sim.nodes[&1].status().term;
+    let before = sim.nodes[&2].status();
+    // A removed or foreign node campaigning at a higher term must not
+    // disturb the cluster.
+    let vote = Message {
+        msg_type: MessageType::MsgRequestVote,
+        from: 9,
+        to: 2,
+        term: term + 5,
+        log_term: term + 5,
+        index: 1_000,
+        ..Message::default()
+    };
+    sim.nodes.get_mut(&2).unwrap().step(Envelope::raft(1, vote));
+    sim.settle();
+    let after = sim.nodes[&2].status();
+    assert_eq!(
+        after.counters.dropped_non_member,
+        before.counters.dropped_non_member + 1
+    );
+    assert_eq!(after.term, before.term, "a non-member moved the term");
+    assert_eq!(after.leader, Some(1));
+}
