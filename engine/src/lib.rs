@@ -85,6 +85,8 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod lock;
 pub mod node;
 pub mod replica;
