@@ -101,3 +101,8 @@ pub use error::{Error, Result};
 pub use replica::Replica;
 pub use sm::{CasMismatch, WriteBatch};
 pub use transport::{Envelope, InProcNetwork, Inbox, Payload, Transport};
+
+/// The README's examples, compiled by `cargo test` so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
