@@ -270,6 +270,8 @@ pub fn bench(
     clients: &[usize],
     seconds: u64,
     value_bytes: usize,
+    json_out: Option<&Path>,
+    csv_out: Option<&Path>,
 ) -> Result<(), String> {
     let e = |e: tandem::Error| e.to_string();
     if dir.exists() {
@@ -286,9 +288,10 @@ pub fn bench(
     let db = cluster.db();
     cluster.wait_leader(Duration::from_secs(30)).map_err(e)?;
     println!(
-        "{:>8} {:>12} {:>10} {:>10} {:>14}",
-        "clients", "writes/s", "p50 ms", "p99 ms", "p50/fdatasync"
+        "{:>8} {:>12} {:>10} {:>10} {:>10} {:>14}",
+        "clients", "writes/s", "p50 ms", "p99 ms", "p999 ms", "p50/fdatasync"
     );
+    let mut rows = Vec::new();
     for (run, &n) in clients.iter().enumerate() {
         let stop = Arc::new(AtomicBool::new(false));
         let lat = Arc::new(Mutex::new(Vec::new()));
@@ -317,15 +320,37 @@ pub fn bench(
         let elapsed = start.elapsed();
         let mut lat = std::mem::take(&mut *lat.lock().expect("no poison"));
         lat.sort_unstable();
-        let p50 = percentile(&lat, 0.5);
+        let row = BenchRow {
+            clients: n,
+            value_bytes,
+            seconds: elapsed.as_secs_f64(),
+            writes: lat.len() as u64,
+            writes_per_s: lat.len() as f64 / elapsed.as_secs_f64(),
+            latency_us_p50: percentile(&lat, 0.5),
+            latency_us_p99: percentile(&lat, 0.99),
+            latency_us_p999: percentile(&lat, 0.999),
+            fdatasync_us_p50: fsync_us,
+        };
         println!(
-            "{:>8} {:>12.0} {:>10.3} {:>10.3} {:>14.2}",
+            "{:>8} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>14.2}",
             n,
-            lat.len() as f64 / elapsed.as_secs_f64(),
-            p50 as f64 / 1000.0,
-            percentile(&lat, 0.99) as f64 / 1000.0,
-            p50 as f64 / fsync_us.max(1) as f64
+            row.writes_per_s,
+            row.latency_us_p50 as f64 / 1000.0,
+            row.latency_us_p99 as f64 / 1000.0,
+            row.latency_us_p999 as f64 / 1000.0,
+            row.latency_us_p50 as f64 / fsync_us.max(1) as f64
         );
+        rows.push(row);
+    }
+    if let Some(path) = json_out {
+        let text = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    if let Some(path) = csv_out {
+        std::fs::write(path, bench_csv(&rows))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("results written to {}", path.display());
     }
     for st in cluster.status() {
         let c = st.counters;
@@ -343,4 +368,75 @@ pub fn bench(
     }
     cluster.shutdown();
     Ok(())
+}
+
+/// One line of `tandem bench` results, as written to JSON and CSV.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct BenchRow {
+    clients: usize,
+    value_bytes: usize,
+    seconds: f64,
+    writes: u64,
+    writes_per_s: f64,
+    latency_us_p50: u64,
+    latency_us_p99: u64,
+    latency_us_p999: u64,
+    fdatasync_us_p50: u64,
+}
+
+/// The rows as CSV with a header line, for comparison across commits.
+fn bench_csv(rows: &[BenchRow]) -> String {
+    let mut out = String::from(
+        "clients,value_bytes,seconds,writes,writes_per_s,latency_us_p50,latency_us_p99,latency_us_p999,fdatasync_us_p50\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "{},{},{:.3},{},{:.1},{},{},{},{}\n",
+            r.clients,
+            r.value_bytes,
+            r.seconds,
+            r.writes,
+            r.writes_per_s,
+            r.latency_us_p50,
+            r.latency_us_p99,
+            r.latency_us_p999,
+            r.fdatasync_us_p50
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod bench_output_tests {
+    use super::*;
+
+    #[test]
+    fn csv_has_a_header_and_one_line_per_row() {
+        let row = BenchRow {
+            clients: 64,
+            value_bytes: 256,
+            seconds: 5.0,
+            writes: 70_000,
+            writes_per_s: 14_000.0,
+            latency_us_p50: 3_500,
+            latency_us_p99: 20_000,
+            latency_us_p999: 40_000,
+            fdatasync_us_p50: 150,
+        };
+        let csv = bench_csv(&[
+            row.clone(),
+            BenchRow {
+                clients: 1,
+                ..row.clone()
+            },
+        ]);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("clients,value_bytes"));
+        assert_eq!(lines[1], "64,256,5.000,70000,14000.0,3500,20000,40000,150");
+        assert!(lines[2].starts_with("1,256,"));
+        let json = serde_json::to_string(std::slice::from_ref(&row)).unwrap();
+        let back: Vec<BenchRow> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vec![row]);
+    }
 }

@@ -41,6 +41,12 @@ enum Command {
         /// Value size in bytes.
         #[arg(long, default_value_t = 256)]
         value_bytes: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write the results as CSV to this file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
     },
     /// Show a replica's on-disk state (a `node-<id>` directory) or a cluster directory's replicas.
     Status {
@@ -79,7 +85,16 @@ fn main() -> ExitCode {
             clients,
             seconds,
             value_bytes,
-        } => demo::bench(&dir, &clients, seconds, value_bytes),
+            json,
+            csv,
+        } => demo::bench(
+            &dir,
+            &clients,
+            seconds,
+            value_bytes,
+            json.as_deref(),
+            csv.as_deref(),
+        ),
         Command::Status { dir } => status(&dir),
         Command::Wal {
             command: WalCommand::Inspect { dir },
