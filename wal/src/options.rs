@@ -62,6 +62,12 @@ pub struct WalOptions {
     /// runs past the zeroed part carries 1 MiB of zeros after its records.
     /// Costs one extra sequential write of each segment.
     pub prefill_segments: bool,
+    /// Backpressure: most encoded bytes of submissions accepted but not yet
+    /// written. A submission that would pass it waits for the writer to
+    /// drain groups (in manual mode it runs the writer inline instead, see
+    /// [`crate::Wal::submit`]). At least `batch_bytes_max`, so one maximal
+    /// submission always fits. Compaction markers are not counted.
+    pub pending_bytes_max: u64,
 }
 
 impl Default for WalOptions {
@@ -75,6 +81,7 @@ impl Default for WalOptions {
             batch_bytes_max: 16 * 1024 * 1024,
             background_threads: true,
             prefill_segments: true,
+            pending_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -110,6 +117,12 @@ impl WalOptions {
             return bad(format!(
                 "batch_bytes_max {} plus segment overhead {} must fit in segment_bytes {}",
                 self.batch_bytes_max, SEGMENT_OVERHEAD_BYTES, self.segment_bytes
+            ));
+        }
+        if self.pending_bytes_max == 0 || self.pending_bytes_max < self.batch_bytes_max {
+            return bad(format!(
+                "pending_bytes_max {} must be > 0 and >= batch_bytes_max {}",
+                self.pending_bytes_max, self.batch_bytes_max
             ));
         }
         if let SyncPolicy::EveryMs(0) = self.sync {
@@ -159,6 +172,14 @@ mod tests {
             },
             WalOptions {
                 entry_bytes_max: 16 << 20,
+                ..WalOptions::default()
+            },
+            WalOptions {
+                pending_bytes_max: 0,
+                ..WalOptions::default()
+            },
+            WalOptions {
+                pending_bytes_max: 16 * 1024 * 1024 - 1,
                 ..WalOptions::default()
             },
             WalOptions {

@@ -98,6 +98,9 @@ struct Queue {
     /// Kept under the queue lock so the writer thread's timed wait never
     /// misses a deadline set by a caller-led cycle.
     sync_deadline: Option<Instant>,
+    /// Encoded bytes of submissions reserved or queued and not yet written
+    /// (compaction markers excluded); at most `pending_bytes_max`.
+    pending_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -131,6 +134,9 @@ pub struct WalStats {
     pub fsyncs: u64,
     /// Bytes written to segments.
     pub bytes_written: u64,
+    /// Encoded bytes submitted and not yet written (never above
+    /// `pending_bytes_max`).
+    pub pending_bytes: u64,
 }
 
 struct State {
@@ -218,6 +224,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Wakes the writer thread: work queued, or shutdown.
     queue_cv: Condvar,
+    /// Wakes submitters waiting for pending bytes to drain (with `queue`).
+    space_cv: Condvar,
     writer: Mutex<Writer>,
 }
 
@@ -453,6 +461,7 @@ impl Wal {
             append_lock: Mutex::new(()),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
+            space_cv: Condvar::new(),
             writer: Mutex::new(writer),
         });
         if opts.background_threads {
@@ -497,6 +506,13 @@ impl Wal {
     /// persist `hard_state`. Returns at once: the entries are visible to
     /// reads immediately, the [`Completion`] reports durability. Both may be
     /// empty: the completion then is a barrier for all earlier submissions.
+    ///
+    /// Backpressure: if the submission would take the bytes submitted but not
+    /// yet written past `pending_bytes_max`, this blocks until the writer
+    /// drains enough. In manual mode (`background_threads: false`) nothing
+    /// else would drain, so the caller runs the writer inline (as
+    /// [`Wal::pump`]) instead of blocking. Must not be called from a
+    /// [`Notify::Callback`].
     ///
     /// # Errors
     /// [`Error::EntryTooLarge`], [`Error::BatchTooLarge`],
@@ -591,6 +607,23 @@ impl Wal {
                 max: opts.batch_bytes_max,
             });
         }
+        self.shared.reserve(bytes)?;
+        let r = self.submit_locked(entries, hard_state, notify, records, bytes);
+        if r.is_err() {
+            self.shared.release(bytes);
+        }
+        r
+    }
+
+    fn submit_locked(
+        &self,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        notify: Option<Notify>,
+        records: Vec<EncodedRecord>,
+        bytes: u64,
+    ) -> Result<u64> {
+        let opts = &self.shared.opts;
         let mut st = self.shared.state.lock();
         st.check_poison()?;
         if let Some(first) = entries.first().map(|e| e.index) {
@@ -932,6 +965,8 @@ impl Wal {
         s.index_bytes = st.log.index.memory_bytes();
         s.cache_entries = st.mem.len() as u64;
         s.cache_bytes = st.mem_bytes;
+        drop(st);
+        s.pending_bytes = self.shared.queue.lock().pending_bytes;
         s
     }
 
@@ -963,6 +998,7 @@ impl Drop for Wal {
         }
         self.shared.closed.store(true, Ordering::SeqCst);
         self.shared.wake_all();
+        self.shared.wake_space();
     }
 }
 
@@ -1021,9 +1057,62 @@ impl Shared {
                 break;
             }
             n += batch.len();
+            let bytes: u64 = batch
+                .iter()
+                .filter(|r| !r.compaction)
+                .map(|r| r.bytes)
+                .sum();
             writer.cycle(self, batch);
+            self.release(bytes);
         }
         n
+    }
+
+    /// Give back `bytes` of the pending budget and wake blocked submitters.
+    fn release(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        let mut q = self.queue.lock();
+        q.pending_bytes -= bytes;
+        drop(q);
+        self.space_cv.notify_all();
+    }
+
+    fn wake_space(&self) {
+        let _q = self.queue.lock();
+        self.space_cv.notify_all();
+    }
+
+    /// Reserve `bytes` (at most `batch_bytes_max`, so at most
+    /// `pending_bytes_max`) of the pending budget, waiting for the writer to
+    /// drain if it is spent. In manual mode, runs the writer inline instead
+    /// of waiting (nothing else would). Fails if the log is poisoned or
+    /// closed meanwhile.
+    fn reserve(&self, bytes: u64) -> Result<()> {
+        let max = self.opts.pending_bytes_max;
+        let mut q = self.queue.lock();
+        loop {
+            if self.poisoned.load(Ordering::SeqCst) {
+                drop(q);
+                self.state.lock().check_poison()?;
+                unreachable!("poisoned implies a poison reason");
+            }
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            if q.pending_bytes + bytes <= max {
+                q.pending_bytes += bytes;
+                return Ok(());
+            }
+            if self.opts.background_threads {
+                self.space_cv.wait(&mut q);
+            } else {
+                drop(q);
+                self.pump()?;
+                q = self.queue.lock();
+            }
+        }
     }
 
     fn poison(&self, reason: String) {
@@ -1036,6 +1125,7 @@ impl Shared {
         }
         self.poisoned.store(true, Ordering::SeqCst);
         self.wake_all();
+        self.wake_space();
     }
 
     fn poison_reason(&self) -> Option<String> {
