@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use tandem_snapshot::{BeforeImagesConfig, ReceiverConfig, SenderConfig, WriterConfig};
+
 use crate::error::{Error, Result};
 
 /// How a read is served.
@@ -81,11 +83,93 @@ pub struct Config {
     pub max_apply_batch_entries: usize,
     /// When the WAL syncs. Default [`SyncPolicy::Always`].
     pub sync: SyncPolicy,
+    /// Size of each WAL segment file; compaction deletes whole segments, so
+    /// this is the granularity at which the log's disk space shrinks. At
+    /// least twice `max_proposal_bytes` plus 64 KiB. Default 64 MiB.
+    pub wal_segment_bytes: u64,
     /// Pre-vote: a partitioned replica does not inflate terms. Default on.
     pub pre_vote: bool,
     /// Check-quorum: a leader that loses contact with a quorum for an
     /// election timeout steps down; needed for lease reads. Default on.
     pub check_quorum: bool,
+    /// Log compaction and snapshots.
+    pub snapshot: SnapshotConfig,
+}
+
+/// When the log is compacted, and how snapshots are built and sent.
+///
+/// The log is compacted up to the state machine's *durable* applied index
+/// (flushed and fsynced), never beyond: after a power loss sled may come
+/// back at that index and every later entry must still be in the log. A
+/// leader keeps the entries a follower in `Replicate` state (or one being
+/// sent a snapshot) still needs, but only down to `lag_entries_max` below
+/// the durable index: a follower further behind is sent a snapshot instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// Compact once this many durable applied entries are in the log.
+    /// Default 10 000.
+    pub compact_log_entries: u64,
+    /// ... or once this many bytes of entries (`Entry::size_bytes`) were
+    /// appended since the last compaction. Default 64 MiB.
+    pub compact_log_bytes: u64,
+    /// Entries below the durable applied index kept for a lagging follower,
+    /// at most. Default 50 000.
+    pub lag_entries_max: u64,
+    /// How snapshots are cut into chunks (default 1 MiB chunks).
+    pub writer: WriterConfig,
+    /// Window, retransmission and patience of a sending leader (in ticks).
+    pub sender: SenderConfig,
+    /// Patience of a receiving follower (in ticks).
+    pub receiver: ReceiverConfig,
+    /// Bound of the before-images recorded while a snapshot is built
+    /// (default 64 MiB); a build that would exceed it fails and is retried.
+    pub before_images: BeforeImagesConfig,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            compact_log_entries: 10_000,
+            compact_log_bytes: 64 << 20,
+            lag_entries_max: 50_000,
+            writer: WriterConfig::default(),
+            sender: SenderConfig::default(),
+            receiver: ReceiverConfig::default(),
+            before_images: BeforeImagesConfig::default(),
+        }
+    }
+}
+
+impl SnapshotConfig {
+    /// Check every field.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        if self.compact_log_entries == 0 {
+            return Err(Error::Config(
+                "snapshot.compact_log_entries must be at least 1".into(),
+            ));
+        }
+        if self.compact_log_bytes < 4096 {
+            return Err(Error::Config(format!(
+                "snapshot.compact_log_bytes must be at least 4096, got {}",
+                self.compact_log_bytes
+            )));
+        }
+        let sub = |what: &str, r: tandem_snapshot::Result<()>| {
+            r.map_err(|e| Error::Config(format!("snapshot.{what}: {e}")))
+        };
+        sub("writer", self.writer.validate())?;
+        sub("sender", self.sender.validate())?;
+        sub("receiver", self.receiver.validate())?;
+        if self.before_images.prune_every_steps == 0 {
+            return Err(Error::Config(
+                "snapshot.before_images.prune_every_steps must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -189,7 +273,15 @@ impl Config {
         if self.max_apply_batch_entries == 0 {
             return bad("max_apply_batch_entries must be at least 1".into());
         }
-        Ok(())
+        if self.wal_segment_bytes < 2 * self.max_proposal_bytes as u64 + (64 << 10)
+            || self.wal_segment_bytes > u64::from(u32::MAX)
+        {
+            return bad(format!(
+                "wal_segment_bytes ({}) must be within 2 * max_proposal_bytes + 64 KiB ..= 4 GiB",
+                self.wal_segment_bytes
+            ));
+        }
+        self.snapshot.validate()
     }
 }
 
@@ -213,8 +305,10 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             max_apply_batch_entries: 4096,
             sync: SyncPolicy::Always,
+            wal_segment_bytes: 64 << 20,
             pre_vote: true,
             check_quorum: true,
+            snapshot: SnapshotConfig::default(),
         }
     }
 }
@@ -309,6 +403,10 @@ mod tests {
                 Box::new(|c| c.max_uncommitted_bytes = 1),
             ),
             ("max_batch_ops", Box::new(|c| c.max_batch_ops = 0)),
+            (
+                "wal_segment_bytes",
+                Box::new(|c| c.wal_segment_bytes = 4096),
+            ),
             ("max_inflight_msgs", Box::new(|c| c.max_inflight_msgs = 0)),
             (
                 "max_pending_requests",
@@ -317,6 +415,26 @@ mod tests {
             (
                 "request_timeout",
                 Box::new(|c| c.request_timeout = Duration::ZERO),
+            ),
+            (
+                "compact_log_entries",
+                Box::new(|c| c.snapshot.compact_log_entries = 0),
+            ),
+            (
+                "compact_log_bytes",
+                Box::new(|c| c.snapshot.compact_log_bytes = 1),
+            ),
+            (
+                "snapshot.writer",
+                Box::new(|c| c.snapshot.writer.chunk_bytes = 1),
+            ),
+            (
+                "snapshot.sender",
+                Box::new(|c| c.snapshot.sender.window_chunks = 0),
+            ),
+            (
+                "snapshot.receiver",
+                Box::new(|c| c.snapshot.receiver.idle_timeout_ticks = 0),
             ),
         ];
         for (field, mutate) in cases {

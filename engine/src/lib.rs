@@ -95,7 +95,7 @@ pub mod transport;
 pub mod verify;
 
 pub use cluster::Cluster;
-pub use config::{ClusterConfig, Config, ReadConsistency, SyncPolicy};
+pub use config::{ClusterConfig, Config, ReadConsistency, SnapshotConfig, SyncPolicy};
 pub use db::{Db, Read};
 pub use error::{Error, Result};
 pub use replica::Replica;

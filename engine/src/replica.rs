@@ -27,7 +27,9 @@ use tandem_wal::{Notify, Wal, WalOptions};
 use crate::config::{Config, ReadConsistency, SyncPolicy};
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
-use crate::node::{wait, Applied, Applier, LogWriter, Node, NodeCore, NodeStatus, PersistTask};
+use crate::node::{
+    wait, Applied, Applier, LogWriter, Node, NodeCore, NodeStatus, PersistTask, SnapshotHost,
+};
 use crate::sm::{CommandResult, DiskStorage, SmOptions, StateMachine};
 use crate::transport::{Inbox, Transport};
 
@@ -35,6 +37,8 @@ use crate::transport::{Inbox, Transport};
 /// durability on the raft loop's channel.
 struct WalWriter {
     wal: Arc<Wal>,
+    /// For compaction, which it bounds by the durable applied index.
+    storage: DiskStorage,
 }
 
 impl LogWriter for WalWriter {
@@ -62,6 +66,19 @@ impl LogWriter for WalWriter {
             .map_err(|e| Error::Storage(format!("wal: {e}")))?;
         Ok(())
     }
+
+    fn compact(&mut self, first_index: u64) -> Result<()> {
+        // The marker is queued behind every earlier submission; the
+        // in-memory first index moves at once. Nothing waits for it.
+        self.storage.compact(first_index)?;
+        Ok(())
+    }
+}
+
+impl SnapshotHost for StateMachine {
+    fn flush_durable(&self) -> Result<u64> {
+        Ok(StateMachine::flush_durable(self)?)
+    }
 }
 
 impl Applier for StateMachine {
@@ -78,6 +95,24 @@ impl Applier for StateMachine {
                 .collect(),
             conf_changes: out.conf_changes.into_iter().map(|c| c.change).collect(),
         })
+    }
+}
+
+/// The WAL options a replica's configuration implies: the segment size
+/// from the config, and batch and entry bounds that fit in a segment.
+fn wal_options(cfg: &Config) -> WalOptions {
+    let d = WalOptions::default();
+    // Header and preamble records of a segment, with room to spare.
+    let batch_bytes_max = d.batch_bytes_max.min(cfg.wal_segment_bytes - 4096);
+    WalOptions {
+        sync: match cfg.sync {
+            SyncPolicy::Always => tandem_wal::SyncPolicy::Always,
+            SyncPolicy::Never => tandem_wal::SyncPolicy::Never,
+        },
+        segment_bytes: cfg.wal_segment_bytes,
+        batch_bytes_max,
+        entry_bytes_max: d.entry_bytes_max.min(batch_bytes_max - 64),
+        ..d
     }
 }
 
@@ -200,13 +235,7 @@ impl Replica {
         cfg.validate()?;
         let lock = DirLock::acquire(dir)?;
         let sm = Arc::new(StateMachine::open(dir.join("sm"), &SmOptions::default())?);
-        let wal_opts = WalOptions {
-            sync: match cfg.sync {
-                SyncPolicy::Always => tandem_wal::SyncPolicy::Always,
-                SyncPolicy::Never => tandem_wal::SyncPolicy::Never,
-            },
-            ..WalOptions::default()
-        };
+        let wal_opts = wal_options(cfg);
         let wal = Arc::new(
             Wal::open(dir.join("wal"), wal_opts)
                 .map_err(|e| Error::Storage(format!("wal: {e}")))?,
@@ -255,15 +284,17 @@ impl Replica {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let incarnation = nanos ^ (u64::from(std::process::id()) << 48);
-        let core = NodeCore::new(cfg, storage, sm.applied_index(), incarnation)?;
+        let core = NodeCore::new(cfg, storage.clone(), sm.applied_index(), incarnation)?;
         let node = Node::start(
             cfg,
             core,
             WalWriter {
                 wal: Arc::clone(&wal),
+                storage,
             },
             Arc::clone(&sm),
             transport,
+            Some(Arc::clone(&sm) as Arc<dyn SnapshotHost>),
         )?;
         Ok(Replica {
             id: cfg.id,

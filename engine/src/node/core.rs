@@ -25,8 +25,8 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use tandem_raft::{
-    ConfChangeI, ConfChangeV2, ConfState, Entry, HardState, Message, RawNode, ReadOnlyOption,
-    Snapshot, StateRole, Storage,
+    ConfChangeI, ConfChangeV2, ConfState, Entry, HardState, Message, ProgressState, RawNode,
+    ReadOnlyOption, Snapshot, StateRole, Storage,
 };
 
 use crate::config::{Config, ReadConsistency};
@@ -66,6 +66,13 @@ pub struct Effects<R> {
     pub persist: Vec<PersistTask>,
     /// Committed entries to apply, in order.
     pub apply: Vec<ApplyTask<R>>,
+    /// Make the state machine durable (flush and fsync) and report the
+    /// durable applied index with [`NodeCore::on_durable`]. Asked for when
+    /// enough has been applied that the log could be compacted.
+    pub flush_durable: bool,
+    /// Drop log entries below this index (the new first index). Never above
+    /// the durable applied index reported + 1; carry it out after `persist`.
+    pub compact: Option<u64>,
 }
 
 impl<R> Default for Effects<R> {
@@ -74,6 +81,8 @@ impl<R> Default for Effects<R> {
             send: Vec::new(),
             persist: Vec::new(),
             apply: Vec::new(),
+            flush_durable: false,
+            compact: None,
         }
     }
 }
@@ -82,7 +91,11 @@ impl<R> Effects<R> {
     /// True if there is nothing to do.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.send.is_empty() && self.persist.is_empty() && self.apply.is_empty()
+        self.send.is_empty()
+            && self.persist.is_empty()
+            && self.apply.is_empty()
+            && !self.flush_durable
+            && self.compact.is_none()
     }
 }
 
@@ -115,6 +128,8 @@ pub struct Counters {
     pub entries_committed: u64,
     /// Times this replica became leader.
     pub became_leader: u64,
+    /// Log compactions asked for.
+    pub compactions: u64,
 }
 
 /// Replication progress of one peer, as the leader sees it.
@@ -184,6 +199,21 @@ pub struct NodeCore<S: Storage, R> {
     role: StateRole,
     leader: u64,
     counters: Counters,
+    /// Compaction bookkeeping (see `maybe_compact`).
+    compaction: Compaction,
+}
+
+/// What the compaction policy remembers between polls.
+#[derive(Debug, Default)]
+struct Compaction {
+    /// Highest durable applied index reported by `on_durable`.
+    durable: u64,
+    /// A flush was asked for and has not been reported yet.
+    flush_inflight: bool,
+    /// Bytes of entries handed to the WAL since the last compaction.
+    bytes_since: u64,
+    /// First index of the last compaction asked for.
+    requested: u64,
 }
 
 impl<S: Storage, R> std::fmt::Debug for NodeCore<S, R> {
@@ -263,6 +293,10 @@ impl<S: Storage, R> NodeCore<S, R> {
             role: StateRole::Follower,
             leader: 0,
             counters: Counters::default(),
+            compaction: Compaction {
+                durable: applied,
+                ..Compaction::default()
+            },
         })
     }
 
@@ -496,6 +530,13 @@ impl<S: Storage, R> NodeCore<S, R> {
         self.reads.on_applied(index);
     }
 
+    /// The state machine is durable (flushed and fsynced) up to `index`, in
+    /// answer to [`Effects::flush_durable`] (or on its own).
+    pub fn on_durable(&mut self, index: u64) {
+        self.compaction.flush_inflight = false;
+        self.compaction.durable = self.compaction.durable.max(index);
+    }
+
     /// Collect everything ready to do.
     pub fn poll(&mut self, now: Instant) -> Effects<R> {
         let _ = now;
@@ -531,6 +572,7 @@ impl<S: Storage, R> NodeCore<S, R> {
             if needs_io {
                 self.counters.persist_tasks += 1;
                 self.counters.entries_persisted += entries.len() as u64;
+                self.compaction.bytes_since += entries.iter().map(Entry::size_bytes).sum::<u64>();
                 self.awaiting_persist
                     .push_back((number, persisted_msgs, true));
                 fx.persist.push(PersistTask {
@@ -549,8 +591,66 @@ impl<S: Storage, R> NodeCore<S, R> {
             }
             self.hand_to_apply(committed, &mut fx);
         }
+        self.maybe_compact(&mut fx);
         self.counters.messages_sent += fx.send.len() as u64;
         fx
+    }
+
+    /// The compaction policy (see [`crate::config::SnapshotConfig`]): once
+    /// the log holds `compact_log_entries` applied entries, or
+    /// `compact_log_bytes` were appended since the last compaction, ask for
+    /// the state machine to be made durable; once it is, compact up to the
+    /// durable applied index, held back (by at most `lag_entries_max`) for
+    /// followers that are replicating or being sent a snapshot.
+    fn maybe_compact(&mut self, fx: &mut Effects<R>) {
+        let cfg = &self.cfg.snapshot;
+        let first = self.raw.raft.raft_log.first_index();
+        let c = &mut self.compaction;
+        let due = |upto: u64| {
+            upto >= first
+                && (upto + 1 - first >= cfg.compact_log_entries
+                    || c.bytes_since >= cfg.compact_log_bytes)
+        };
+        if !due(c.durable) {
+            if due(self.applied) && !c.flush_inflight && self.applied > c.durable {
+                c.flush_inflight = true;
+                fx.flush_durable = true;
+            }
+            return;
+        }
+        let durable = c.durable;
+        let floor = durable.saturating_sub(cfg.lag_entries_max);
+        let mut upto = durable;
+        if self.raw.raft.state == StateRole::Leader {
+            for (&id, pr) in self.raw.raft.prs().iter() {
+                if id == self.id {
+                    continue;
+                }
+                let needs = match pr.state {
+                    ProgressState::Replicate => pr.matched,
+                    ProgressState::Snapshot => pr.pending_snapshot,
+                    ProgressState::Probe => continue,
+                };
+                if needs >= floor {
+                    upto = upto.min(needs);
+                }
+            }
+        }
+        let new_first = upto + 1;
+        if new_first <= first || new_first <= c.requested {
+            return;
+        }
+        c.requested = new_first;
+        c.bytes_since = 0;
+        self.counters.compactions += 1;
+        tracing::debug!(
+            id = self.id,
+            first,
+            new_first,
+            durable,
+            "compacting the log"
+        );
+        fx.compact = Some(new_first);
     }
 
     fn hand_to_apply(&mut self, committed: Vec<Entry>, fx: &mut Effects<R>) {

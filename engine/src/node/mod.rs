@@ -9,7 +9,7 @@ pub mod runtime;
 pub use self::core::{
     ApplyTask, Counters, Effects, NodeCore, NodeStatus, PeerProgress, PersistTask,
 };
-pub use self::runtime::{wait, Applied, Applier, LogWriter, MemLogWriter, Node};
+pub use self::runtime::{wait, Applied, Applier, LogWriter, MemLogWriter, Node, SnapshotHost};
 
 #[cfg(test)]
 mod sim_tests;

@@ -40,6 +40,16 @@ pub trait LogWriter: Send + 'static {
     /// If the log can no longer accept writes (e.g. an fsync failed: the
     /// log is poisoned). The replica then stops.
     fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()>;
+
+    /// Drop log entries below `first_index`, after everything submitted so
+    /// far (the core asks only up to the durable applied index).
+    ///
+    /// # Errors
+    /// If the log refuses (e.g. it is poisoned). The replica then stops.
+    fn compact(&mut self, first_index: u64) -> Result<()> {
+        let _ = first_index;
+        Ok(())
+    }
 }
 
 /// A [`LogWriter`] over raft's in-memory storage: "durable" at once. For
@@ -60,6 +70,21 @@ impl LogWriter for MemLogWriter {
         let _ = done.send(task.number);
         Ok(())
     }
+
+    fn compact(&mut self, first_index: u64) -> Result<()> {
+        Ok(self.0.wl().compact(first_index)?)
+    }
+}
+
+/// The state-machine side of snapshots and compaction, for the runtime's
+/// background threads: heavy IO that must not run on the raft loop.
+pub trait SnapshotHost: Send + Sync + 'static {
+    /// Make everything applied so far survive a power loss; returns the
+    /// durable applied index.
+    ///
+    /// # Errors
+    /// Storage errors (the durable index is then unchanged).
+    fn flush_durable(&self) -> Result<u64>;
 }
 
 /// What one apply call produced.
@@ -132,6 +157,7 @@ impl<R: Send + 'static> Node<R> {
         writer: W,
         applier: Arc<A>,
         transport: Arc<dyn Transport>,
+        host: Option<Arc<dyn SnapshotHost>>,
     ) -> Result<Node<R>>
     where
         S: Storage + Send + 'static,
@@ -154,6 +180,20 @@ impl<R: Send + 'static> Node<R> {
             .name(format!("tandem-apply-{id}"))
             .spawn(move || apply_loop(&*applier, &apply_rx, &applied_tx, &apply_failed))
             .map_err(spawn_err)?;
+        let mut threads = vec![apply_thread];
+
+        // Background work for the host: flushes (and snapshot builds).
+        let (job_tx, job_rx) = unbounded::<HostJob>();
+        let (host_tx, host_rx) = unbounded::<HostEvent>();
+        if let Some(host) = host {
+            let host_failed = Arc::clone(&failed);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tandem-maint-{id}"))
+                    .spawn(move || maintenance_loop(&*host, &job_rx, &host_tx, &host_failed))
+                    .map_err(spawn_err)?,
+            );
+        }
 
         let mut lp = RaftLoop {
             core,
@@ -162,22 +202,31 @@ impl<R: Send + 'static> Node<R> {
             cluster_id: cfg.cluster_id,
             tick_interval: cfg.tick_interval,
             apply_tx,
+            job_tx,
             failed: Arc::clone(&failed),
         };
         let loop_stop = Arc::clone(&stop);
         let raft_thread = std::thread::Builder::new()
             .name(format!("tandem-raft-{id}"))
             .spawn(move || {
-                lp.run(&cmd_rx, &msg_rx, &applied_rx, &stop_rx, &loop_stop);
+                lp.run(
+                    &cmd_rx,
+                    &msg_rx,
+                    &applied_rx,
+                    &host_rx,
+                    &stop_rx,
+                    &loop_stop,
+                );
             })
             .map_err(spawn_err)?;
+        threads.insert(0, raft_thread);
         Ok(Node {
             id,
             cmd_tx,
             inbox,
             stop,
             stop_tx,
-            threads: Mutex::new(vec![raft_thread, apply_thread]),
+            threads: Mutex::new(threads),
             failed,
         })
     }
@@ -312,7 +361,20 @@ struct RaftLoop<S: Storage, R, W> {
     cluster_id: u64,
     tick_interval: Duration,
     apply_tx: Sender<ApplyTask<R>>,
+    job_tx: Sender<HostJob>,
     failed: Arc<Mutex<Option<String>>>,
+}
+
+/// Work for the maintenance thread.
+#[derive(Debug)]
+enum HostJob {
+    Flush,
+}
+
+/// What the maintenance thread reports to the raft loop.
+#[derive(Debug)]
+enum HostEvent {
+    Durable(u64),
 }
 
 /// Most inputs drained into one Ready before polling.
@@ -324,6 +386,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
         cmd_rx: &Receiver<Cmd<R>>,
         msg_rx: &Receiver<Envelope>,
         applied_rx: &Receiver<(u64, Vec<ConfChangeV2>)>,
+        host_rx: &Receiver<HostEvent>,
         stop_rx: &Receiver<()>,
         stop: &AtomicBool,
     ) {
@@ -337,6 +400,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                 recv(msg_rx) -> m => if let Ok(m) = m { self.core.step(m) },
                 recv(done_rx) -> n => if let Ok(n) = n { self.core.on_persisted(n) },
                 recv(applied_rx) -> a => if let Ok((i, cc)) = a { self.core.on_applied(i, &cc) },
+                recv(host_rx) -> e => if let Ok(e) = e { self.on_host_event(e) },
                 default(timeout) => {},
             }
             // Batch everything else already waiting into this Ready. When
@@ -361,6 +425,10 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                 }
                 if let Ok(c) = cmd_rx.try_recv() {
                     self.on_cmd(c);
+                    any = true;
+                }
+                if let Ok(e) = host_rx.try_recv() {
+                    self.on_host_event(e);
                     any = true;
                 }
                 if !any {
@@ -397,6 +465,12 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                 let _ = tx.send(Err(Error::ShuttingDown));
             }
             Cmd::Status(_) => {}
+        }
+    }
+
+    fn on_host_event(&mut self, e: HostEvent) {
+        match e {
+            HostEvent::Durable(index) => self.core.on_durable(index),
         }
     }
 
@@ -439,11 +513,48 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                 return;
             }
         }
+        if let Some(first) = fx.compact {
+            if let Err(e) = self.writer.compact(first) {
+                tracing::error!(id = self.core.id(), error = %e, "log compaction failed; stopping");
+                *self.failed.lock() = Some(e.to_string());
+                return;
+            }
+        }
+        if fx.flush_durable {
+            // Without a host nothing flushes and the log is never compacted.
+            let _ = self.job_tx.send(HostJob::Flush);
+        }
         for task in fx.apply {
             if self.apply_tx.send(task).is_err() {
                 *self.failed.lock() = Some("apply thread stopped".into());
                 return;
             }
+        }
+    }
+}
+
+fn maintenance_loop(
+    host: &dyn SnapshotHost,
+    rx: &Receiver<HostJob>,
+    tx: &Sender<HostEvent>,
+    failed: &Mutex<Option<String>>,
+) {
+    while let Ok(job) = rx.recv() {
+        match job {
+            HostJob::Flush => match host.flush_durable() {
+                Ok(index) => {
+                    if tx.send(HostEvent::Durable(index)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // sled or fsync failure: the state machine can no longer
+                    // promise durability; stop rather than compact on a lie.
+                    tracing::error!(error = %e, "state machine flush failed; the replica stops");
+                    *failed.lock() = Some(format!("state machine flush failed: {e}"));
+                    return;
+                }
+            },
         }
     }
 }
@@ -541,6 +652,7 @@ mod tests {
             MemLogWriter(store),
             Arc::clone(&rec),
             Arc::new(net.transport(id)),
+            None,
         )
         .unwrap();
         net.register(node.inbox());
