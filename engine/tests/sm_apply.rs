@@ -328,7 +328,7 @@ fn durable_applied_index_advances_only_on_flush_durable() {
         assert_eq!(sm.durable_applied(), 0, "apply alone is not durable");
         sm.flush_durable().unwrap();
         assert!(
-            std::fs::read_dir(dir.path().join("blobs")).unwrap().count() > 0,
+            std::fs::read_dir(sm.dir().join("blobs")).unwrap().count() > 0,
             "the large value exercises sled's blob files"
         );
         assert_eq!(sm.durable_applied(), 2);
@@ -369,10 +369,11 @@ fn a_directory_with_another_format_is_refused() {
         db.insert(b"someone else's key", b"v").unwrap();
         db.flush().unwrap();
     }
-    assert!(matches!(
-        StateMachine::open(dir.path(), &SmOptions::default()),
-        Err(Error::FormatVersion { found: 0, .. })
-    ));
+    let r = StateMachine::open(dir.path(), &SmOptions::default());
+    assert!(
+        matches!(r, Err(Error::FormatVersion { found: 0, .. })),
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -127,6 +127,9 @@ pub enum Error {
     /// A configuration value is invalid; the message names the field.
     #[error("invalid state machine options: {0}")]
     Config(String),
+    /// Building, reading or installing a snapshot failed.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 impl Error {

@@ -44,11 +44,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use sled::IVec;
 use tandem_raft::{ConfChangeV2, ConfState, Entry, EntryType, SnapshotMetadata};
-use tandem_snapshot::{BeforeImages, BeforeImagesConfig, PointInTimeIter};
-use tracing::{debug, error, info};
+use tandem_snapshot::{
+    BeforeImages, BeforeImagesConfig, PointInTimeIter, SnapshotReader, Stager, StateSwitch,
+    WriterConfig,
+};
+use tracing::{debug, error, info, warn};
 
 use super::command::{CasMismatch, Command, CommandResult, Op};
 use super::conf::{decode_conf_change, next_conf_state};
@@ -195,16 +198,70 @@ impl SnapshotCapture {
 ///
 /// `apply` is serialised internally; reads (`get`, `range`, `scan_prefix`)
 /// go straight to sled and may run concurrently with it from any thread.
+///
+/// # Versions
+///
+/// The sled database lives in a version directory `v-<index:020>` under
+/// the state machine's root, named by the root's `CURRENT` pointer
+/// ([`StateSwitch`]). [`StateMachine::install_snapshot`] fills a new version
+/// from a snapshot next to the live one and switches `CURRENT` atomically,
+/// so after a crash the root holds the old state or the complete new one.
+/// (A root written before versions existed holds sled's files directly; it
+/// opens in place and becomes versioned at the first install.)
 #[derive(Debug)]
 pub struct StateMachine {
-    dir: PathBuf,
-    db: sled::Db,
+    root: PathBuf,
+    opts: SmOptions,
+    /// The live version directory.
+    dir: RwLock<PathBuf>,
+    db: RwLock<sled::Db>,
     state: Mutex<ApplyState>,
     /// Mirror of `state.applied_index`, readable without the apply lock.
     applied_index: AtomicU64,
     /// The highest applied index known to survive a power loss.
     durable_applied: AtomicU64,
     syncer: Mutex<FileSyncer>,
+    /// Longest time one apply call spent recording before-images during the
+    /// current (or last) snapshot capture, in microseconds.
+    capture_record_us_max: AtomicU64,
+}
+
+/// Name of the version directory of a state installed at `index`.
+fn version_name(index: u64) -> String {
+    format!("v-{index:020}")
+}
+
+/// Find (or create) the live version directory under `root`.
+fn open_version(root: &Path) -> Result<PathBuf> {
+    let switch = StateSwitch::open(root).map_err(snap_err)?;
+    if root.join(tandem_snapshot::CURRENT_FILE).exists() {
+        // Removes `CURRENT.tmp` and every version but the live one.
+        if let Some(dir) = switch.recover().map_err(snap_err)? {
+            return Ok(dir);
+        }
+    }
+    if root.join("conf").exists() || root.join("db").exists() {
+        // sled files directly in the root: the layout before versions.
+        // Leftover versions of an install that never switched are removed.
+        for e in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+            let e = e.map_err(|e| Error::io(root, e))?;
+            let name = e.file_name();
+            if name.to_str().is_some_and(|n| n.starts_with("v-")) {
+                let p = e.path();
+                std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        return Ok(root.to_path_buf());
+    }
+    // A new state machine; a partial version left by a crash is replaced.
+    let name = version_name(0);
+    let dir = switch.create_version(&name).map_err(snap_err)?;
+    switch.switch_to(&name).map_err(snap_err)?;
+    Ok(dir)
+}
+
+fn snap_err(e: tandem_snapshot::Error) -> Error {
+    Error::Snapshot(e.to_string())
 }
 
 impl StateMachine {
@@ -218,8 +275,9 @@ impl StateMachine {
     /// [`Error::CorruptMetadata`] when the directory holds something else.
     pub fn open(dir: impl AsRef<Path>, opts: &SmOptions) -> Result<StateMachine> {
         opts.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let root = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        let dir = open_version(&root)?;
         let db = open_sled(&dir, opts)?;
         match db.get(META_FORMAT)? {
             Some(v) if v.as_ref() == [SM_FORMAT_VERSION] => {}
@@ -262,8 +320,11 @@ impl StateMachine {
         }
         let sm = StateMachine {
             syncer: Mutex::new(FileSyncer::new(&dir)),
-            dir,
-            db,
+            root,
+            opts: opts.clone(),
+            dir: RwLock::new(dir),
+            db: RwLock::new(db),
+            capture_record_us_max: AtomicU64::new(0),
             state: Mutex::new(ApplyState {
                 applied_index,
                 applied_term,
@@ -277,14 +338,25 @@ impl StateMachine {
         };
         let durable = sm.flush_durable()?;
         assert_eq!(durable, applied_index, "nothing applies during open");
-        info!(dir = %sm.dir.display(), applied_index, applied_term, "state machine opened");
+        info!(dir = %sm.dir().display(), applied_index, applied_term, "state machine opened");
         Ok(sm)
     }
 
-    /// The directory holding the state machine.
+    /// The root directory of the state machine (holding `CURRENT` and the
+    /// version directories).
     #[must_use]
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The live version directory (sled's files).
+    #[must_use]
+    pub fn dir(&self) -> PathBuf {
+        self.dir.read().clone()
+    }
+
+    fn db(&self) -> sled::Db {
+        self.db.read().clone()
     }
 
     /// The applied `(index, term)`.
@@ -343,7 +415,7 @@ impl StateMachine {
         if conf.voters.is_empty() {
             return Err(Error::Config("bootstrap needs at least one voter".into()));
         }
-        self.db
+        self.db()
             .insert(META_CONF, tandem_raft::types::encode(conf))?;
         st.conf_state = conf.clone();
         drop(st);
@@ -364,6 +436,7 @@ impl StateMachine {
         }
         let images = Arc::new(BeforeImages::new(cfg));
         st.capture = Some(Arc::clone(&images));
+        self.capture_record_us_max.store(0, Ordering::Relaxed);
         Ok(SnapshotCapture {
             metadata: SnapshotMetadata {
                 conf_state: st.conf_state.clone(),
@@ -394,7 +467,7 @@ impl StateMachine {
                 meta.index, st.snapshot.index, st.applied_index
             )));
         }
-        self.db
+        self.db()
             .insert(META_SNAPSHOT, tandem_raft::types::encode(meta))?;
         st.snapshot = meta.clone();
         Ok(())
@@ -464,7 +537,8 @@ impl StateMachine {
                 });
             }
         }
-        let mut group = Group::new(&self.db);
+        let db = self.db();
+        let mut group = Group::new(&db);
         let mut conf: Option<ConfState> = None;
         let mut results = Vec::with_capacity(entries.len());
         let mut conf_changes = Vec::new();
@@ -524,16 +598,19 @@ impl StateMachine {
         };
         if let Some(images) = &st.capture {
             // Before-images are recorded BEFORE the batch writes the keys.
+            let started = std::time::Instant::now();
             for (key, _) in &group.pending {
-                images.record_with(&key[1..], || self.db.get(key))?;
+                images.record_with(&key[1..], || db.get(key))?;
             }
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.capture_record_us_max.fetch_max(us, Ordering::Relaxed);
         }
         let mut batch = group.into_batch();
         batch.insert(META_APPLIED, &encode_applied(last.index, last.term)[..]);
         if let Some(cs) = &conf {
             batch.insert(META_CONF, tandem_raft::types::encode(cs));
         }
-        self.db.apply_batch(batch)?;
+        db.apply_batch(batch)?;
         st.applied_index = last.index;
         st.applied_term = last.term;
         if let Some(cs) = conf {
@@ -562,11 +639,160 @@ impl StateMachine {
         // Read before the flush: every batch up to here completed before the
         // flush started, so the flush covers it.
         let applied = self.applied_index();
-        self.db.flush()?;
+        self.db().flush()?;
         syncer.sync()?;
         let prev = self.durable_applied.fetch_max(applied, Ordering::AcqRel);
         debug!(durable_applied = applied.max(prev), "state machine durable");
         Ok(applied.max(prev))
+    }
+
+    /// Longest time (µs) one apply call spent recording before-images during
+    /// the current or last snapshot capture: the apply stall a build causes.
+    #[must_use]
+    pub fn capture_record_us_max(&self) -> u64 {
+        self.capture_record_us_max.load(Ordering::Relaxed)
+    }
+
+    /// Build a snapshot of the state at the current applied index into
+    /// `stager` (`building-*`, then published as `snapshot-*`), while
+    /// applying continues: before-images keep the view at exactly that
+    /// index. Blocks for the whole build: call it from a background thread.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if another capture is running or nothing was
+    /// applied yet; [`Error::Snapshot`] if the build fails (e.g. the
+    /// before-images outgrew their bound under a heavy write load).
+    pub fn build_snapshot(
+        &self,
+        stager: &Stager,
+        writer: &WriterConfig,
+        images: BeforeImagesConfig,
+    ) -> Result<SnapshotReader> {
+        let capture = self.begin_snapshot_capture(images)?;
+        let meta = capture.metadata.clone();
+        let result = if meta.index == 0 {
+            Err(Error::Config(
+                "nothing applied yet: no snapshot to build".into(),
+            ))
+        } else {
+            stager
+                .build(&meta, writer, capture.iter(self))
+                .map_err(snap_err)
+        };
+        let recorded = capture.images().recorded_total();
+        self.end_snapshot_capture();
+        if let Ok(r) = &result {
+            info!(
+                index = meta.index,
+                term = meta.term,
+                chunks = r.manifest().chunk_count,
+                bytes = r.manifest().total_bytes,
+                before_images = recorded,
+                apply_stall_us_max = self.capture_record_us_max(),
+                "snapshot built"
+            );
+        }
+        result
+    }
+
+    /// Replace the whole state with the snapshot `snap` (index, term and
+    /// membership from its manifest), atomically:
+    ///
+    /// 1. a new version directory is filled from the snapshot's pairs (the
+    ///    apply thread keeps applying to the live version meanwhile), with
+    ///    the applied index, membership and snapshot metadata, then flushed
+    ///    and fsynced;
+    /// 2. under the apply lock, if the live state is still behind the
+    ///    snapshot, `CURRENT` is switched to the new version (the commit
+    ///    point: write tmp, fsync, rename, fsync dir) and the old one removed;
+    ///    reads and applies from then on see the new state.
+    ///
+    /// A crash before the switch leaves the old state (the partial version
+    /// is removed at the next open); after it, the complete new state.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the state already applied the snapshot's index;
+    /// [`Error::Snapshot`] if the snapshot does not read back; sled/IO errors.
+    /// Nothing changes on error.
+    pub fn install_snapshot(&self, snap: &SnapshotReader) -> Result<()> {
+        let m = snap.manifest();
+        let meta = SnapshotMetadata {
+            conf_state: m.conf_state.clone(),
+            index: m.index,
+            term: m.term,
+        };
+        if self.applied_index() >= meta.index {
+            return Err(Error::Config(format!(
+                "snapshot at {} is not ahead of the applied index {}",
+                meta.index,
+                self.applied_index()
+            )));
+        }
+        let switch = StateSwitch::open(&self.root).map_err(snap_err)?;
+        let name = version_name(meta.index);
+        let dir = switch.create_version(&name).map_err(snap_err)?;
+        let filled = (|| -> Result<sled::Db> {
+            let db = open_sled(&dir, &self.opts)?;
+            db.insert(META_FORMAT, &[SM_FORMAT_VERSION])?;
+            let mut batch = sled::Batch::default();
+            let mut n = 0usize;
+            for pair in snap.pairs() {
+                let (k, v) = pair.map_err(snap_err)?;
+                batch.insert(user_key(&k), v);
+                n += 1;
+                if n % INSTALL_BATCH_PAIRS == 0 {
+                    db.apply_batch(std::mem::take(&mut batch))?;
+                }
+            }
+            batch.insert(META_APPLIED, &encode_applied(meta.index, meta.term)[..]);
+            batch.insert(META_CONF, tandem_raft::types::encode(&meta.conf_state));
+            batch.insert(META_SNAPSHOT, tandem_raft::types::encode(&meta));
+            db.apply_batch(batch)?;
+            db.flush()?;
+            FileSyncer::new(&dir).sync()?;
+            Ok(db)
+        })();
+        let db = match filled {
+            Ok(db) => db,
+            Err(e) => {
+                if let Err(re) = std::fs::remove_dir_all(&dir) {
+                    warn!(dir = %dir.display(), error = %re, "could not remove a failed install");
+                }
+                return Err(e);
+            }
+        };
+        let mut st = self.state.lock();
+        if st.applied_index >= meta.index {
+            drop(st);
+            drop(db);
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(Error::Config(format!(
+                "the state applied past the snapshot at {} while it was installed",
+                meta.index
+            )));
+        }
+        let mut syncer = self.syncer.lock();
+        switch.switch_to(&name).map_err(snap_err)?;
+        *self.db.write() = db;
+        *self.dir.write() = dir.clone();
+        *syncer = FileSyncer::new(&dir);
+        drop(syncer);
+        // A capture of the old state reads the old database, which nothing
+        // writes any more: it stays point-in-time without before-images.
+        st.capture = None;
+        st.applied_index = meta.index;
+        st.applied_term = meta.term;
+        st.conf_state = meta.conf_state.clone();
+        st.snapshot = meta.clone();
+        self.applied_index.store(meta.index, Ordering::Release);
+        self.durable_applied.fetch_max(meta.index, Ordering::AcqRel);
+        info!(
+            index = meta.index,
+            term = meta.term,
+            pairs = m.pair_count,
+            "snapshot installed"
+        );
+        Ok(())
     }
 
     /// The value of `key` in the applied state.
@@ -574,7 +800,7 @@ impl StateMachine {
     /// # Errors
     /// sled errors.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<IVec>> {
-        Ok(self.db.get(user_key(key.as_ref()))?)
+        Ok(self.db().get(user_key(key.as_ref()))?)
     }
 
     /// Iterate over the user keys in `range`, in key order.
@@ -604,17 +830,20 @@ impl StateMachine {
             return Iter { inner: None };
         }
         Iter {
-            inner: Some(self.db.range::<Vec<u8>, _>((start, end))),
+            inner: Some(self.db().range::<Vec<u8>, _>((start, end))),
         }
     }
 
     /// Iterate over the user keys starting with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
         Iter {
-            inner: Some(self.db.scan_prefix(user_key(prefix.as_ref()))),
+            inner: Some(self.db().scan_prefix(user_key(prefix.as_ref()))),
         }
     }
 }
+
+/// Pairs per sled batch when a snapshot is installed.
+const INSTALL_BATCH_PAIRS: usize = 4096;
 
 /// How long [`StateMachine::open`] waits for a previous handle of the same
 /// directory (in this process) to release sled's file lock.
