@@ -10,8 +10,9 @@
 //! - **WAL writer**: owned by the [`LogWriter`] (the WAL's own group-commit
 //!   thread); it reports durability on a channel.
 //! - **apply thread** (`tandem-apply-<id>`): applies committed entries
-//!   through the [`Applier`], completes the waiting proposals with their
-//!   results, and reports the applied index back to the raft loop.
+//!   through the [`Applier`] — everything queued when it gets to it, as one
+//!   call (one state-machine batch) — completes the waiting proposals with
+//!   their results, and reports the applied index back to the raft loop.
 //!
 //! Shutdown completes every request still in flight with
 //! [`Error::ShuttingDown`]; nothing waits forever.
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
-use tandem_raft::{ConfChangeV2, Entry, MemStorage, Storage};
+use tandem_raft::{ConfChangeV2, Entry, EntryType, MemStorage, Storage};
 
 use super::core::{ApplyTask, NodeCore, NodeStatus, PersistTask};
 use super::proposals::Responder;
@@ -176,9 +177,14 @@ impl<R: Send + 'static> Node<R> {
         let spawn_err = |e: std::io::Error| Error::io("thread", e);
 
         let apply_failed = Arc::clone(&failed);
+        let apply_queue = ApplyQueue {
+            rx: apply_rx,
+            carry: None,
+            max_entries: cfg.max_apply_batch_entries,
+        };
         let apply_thread = std::thread::Builder::new()
             .name(format!("tandem-apply-{id}"))
-            .spawn(move || apply_loop(&*applier, &apply_rx, &applied_tx, &apply_failed))
+            .spawn(move || apply_loop(&*applier, apply_queue, &applied_tx, &apply_failed))
             .map_err(spawn_err)?;
         let mut threads = vec![apply_thread];
 
@@ -203,6 +209,9 @@ impl<R: Send + 'static> Node<R> {
             tick_interval: cfg.tick_interval,
             apply_tx,
             job_tx,
+            held: Vec::new(),
+            held_entries: 0,
+            max_apply_batch_entries: cfg.max_apply_batch_entries,
             failed: Arc::clone(&failed),
         };
         let loop_stop = Arc::clone(&stop);
@@ -362,6 +371,11 @@ struct RaftLoop<S: Storage, R, W> {
     tick_interval: Duration,
     apply_tx: Sender<ApplyTask<R>>,
     job_tx: Sender<HostJob>,
+    /// Committed entries a follower holds back to apply in larger groups
+    /// (see [`RaftLoop::hand_to_apply`]), and how many entries they hold.
+    held: Vec<ApplyTask<R>>,
+    held_entries: usize,
+    max_apply_batch_entries: usize,
     failed: Arc<Mutex<Option<String>>>,
 }
 
@@ -440,12 +454,19 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                 }
             }
             let now = Instant::now();
+            let mut ticked = false;
             while now >= next_tick {
                 self.core.tick(now);
                 next_tick += self.tick_interval;
+                ticked = true;
             }
             self.carry_out(now, &done_tx);
+            if ticked {
+                self.release_held();
+            }
         }
+        // What a follower held back is applied before the apply thread stops.
+        self.release_held();
         self.core.shutdown();
         // Commands that raced with shutdown are answered too.
         while let Ok(c) = cmd_rx.try_recv() {
@@ -525,6 +546,44 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
             let _ = self.job_tx.send(HostJob::Flush);
         }
         for task in fx.apply {
+            self.hand_to_apply(task);
+        }
+    }
+
+    /// Send committed entries to the apply thread — or, on a follower, hold
+    /// them back until the next tick or until `max_apply_batch_entries` are
+    /// held.
+    ///
+    /// Every apply call is one sled atomic batch, and sled's `apply_batch`
+    /// has a large fixed cost (it seals and writes its IO buffer around each
+    /// batch and wakes its IO thread pool), so a follower that applied each
+    /// append's entries as they commit would pay it once per leader append.
+    /// Nobody waits on a follower's apply: clients are answered by the leader,
+    /// and linearizable and lease reads are served by the leader. The cost is
+    /// a follower state machine up to one tick behind (stale reads there see
+    /// slightly older data). Entries are never held when a proposal of this
+    /// replica waits on them (a leader that just stepped down), when they
+    /// change the membership (raft must see it applied promptly), or when
+    /// this replica leads.
+    fn hand_to_apply(&mut self, task: ApplyTask<R>) {
+        let hold = !self.core.is_leader()
+            && task.waiters.is_empty()
+            && task
+                .entries
+                .iter()
+                .all(|e| e.entry_type == EntryType::EntryNormal);
+        self.held_entries += task.entries.len();
+        self.held.push(task);
+        if !hold || self.held_entries >= self.max_apply_batch_entries {
+            self.release_held();
+        }
+    }
+
+    /// Send every held task to the apply thread (which applies what is
+    /// queued together).
+    fn release_held(&mut self) {
+        self.held_entries = 0;
+        for task in self.held.drain(..) {
             if self.apply_tx.send(task).is_err() {
                 *self.failed.lock() = Some("apply thread stopped".into());
                 return;
@@ -559,13 +618,56 @@ fn maintenance_loop(
     }
 }
 
+/// Groups the apply thread's queue into apply calls: the next queued task
+/// plus every task already queued behind it, up to `max_entries` entries
+/// (tasks are never split; a task that would pass the bound starts the
+/// next group).
+///
+/// One apply call per group instead of per task: each call is one sled
+/// atomic batch, and sled's `apply_batch` has a large fixed cost (it seals
+/// its IO buffer before and after every batch and hands the write to its IO
+/// thread pool), so when the apply thread falls behind, the tasks that
+/// queued up meanwhile cost one batch instead of one each.
+struct ApplyQueue<R> {
+    rx: Receiver<ApplyTask<R>>,
+    /// A task taken off the queue that did not fit the previous group.
+    carry: Option<ApplyTask<R>>,
+    max_entries: usize,
+}
+
+impl<R> ApplyQueue<R> {
+    /// The next group, waiting for one; `None` once the raft loop is gone
+    /// and everything queued was handed out.
+    fn next_group(&mut self) -> Option<ApplyTask<R>> {
+        let mut group = match self.carry.take() {
+            Some(t) => t,
+            None => self.rx.recv().ok()?,
+        };
+        while group.entries.len() < self.max_entries {
+            let Ok(next) = self.rx.try_recv() else { break };
+            if group.entries.len() + next.entries.len() > self.max_entries {
+                self.carry = Some(next);
+                break;
+            }
+            debug_assert_eq!(
+                group.entries.last().map(|e| e.index + 1),
+                next.entries.first().map(|e| e.index),
+                "apply tasks continue each other"
+            );
+            group.entries.extend(next.entries);
+            group.waiters.extend(next.waiters);
+        }
+        Some(group)
+    }
+}
+
 fn apply_loop<A: Applier>(
     applier: &A,
-    rx: &Receiver<ApplyTask<A::Output>>,
+    mut queue: ApplyQueue<A::Output>,
     applied_tx: &Sender<(u64, Vec<ConfChangeV2>)>,
     failed: &Mutex<Option<String>>,
 ) {
-    while let Ok(task) = rx.recv() {
+    while let Some(task) = queue.next_group() {
         match applier.apply(&task.entries) {
             Ok(out) => {
                 let mut waiters = task.waiters.into_iter().peekable();
@@ -611,16 +713,19 @@ fn apply_loop<A: Applier>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::proposals::CommittedProposal;
     use crate::transport::InProcNetwork;
     use tandem_raft::ConfState;
 
-    /// An applier that records entry payloads and answers with the index.
+    /// An applier that records entry payloads and answers with the index;
+    /// the second field counts apply calls.
     #[derive(Default)]
-    struct Recorder(Mutex<(u64, Vec<Vec<u8>>)>);
+    struct Recorder(Mutex<(u64, Vec<Vec<u8>>)>, std::sync::atomic::AtomicU64);
 
     impl Applier for Recorder {
         type Output = u64;
         fn apply(&self, entries: &[Entry]) -> Result<Applied<u64>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
             let mut st = self.0.lock();
             let mut results = Vec::new();
             let applied = st.0;
@@ -639,8 +744,12 @@ mod tests {
     }
 
     fn start(net: &InProcNetwork, id: u64) -> (Node<u64>, Arc<Recorder>) {
+        start_ticking(net, id, Duration::from_millis(2))
+    }
+
+    fn start_ticking(net: &InProcNetwork, id: u64, tick: Duration) -> (Node<u64>, Arc<Recorder>) {
         let cfg = Config {
-            tick_interval: Duration::from_millis(2),
+            tick_interval: tick,
             ..Config::new(id)
         };
         let store = MemStorage::new_with_conf_state(ConfState::from_voters([1, 2, 3]));
@@ -739,5 +848,109 @@ mod tests {
             wait(&node(new_leader).propose(b"d".to_vec()), t),
             Err(Error::ShuttingDown)
         ));
+    }
+
+    fn task(first: u64, len: u64) -> ApplyTask<u64> {
+        ApplyTask {
+            entries: (first..first + len)
+                .map(|index| Entry {
+                    index,
+                    term: 1,
+                    ..Entry::default()
+                })
+                .collect(),
+            waiters: vec![CommittedProposal {
+                index: first,
+                tx: bounded(1).0,
+            }],
+        }
+    }
+
+    #[test]
+    fn the_apply_queue_groups_what_is_queued_within_the_bound() {
+        let (tx, rx) = bounded(16);
+        let mut q = ApplyQueue {
+            rx,
+            carry: None,
+            max_entries: 4,
+        };
+        for t in [task(1, 2), task(3, 1), task(4, 3), task(7, 5), task(12, 1)] {
+            tx.send(t).unwrap();
+        }
+        drop(tx);
+        let mut groups = Vec::new();
+        while let Some(g) = q.next_group() {
+            let indexes: Vec<u64> = g.entries.iter().map(|e| e.index).collect();
+            let waiters: Vec<u64> = g.waiters.iter().map(|w| w.index).collect();
+            groups.push((indexes, waiters));
+        }
+        assert_eq!(
+            groups,
+            vec![
+                // 1..=3 fit; 4..=6 would pass the bound of 4 and waits.
+                (vec![1, 2, 3], vec![1, 3]),
+                (vec![4, 5, 6], vec![4]),
+                // A task larger than the bound goes alone, never split.
+                (vec![7, 8, 9, 10, 11], vec![7]),
+                (vec![12], vec![12]),
+            ]
+        );
+    }
+
+    #[test]
+    fn followers_apply_once_per_tick_and_still_converge() {
+        // A long tick, so that the writes below take far less than one: a
+        // follower that applied every commit as it arrived would make about
+        // one apply call per write.
+        let tick = Duration::from_millis(100);
+        let net = InProcNetwork::new(2);
+        let (n1, r1) = start_ticking(&net, 1, tick);
+        let (n2, r2) = start_ticking(&net, 2, tick);
+        let (n3, r3) = start_ticking(&net, 3, tick);
+        n1.campaign().unwrap();
+        let all = [&n1, &n2, &n3];
+        let leader = wait_leader(&all);
+        let node = |id: u64| all[(id - 1) as usize];
+        let rec = |id: u64| [&r1, &r2, &r3][(id - 1) as usize];
+        let follower = if leader == 1 { 2 } else { 1 };
+        let ticks = || node(follower).status().unwrap().counters.ticks;
+        let calls = || rec(follower).1.load(Ordering::SeqCst);
+        let (ticks_before, calls_before) = (ticks(), calls());
+        let t = Duration::from_secs(20);
+        let mut last = 0;
+        const WRITES: u64 = 20;
+        for i in 0..WRITES {
+            last = wait(&node(leader).propose(vec![i as u8]), t).unwrap();
+        }
+        let (ticks_after, calls_after) = (ticks(), calls());
+        // Held entries are released on ticks only (no waiter, no membership
+        // change, never above the batch bound here), and the apply thread
+        // makes at most one call per release; one more for a release just
+        // before the first reading whose call came after it.
+        assert!(
+            calls_after - calls_before <= ticks_after - ticks_before + 1,
+            "{} apply calls on follower {follower} for {WRITES} writes over {} ticks",
+            calls_after - calls_before,
+            ticks_after - ticks_before
+        );
+        // The leader applies at once: each write was answered after its apply.
+        assert!(rec(leader).0.lock().0 >= last);
+        // And the follower catches up at its next tick.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rec(follower).0.lock().0 < last {
+            assert!(
+                Instant::now() < deadline,
+                "follower {follower} never applied {last}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let logs: Vec<Vec<Vec<u8>>> = [&r1, &r2, &r3]
+            .iter()
+            .map(|r| r.0.lock().1.clone())
+            .collect();
+        assert_eq!(
+            logs[leader as usize - 1][..last as usize],
+            logs[follower as usize - 1][..last as usize]
+        );
     }
 }
