@@ -94,6 +94,11 @@ pub struct Config {
     pub check_quorum: bool,
     /// Log compaction and snapshots.
     pub snapshot: SnapshotConfig,
+    /// A known bug planted in the consensus core, so a test can show the
+    /// simulator catches it. Only with the `planted-bugs` feature (tests).
+    #[cfg(feature = "planted-bugs")]
+    #[doc(hidden)]
+    pub planted_bug: tandem_raft::PlantedBug,
 }
 
 /// When the log is compacted, and how snapshots are built and sent.
@@ -309,6 +314,8 @@ impl Default for Config {
             pre_vote: true,
             check_quorum: true,
             snapshot: SnapshotConfig::default(),
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: tandem_raft::PlantedBug::None,
         }
     }
 }

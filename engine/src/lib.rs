@@ -90,6 +90,7 @@ pub mod fuzzing;
 pub mod lock;
 pub mod node;
 pub mod replica;
+pub mod sim;
 pub mod sm;
 pub mod transport;
 pub mod verify;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use tandem::lock::DirLock;
 
 mod demo;
+mod simcmd;
 
 /// Tandem: an embedded, replicated key-value storage engine.
 #[derive(Parser, Debug)]
@@ -53,6 +54,34 @@ enum Command {
         /// The replica or cluster directory.
         dir: PathBuf,
     },
+    /// Run seeds of the deterministic simulator of the whole engine
+    /// (replicas, WAL on a simulated disk, sled, network, faults, clients).
+    Sim {
+        /// Number of seeds to run.
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// First seed.
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Events per seed.
+        #[arg(long, default_value_t = tandem::sim::SimOptions::default().events)]
+        events: u64,
+        /// Only the network misbehaves: no crashes, fsync failures,
+        /// partitions, transfers or membership changes.
+        #[arg(long)]
+        no_faults: bool,
+        /// Plant a bug: none, ack-before-fsync (and with
+        /// `--features planted-bugs`: count-stale-votes, commit-old-term,
+        /// vote-for-stale-log).
+        #[arg(long, default_value = "none")]
+        planted: String,
+        /// Print every seed's statistics instead of a progress bar.
+        #[arg(long)]
+        verbose: bool,
+        /// Stop at the first failing seed.
+        #[arg(long)]
+        stop_on_failure: bool,
+    },
     /// Write-ahead log tools.
     Wal {
         #[command(subcommand)]
@@ -73,8 +102,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The simulator injects faults on purpose: their error
+                // logs are noise unless asked for with RUST_LOG.
+                let level = if matches!(cli.command, Command::Sim { .. }) {
+                    "off"
+                } else {
+                    "error"
+                };
+                tracing_subscriber::EnvFilter::new(level)
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -96,6 +133,23 @@ fn main() -> ExitCode {
             csv.as_deref(),
         ),
         Command::Status { dir } => status(&dir),
+        Command::Sim {
+            seeds,
+            start,
+            events,
+            no_faults,
+            planted,
+            verbose,
+            stop_on_failure,
+        } => simcmd::run(&simcmd::Args {
+            start,
+            seeds,
+            events,
+            no_faults,
+            planted,
+            verbose,
+            stop_on_failure,
+        }),
         Command::Wal {
             command: WalCommand::Inspect { dir },
         } => wal_inspect(&dir),

@@ -117,7 +117,7 @@ fn wal_options(cfg: &Config) -> WalOptions {
 }
 
 /// The first log entries of a new cluster: one `AddNode` per voter, term 1.
-fn bootstrap_entries(voters: &[u64]) -> Vec<Entry> {
+pub(crate) fn bootstrap_entries(voters: &[u64]) -> Vec<Entry> {
     voters
         .iter()
         .zip(1u64..)

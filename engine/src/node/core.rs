@@ -249,6 +249,8 @@ pub fn raft_config(cfg: &Config, applied: u64) -> tandem_raft::Config {
         batch_append: true,
         max_uncommitted_size: cfg.max_uncommitted_bytes,
         seed: cfg.effective_seed(),
+        #[cfg(feature = "planted-bugs")]
+        planted_bug: cfg.planted_bug,
         ..tandem_raft::Config::default()
     }
 }

@@ -279,6 +279,50 @@ impl StateMachine {
         std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
         let dir = open_version(&root)?;
         let db = open_sled(&dir, opts)?;
+        Self::from_db(dir, db)
+    }
+
+    /// For the deterministic simulator ([`crate::sim`]): a state machine
+    /// over a *temporary* sled database in `dir` (deleted when dropped, no
+    /// background flusher) whose tree first receives `image`, as one atomic
+    /// batch — the state a crash left behind (see [`StateMachine::raw_image`]).
+    /// Then it opens exactly as [`StateMachine::open`] does.
+    ///
+    /// # Errors
+    /// As [`StateMachine::open`].
+    #[doc(hidden)]
+    pub fn open_sim(dir: impl AsRef<Path>, image: &[(IVec, IVec)]) -> Result<StateMachine> {
+        let dir = dir.as_ref().to_path_buf();
+        let db = sled::Config::new()
+            .path(&dir)
+            .temporary(true)
+            .cache_capacity(1024 * 1024)
+            .flush_every_ms(None)
+            .open()?;
+        if !image.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (k, v) in image {
+                batch.insert(k.clone(), v.clone());
+            }
+            db.apply_batch(batch)?;
+        }
+        Self::from_db(dir, db)
+    }
+
+    /// Every key and value of the sled tree, metadata included: what a
+    /// crash right now could leave on disk (sled recovers a prefix of its
+    /// atomic batches). Used by the simulator to model crashes honestly;
+    /// memory is proportional to the data.
+    ///
+    /// # Errors
+    /// sled errors.
+    #[doc(hidden)]
+    pub fn raw_image(&self) -> Result<Vec<(IVec, IVec)>> {
+        let _st = self.state.lock();
+        Ok(self.db.iter().collect::<sled::Result<Vec<_>>>()?)
+    }
+
+    fn from_db(dir: PathBuf, db: sled::Db) -> Result<StateMachine> {
         match db.get(META_FORMAT)? {
             Some(v) if v.as_ref() == [SM_FORMAT_VERSION] => {}
             Some(v) => {

@@ -285,7 +285,7 @@ impl fmt::Display for Violation {
             } => write!(
                 f,
                 "durability: acknowledged {entry} is held by voters {holders:?} only, \
-                 fewer than a quorum of {quorum}"
+                 fewer than the {quorum} needed"
             ),
         }
     }
@@ -472,18 +472,44 @@ pub fn check_durability(
     views: &[ReplicaView],
     voters: &[u64],
 ) -> Result<(), Violation> {
-    let quorum = voters.len() / 2 + 1;
+    check_held_by(acknowledged, views, voters, voters.len() / 2 + 1)
+}
+
+/// Checks that no quorum of `voters` lacks an acknowledged write: each is
+/// held by at least `n - q + 1` of the `n` voters (quorum `q`), so every
+/// quorum — and hence every election winner's voters — includes a holder.
+/// This is what Raft guarantees right after a membership change, where the
+/// new configuration may hold a committed entry on fewer than a quorum of
+/// its voters (e.g. two of four after adding a fourth voter).
+///
+/// # Errors
+/// [`Violation::Durability`] for the first write held by too few voters.
+pub fn check_no_quorum_lacks(
+    acknowledged: &[EntryId],
+    views: &[ReplicaView],
+    voters: &[u64],
+) -> Result<(), Violation> {
+    let n = voters.len();
+    check_held_by(acknowledged, views, voters, n - (n / 2 + 1) + 1)
+}
+
+fn check_held_by(
+    acknowledged: &[EntryId],
+    views: &[ReplicaView],
+    voters: &[u64],
+    needed: usize,
+) -> Result<(), Violation> {
     for entry in acknowledged {
         let holders: Vec<u64> = voters
             .iter()
             .copied()
             .filter(|id| views.iter().any(|v| v.id == *id && v.holds(entry)))
             .collect();
-        if holders.len() < quorum {
+        if holders.len() < needed {
             return Err(Violation::Durability {
                 entry: *entry,
                 holders,
-                quorum,
+                quorum: needed,
             });
         }
     }
@@ -617,6 +643,19 @@ impl InvariantChecker {
     /// [`Violation::Durability`] for the first write held by too few voters.
     pub fn check_durability(&self, views: &[ReplicaView], voters: &[u64]) -> Result<(), Violation> {
         check_durability(&self.acknowledged, views, voters)
+    }
+
+    /// Checks every acknowledged write against durable views with
+    /// [`check_no_quorum_lacks`].
+    ///
+    /// # Errors
+    /// [`Violation::Durability`] for the first write held by too few voters.
+    pub fn check_no_quorum_lacks(
+        &self,
+        views: &[ReplicaView],
+        voters: &[u64],
+    ) -> Result<(), Violation> {
+        check_no_quorum_lacks(&self.acknowledged, views, voters)
     }
 
     /// Forgets committed, applied and acknowledged entries below `index`,

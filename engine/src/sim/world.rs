@@ -1,0 +1,1188 @@
+//! The simulated world: replicas, network, disks, clients, faults.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
+use sled::IVec;
+use tandem_raft::{ConfChange, ConfChangeType, ConfState, HardState, Message, StateRole};
+use tandem_wal::{CrashSpec, Durable, Notify, SimFs, Wal, WalOptions};
+
+use super::{replay_command, PlantedBug, SeedStats, SimFailure, SimOptions};
+use crate::config::{Config, ReadConsistency};
+use crate::error::Error;
+use crate::node::core::conf_change_v2;
+use crate::node::{ApplyTask, NodeCore};
+use crate::sm::{Cas, Command, CommandResult, DiskStorage, StateMachine, WriteBatch};
+use crate::transport::Envelope;
+use crate::verify::invariants::{EntryId, InvariantChecker, ReplicaView};
+use crate::verify::{check, CheckResult, HistoryRecorder, Op, OpId, Output, Scheduler, TieOrder};
+
+/// Simulated microseconds per raft tick.
+const TICK_US: u64 = 10_000;
+/// Most sled images kept between two flushes (older intermediate ones are
+/// dropped; the flushed and the newest are always kept).
+const IMAGES_MAX: usize = 16;
+
+type Core = NodeCore<DiskStorage, CommandResult>;
+type Image = Vec<(IVec, IVec)>;
+
+#[derive(Debug)]
+enum Event {
+    Tick(u64),
+    Deliver(Box<Message>),
+    /// Pump the WAL of a replica (write + fsync what was submitted).
+    Sync {
+        id: u64,
+        incarnation: u64,
+    },
+    /// Apply the next committed batch of a replica.
+    Apply {
+        id: u64,
+        incarnation: u64,
+    },
+    /// Make a replica's state machine durable.
+    Flush(u64),
+    Crash(u64),
+    Restart(u64),
+    FailSync(u64),
+    Partition,
+    Heal,
+    Transfer,
+    Membership,
+    Client(u64),
+}
+
+/// A compact, cheap record of an event for the failure trace.
+#[derive(Clone, Debug)]
+struct TraceLine {
+    time: u64,
+    what: String,
+}
+
+struct Live {
+    core: Core,
+    wal: Arc<Wal>,
+    sm: Arc<StateMachine>,
+    durable_rx: Receiver<Durable>,
+    durable_tx: Sender<Durable>,
+    applying: VecDeque<ApplyTask<CommandResult>>,
+    sync_scheduled: bool,
+    apply_scheduled: bool,
+}
+
+struct Replica {
+    id: u64,
+    fs: SimFs,
+    incarnation: u64,
+    live: Option<Live>,
+    /// sled image as of the last `flush_durable`.
+    durable_image: Image,
+    /// Images after each apply since then, oldest first.
+    images: VecDeque<Image>,
+    /// Removed from the cluster: stays down.
+    removed: bool,
+    /// Cached entry ids of its log (index `i` at position `i - 1`).
+    log_cache: Vec<EntryId>,
+}
+
+enum Pending {
+    Write {
+        op: OpId,
+        rx: Receiver<crate::Result<CommandResult>>,
+    },
+    Read {
+        op: OpId,
+        key: Vec<u8>,
+        replica: u64,
+        rx: Receiver<crate::Result<u64>>,
+    },
+}
+
+struct Client {
+    seq: u64,
+    pending: Option<Pending>,
+}
+
+struct World {
+    opts: SimOptions,
+    sched: Scheduler<Event>,
+    base: Instant,
+    sled_dir: PathBuf,
+    replicas: BTreeMap<u64, Replica>,
+    checker: InvariantChecker,
+    history: HistoryRecorder,
+    clients: Vec<Client>,
+    /// Replicas on the minority side of a partition (empty: healed).
+    isolated: BTreeSet<u64>,
+    trace: VecDeque<TraceLine>,
+    stats: SeedStats,
+    initial_voters: Vec<u64>,
+    spare: u64,
+    /// Drawn per seed, the same for every replica: both settings are
+    /// supported configurations and exercise different paths.
+    pre_vote: bool,
+    check_quorum: bool,
+}
+
+/// A unique directory name per sled database of this process.
+fn sled_path(base: &Path, seed: u64, id: u64, incarnation: u64) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    base.join(format!(
+        "tandem-sim-{}-{n}-s{seed}-r{id}-i{incarnation}",
+        std::process::id()
+    ))
+}
+
+fn wal_options() -> WalOptions {
+    WalOptions {
+        segment_bytes: 64 * 1024,
+        cache_bytes_max: 16 * 1024,
+        entry_bytes_max: 8 * 1024,
+        batch_bytes_max: 16 * 1024,
+        pending_bytes_max: 32 * 1024,
+        background_threads: false,
+        prefill_segments: false,
+        ..WalOptions::default()
+    }
+}
+
+fn wal_dir() -> &'static Path {
+    Path::new("/wal")
+}
+
+fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+impl World {
+    fn new(opts: &SimOptions) -> Result<World, String> {
+        let mut sched = Scheduler::new(opts.seed, TieOrder::Random);
+        let pre_vote = sched.chance(1, 2);
+        let check_quorum = sched.chance(3, 4);
+        let initial_voters: Vec<u64> = (1..=opts.replicas).collect();
+        let spare = opts.replicas + 1;
+        let mut w = World {
+            opts: opts.clone(),
+            sched,
+            base: Instant::now(),
+            sled_dir: opts.sled_dir.clone(),
+            replicas: BTreeMap::new(),
+            checker: InvariantChecker::new(),
+            history: HistoryRecorder::new(),
+            clients: (0..opts.clients)
+                .map(|_| Client {
+                    seq: 0,
+                    pending: None,
+                })
+                .collect(),
+            isolated: BTreeSet::new(),
+            trace: VecDeque::new(),
+            stats: SeedStats::default(),
+            initial_voters: initial_voters.clone(),
+            spare,
+            pre_vote,
+            check_quorum,
+        };
+        for id in 1..=spare {
+            w.create_replica(id, id != spare)?;
+        }
+        for id in 1..=spare {
+            let first = w.sched.random_in(1, TICK_US);
+            w.sched.schedule_after(first, Event::Tick(id));
+            let flush = w.sched.random_in(50_000, 200_000);
+            w.sched.schedule_after(flush, Event::Flush(id));
+        }
+        for c in 0..opts.clients {
+            let at = w.sched.random_in(100_000, 300_000);
+            w.sched.schedule_after(at, Event::Client(c));
+        }
+        if opts.faults {
+            w.schedule_faults();
+        }
+        Ok(w)
+    }
+
+    fn schedule_faults(&mut self) {
+        let at = self.sched.random_in(200_000, 1_000_000);
+        self.sched.schedule_after(at, Event::Partition);
+        let at = self.sched.random_in(300_000, 1_500_000);
+        self.sched.schedule_after(at, Event::Transfer);
+        let at = self.sched.random_in(300_000, 1_000_000);
+        self.sched.schedule_after(at, Event::Membership);
+        let at = self.sched.random_in(200_000, 800_000);
+        let victim = self.sched.random_in(1, self.spare);
+        self.sched.schedule_after(at, Event::Crash(victim));
+        let at = self.sched.random_in(200_000, 1_000_000);
+        let victim = self.sched.random_in(1, self.spare);
+        self.sched.schedule_after(at, Event::FailSync(victim));
+    }
+
+    fn config(&self, id: u64) -> Config {
+        let mut cfg = Config {
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            request_timeout: Duration::from_secs(2),
+            seed: self.opts.seed.wrapping_mul(0x9E37_79B9).wrapping_add(id) | 1,
+            max_size_per_msg_bytes: 4 * 1024,
+            max_inflight_msgs: 16,
+            pre_vote: self.pre_vote,
+            check_quorum: self.check_quorum,
+            ..Config::new(id)
+        };
+        #[cfg(feature = "planted-bugs")]
+        if let PlantedBug::Raft(bug) = self.opts.planted {
+            cfg.planted_bug = bug;
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        let _ = &mut cfg;
+        cfg
+    }
+
+    fn now(&self) -> Instant {
+        self.base + Duration::from_micros(self.sched.now())
+    }
+
+    /// A brand-new replica: a bootstrapped voter or the spare (which knows
+    /// the initial membership, as `Replica::open_joining` does).
+    fn create_replica(&mut self, id: u64, voter: bool) -> Result<(), String> {
+        let fs = SimFs::new();
+        let sm = StateMachine::open_sim(sled_path(&self.sled_dir, self.opts.seed, id, 1), &[])
+            .map_err(err("open state machine"))?;
+        sm.bootstrap(&ConfState::from_voters(self.initial_voters.iter().copied()))
+            .map_err(err("bootstrap"))?;
+        let wal = Wal::open_with_fs(Arc::new(fs.clone()), wal_dir(), wal_options())
+            .map_err(err("open wal"))?;
+        if voter {
+            let entries = crate::replica::bootstrap_entries(&self.initial_voters);
+            let hs = HardState {
+                term: 1,
+                vote: 0,
+                commit: entries.len() as u64,
+            };
+            let c = wal.submit(entries, Some(hs)).map_err(err("bootstrap"))?;
+            c.wait().map_err(err("bootstrap"))?;
+        }
+        let durable_image = sm.raw_image().map_err(err("image"))?;
+        drop(wal);
+        let mut r = Replica {
+            id,
+            fs,
+            incarnation: 0,
+            live: None,
+            durable_image,
+            images: VecDeque::new(),
+            removed: false,
+            log_cache: Vec::new(),
+        };
+        drop(sm);
+        self.start(&mut r)?;
+        self.replicas.insert(id, r);
+        Ok(())
+    }
+
+    /// Start (or restart) a replica from what its disks hold: the engine's
+    /// own recovery path.
+    fn start(&mut self, r: &mut Replica) -> Result<(), String> {
+        r.incarnation += 1;
+        let image = r.durable_image.clone();
+        let sm = Arc::new(
+            StateMachine::open_sim(
+                sled_path(&self.sled_dir, self.opts.seed, r.id, r.incarnation),
+                &image,
+            )
+            .map_err(err("reopen state machine"))?,
+        );
+        let wal = Arc::new(
+            Wal::open_with_fs(Arc::new(r.fs.clone()), wal_dir(), wal_options())
+                .map_err(err("recover wal"))?,
+        );
+        let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm))
+            .map_err(err("open disk storage"))?;
+        storage.replay_committed().map_err(err("replay"))?;
+        let applied = sm.applied_index();
+        let incarnation = (self.opts.seed << 16) ^ (r.id << 8) ^ r.incarnation;
+        let core = NodeCore::new(&self.config(r.id), storage, applied, incarnation)
+            .map_err(err("start node core"))?;
+        let (durable_tx, durable_rx) = unbounded();
+        r.durable_image = sm.raw_image().map_err(err("image"))?;
+        r.images.clear();
+        r.log_cache.clear();
+        r.live = Some(Live {
+            core,
+            wal,
+            sm,
+            durable_rx,
+            durable_tx,
+            applying: VecDeque::new(),
+            sync_scheduled: false,
+            apply_scheduled: false,
+        });
+        Ok(())
+    }
+
+    fn trace(&mut self, what: impl FnOnce() -> String) {
+        if self.opts.trace_events == 0 {
+            return;
+        }
+        if self.trace.len() == self.opts.trace_events {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(TraceLine {
+            time: self.sched.now(),
+            what: what(),
+        });
+    }
+
+    fn leader(&self) -> Option<u64> {
+        self.replicas
+            .values()
+            .filter_map(|r| r.live.as_ref().map(|l| (r.id, l)))
+            .filter(|(_, l)| l.core.is_leader())
+            .max_by_key(|(_, l)| l.core.raw().raft.term)
+            .map(|(id, _)| id)
+    }
+
+    fn is_live(&self, id: u64, incarnation: u64) -> bool {
+        let r = &self.replicas[&id];
+        r.incarnation == incarnation && r.live.is_some()
+    }
+
+    fn live_mut(&mut self, id: u64) -> Option<&mut Live> {
+        self.replicas.get_mut(&id).and_then(|r| r.live.as_mut())
+    }
+
+    fn step(&mut self) -> Result<bool, String> {
+        let Some((_, _, event)) = self.sched.pop() else {
+            return Ok(false);
+        };
+        self.stats.events += 1;
+        let now = self.now();
+        let mut touched = None;
+        match event {
+            Event::Tick(id) => {
+                if let Some(live) = self.live_mut(id) {
+                    live.core.tick(now);
+                    touched = Some(id);
+                }
+                if !self.replicas[&id].removed {
+                    self.sched.schedule_after(TICK_US, Event::Tick(id));
+                }
+            }
+            Event::Deliver(m) => {
+                let (from, to) = (m.from, m.to);
+                let cut = self.isolated.contains(&from) != self.isolated.contains(&to);
+                if cut {
+                    self.trace(|| format!("drop (partition) {:?} {from}->{to}", m.msg_type));
+                } else if let Some(live) = self.live_mut(to) {
+                    let line = format!(
+                        "deliver {:?} {from}->{to} term={} idx={} logterm={} commit={} n={} reject={}",
+                        m.msg_type,
+                        m.term,
+                        m.index,
+                        m.log_term,
+                        m.commit,
+                        m.entries.len(),
+                        m.reject
+                    );
+                    live.core.step(Envelope::raft(1, *m));
+                    self.trace(|| line);
+                    touched = Some(to);
+                }
+            }
+            Event::Sync { id, incarnation } => {
+                if self.is_live(id, incarnation) {
+                    self.sync(id)?;
+                    touched = Some(id);
+                }
+            }
+            Event::Apply { id, incarnation } => {
+                if self.is_live(id, incarnation) {
+                    self.apply_one(id)?;
+                    touched = Some(id);
+                }
+            }
+            Event::Flush(id) => {
+                let r = self.replicas.get_mut(&id).expect("replica");
+                if let Some(live) = r.live.as_ref() {
+                    live.sm.flush_durable().map_err(err("flush"))?;
+                    r.durable_image = live.sm.raw_image().map_err(err("image"))?;
+                    r.images.clear();
+                }
+                if !r.removed {
+                    let next = self.sched.random_in(50_000, 300_000);
+                    self.sched.schedule_after(next, Event::Flush(id));
+                }
+            }
+            Event::Crash(id) => {
+                if self.replicas[&id].live.is_some() {
+                    self.crash(id)?;
+                    self.check_durability_now(&format!("after the crash of {id}"))?;
+                    let down = self.sched.random_in(20_000, 600_000);
+                    self.sched.schedule_after(down, Event::Restart(id));
+                }
+                if self.opts.faults {
+                    let next = self.sched.random_in(100_000, 900_000);
+                    let victim = self.sched.random_in(1, self.spare);
+                    self.sched.schedule_after(next, Event::Crash(victim));
+                }
+            }
+            Event::Restart(id) => {
+                let mut r = self.replicas.remove(&id).expect("replica");
+                let res = if r.live.is_none() && !r.removed {
+                    self.trace(|| format!("restart {id}"));
+                    self.start(&mut r)
+                } else {
+                    Ok(())
+                };
+                self.replicas.insert(id, r);
+                res?;
+                touched = Some(id);
+            }
+            Event::FailSync(id) => {
+                if self.replicas[&id].live.is_some() {
+                    self.trace(|| format!("fsync of {id} will fail"));
+                    self.replicas[&id].fs.fail_next_sync();
+                    self.stats.sync_failures += 1;
+                }
+                let next = self.sched.random_in(300_000, 2_000_000);
+                let victim = self.sched.random_in(1, self.spare);
+                self.sched.schedule_after(next, Event::FailSync(victim));
+            }
+            Event::Partition => {
+                self.isolated.clear();
+                let n = self.sched.random_in(1, 2);
+                for _ in 0..n {
+                    let id = self.sched.random_in(1, self.spare);
+                    self.isolated.insert(id);
+                }
+                let isolated = self.isolated.clone();
+                self.trace(|| format!("partition: {isolated:?} cut off"));
+                let heal = self.sched.random_in(50_000, 800_000);
+                self.sched.schedule_after(heal, Event::Heal);
+            }
+            Event::Heal => {
+                self.isolated.clear();
+                self.trace(|| "heal".into());
+                let next = self.sched.random_in(200_000, 1_500_000);
+                self.sched.schedule_after(next, Event::Partition);
+            }
+            Event::Transfer => {
+                if let Some(l) = self.leader() {
+                    let to = self.sched.random_in(1, self.spare);
+                    let res = self
+                        .live_mut(l)
+                        .expect("leader is live")
+                        .core
+                        .transfer_leader(to);
+                    self.trace(|| format!("transfer leadership {l} -> {to}: {res:?}"));
+                    touched = Some(l);
+                }
+                let next = self.sched.random_in(300_000, 2_000_000);
+                self.sched.schedule_after(next, Event::Transfer);
+            }
+            Event::Membership => {
+                touched = self.membership_change(now);
+                let next = self.sched.random_in(300_000, 1_500_000);
+                self.sched.schedule_after(next, Event::Membership);
+            }
+            Event::Client(c) => {
+                touched = self.client_start(c, now);
+            }
+        }
+        if let Some(id) = touched {
+            self.drive(id)?;
+        }
+        self.poll_clients();
+        self.observe()?;
+        Ok(true)
+    }
+
+    /// One membership change, chosen from the current configuration of the
+    /// leader: add the spare as learner, promote it, or remove a voter
+    /// (never below three voters).
+    fn membership_change(&mut self, now: Instant) -> Option<u64> {
+        let l = self.leader()?;
+        let cs = self.replicas[&l]
+            .live
+            .as_ref()
+            .expect("leader is live")
+            .core
+            .raw()
+            .raft
+            .prs()
+            .conf()
+            .to_conf_state();
+        let spare = self.spare;
+        let (change_type, node_id) = if cs.learners.contains(&spare) {
+            (ConfChangeType::AddNode, spare)
+        } else if !cs.voters.contains(&spare) && !self.replicas[&spare].removed {
+            (ConfChangeType::AddLearnerNode, spare)
+        } else if cs.voters.len() > 3 {
+            let i = self.sched.random_in(0, cs.voters.len() as u64 - 1) as usize;
+            (ConfChangeType::RemoveNode, cs.voters[i])
+        } else {
+            return None;
+        };
+        let cc = conf_change_v2(ConfChange {
+            change_type,
+            node_id,
+            context: Vec::new(),
+        });
+        let (tx, _rx) = bounded(1);
+        self.trace(|| format!("leader {l} proposes {change_type:?} {node_id}"));
+        self.live_mut(l)
+            .expect("leader is live")
+            .core
+            .propose_conf_change(cc, tx, now);
+        Some(l)
+    }
+
+    fn client_start(&mut self, c: u64, now: Instant) -> Option<u64> {
+        let client = &mut self.clients[c as usize];
+        if client.pending.is_some() {
+            return None;
+        }
+        client.seq += 1;
+        let seq = client.seq;
+        let key = format!("k{}", self.sched.random_in(0, self.opts.keys - 1)).into_bytes();
+        let value = format!("c{c}.{seq}").into_bytes();
+        let kind = self.sched.random_in(0, 9);
+        // Mostly the leader; sometimes a random replica (it refuses).
+        let target = match self.leader() {
+            Some(l) if !self.sched.chance(1, 10) => l,
+            _ => self.sched.random_in(1, self.spare),
+        };
+        let op = match kind {
+            0..=3 => Op::Get { key },
+            4..=6 => Op::Insert { key, value },
+            7 => Op::Remove { key },
+            _ => {
+                let expected = if self.sched.chance(1, 3) {
+                    None
+                } else {
+                    // A value some client may have written.
+                    let cc = self.sched.random_in(0, self.opts.clients - 1);
+                    let s = self.sched.random_in(1, seq.max(2));
+                    Some(format!("c{cc}.{s}").into_bytes())
+                };
+                let new = (!self.sched.chance(1, 4)).then_some(value);
+                Op::CompareAndSwap { key, expected, new }
+            }
+        };
+        let lease = self.sched.chance(1, 3);
+        let Some(live) = self.replicas.get_mut(&target).and_then(|r| r.live.as_mut()) else {
+            // Nobody answers: the client tries again later.
+            let next = self.sched.random_in(10_000, 50_000);
+            self.sched.schedule_after(next, Event::Client(c));
+            return None;
+        };
+        let id = self.history.invoke(c, op.clone());
+        let pending = match op {
+            Op::Get { key } => {
+                let (tx, rx) = bounded(1);
+                // ReadIndex, or the leader lease (check-quorum) a third of the time.
+                let consistency = if lease {
+                    ReadConsistency::Lease
+                } else {
+                    ReadConsistency::Linearizable
+                };
+                live.core.read(consistency, tx, now);
+                Pending::Read {
+                    op: id,
+                    key,
+                    replica: target,
+                    rx,
+                }
+            }
+            Op::Insert { key, value } => {
+                let mut b = WriteBatch::new();
+                b.insert(key, value);
+                propose(&mut live.core, id, &Command::Batch(b), now)
+            }
+            Op::Remove { key } => {
+                let mut b = WriteBatch::new();
+                b.remove(key);
+                propose(&mut live.core, id, &Command::Batch(b), now)
+            }
+            Op::CompareAndSwap { key, expected, new } => propose(
+                &mut live.core,
+                id,
+                &Command::Cas(Cas { key, expected, new }),
+                now,
+            ),
+        };
+        self.clients[c as usize].pending = Some(pending);
+        Some(target)
+    }
+
+    /// Collect client answers; a client that got one starts a new
+    /// operation a little later.
+    fn poll_clients(&mut self) {
+        for c in 0..self.clients.len() {
+            let Some(p) = self.clients[c].pending.take() else {
+                continue;
+            };
+            let done = match p {
+                Pending::Write { op, rx } => match rx.try_recv() {
+                    Ok(Ok(result)) => {
+                        let output = match result {
+                            CommandResult::Cas(Ok(())) => Output::Cas(Ok(())),
+                            CommandResult::Cas(Err(m)) => {
+                                Output::Cas(Err(m.current.map(|v| v.to_vec())))
+                            }
+                            _ => Output::Written,
+                        };
+                        self.history.complete(op, output);
+                        self.stats.ops_ok += 1;
+                        true
+                    }
+                    Ok(Err(Error::NotLeader { .. } | Error::Stale { .. })) => {
+                        // Refused, or its entry was overwritten: no effect.
+                        self.history.fail_no_effect(op);
+                        self.stats.ops_failed += 1;
+                        true
+                    }
+                    Ok(Err(_)) | Err(TryRecvError::Disconnected) => {
+                        self.history.fail_unknown(op);
+                        self.stats.ops_failed += 1;
+                        true
+                    }
+                    Err(TryRecvError::Empty) => {
+                        self.clients[c].pending = Some(Pending::Write { op, rx });
+                        false
+                    }
+                },
+                Pending::Read {
+                    op,
+                    key,
+                    replica,
+                    rx,
+                } => match rx.try_recv() {
+                    Ok(Ok(_index)) => {
+                        let value = self.replicas[&replica]
+                            .live
+                            .as_ref()
+                            .expect("a replica that answers is live")
+                            .sm
+                            .get(&key);
+                        match value {
+                            Ok(v) => {
+                                self.history
+                                    .complete(op, Output::Value(v.map(|v| v.to_vec())));
+                                self.stats.ops_ok += 1;
+                            }
+                            Err(_) => {
+                                self.history.fail_no_effect(op);
+                                self.stats.ops_failed += 1;
+                            }
+                        }
+                        true
+                    }
+                    Ok(Err(_)) | Err(TryRecvError::Disconnected) => {
+                        self.history.fail_no_effect(op);
+                        self.stats.ops_failed += 1;
+                        true
+                    }
+                    Err(TryRecvError::Empty) => {
+                        self.clients[c].pending = Some(Pending::Read {
+                            op,
+                            key,
+                            replica,
+                            rx,
+                        });
+                        false
+                    }
+                },
+            };
+            if done {
+                let next = self.sched.random_in(1_000, 30_000);
+                self.sched.schedule_after(next, Event::Client(c as u64));
+            }
+        }
+    }
+
+    /// Poll replica `id` until it has nothing to do, carrying out its
+    /// effects as the runtime's raft loop does.
+    fn drive(&mut self, id: u64) -> Result<(), String> {
+        let now = self.now();
+        loop {
+            let Some(live) = self.live_mut(id) else {
+                return Ok(());
+            };
+            let fx = live.core.poll(now);
+            if fx.is_empty() {
+                return Ok(());
+            }
+            let mut submitted = Vec::new();
+            for task in fx.persist {
+                let number = task.number;
+                let live = self.live_mut(id).expect("polled, so live");
+                if task.snapshot.is_some() {
+                    return Err(format!(
+                        "replica {id} was sent a snapshot, which this version cannot install"
+                    ));
+                }
+                let res = live.wal.submit_notify(
+                    task.entries,
+                    task.hard_state,
+                    Notify::Channel {
+                        sender: live.durable_tx.clone(),
+                        tag: number,
+                    },
+                );
+                if let Err(e) = res {
+                    // The runtime stops a replica whose log refuses writes.
+                    self.trace(|| format!("replica {id}: WAL refused a write ({e}); it stops"));
+                    self.crash(id)?;
+                    let down = self.sched.random_in(20_000, 300_000);
+                    self.sched.schedule_after(down, Event::Restart(id));
+                    return Ok(());
+                }
+                submitted.push(number);
+            }
+            let incarnation = self.replicas[&id].incarnation;
+            let live = self.live_mut(id).expect("live");
+            if !submitted.is_empty() && !live.sync_scheduled {
+                live.sync_scheduled = true;
+                // fsync latency: usually short, sometimes a slow device.
+                let delay = if self.sched.chance(1, 5) {
+                    self.sched.random_in(2_000, 30_000)
+                } else {
+                    self.sched.random_in(200, 2_000)
+                };
+                self.sched
+                    .schedule_after(delay, Event::Sync { id, incarnation });
+            }
+            if self.opts.planted == PlantedBug::AckBeforeFsync {
+                let live = self.live_mut(id).expect("live");
+                for n in submitted {
+                    live.core.on_persisted(n);
+                }
+            }
+            let live = self.live_mut(id).expect("live");
+            let had_apply = !fx.apply.is_empty();
+            live.applying.extend(fx.apply);
+            if had_apply && !live.apply_scheduled {
+                live.apply_scheduled = true;
+                let delay = self.sched.random_in(100, 3_000);
+                self.sched
+                    .schedule_after(delay, Event::Apply { id, incarnation });
+            }
+            for m in fx.send {
+                self.send(m);
+            }
+        }
+    }
+
+    fn send(&mut self, m: Message) {
+        if self.sched.chance(1, 50) {
+            return; // lost
+        }
+        let copies = if self.sched.chance(1, 50) { 2 } else { 1 };
+        for _ in 0..copies {
+            // Random delays reorder messages.
+            let delay = if self.sched.chance(1, 50) {
+                // Stuck in a queue or retransmitted: older than an election.
+                self.sched.random_in(100_000, 600_000)
+            } else if self.sched.chance(1, 20) {
+                self.sched.random_in(20_000, 120_000)
+            } else {
+                self.sched.random_in(100, 8_000)
+            };
+            self.sched
+                .schedule_after(delay, Event::Deliver(Box::new(m.clone())));
+        }
+    }
+
+    /// The WAL writer: write and fsync everything submitted, then report
+    /// durability to the node.
+    fn sync(&mut self, id: u64) -> Result<(), String> {
+        let planted = self.opts.planted;
+        let live = self.live_mut(id).expect("same incarnation is live");
+        live.sync_scheduled = false;
+        let res = live.wal.pump();
+        let mut done = Vec::new();
+        let mut failed = res.as_ref().err().map(ToString::to_string);
+        while let Ok(d) = live.durable_rx.try_recv() {
+            match d.result {
+                Ok(()) => done.push(d.tag),
+                Err(e) => failed = Some(e.to_string()),
+            }
+        }
+        if planted != PlantedBug::AckBeforeFsync {
+            for n in done {
+                live.core.on_persisted(n);
+            }
+        }
+        if let Some(e) = failed {
+            self.trace(|| format!("replica {id}: WAL write failed ({e}); it stops"));
+            self.crash(id)?;
+            let down = self.sched.random_in(20_000, 300_000);
+            self.sched.schedule_after(down, Event::Restart(id));
+        }
+        Ok(())
+    }
+
+    /// The apply thread: apply one task to sled, answer its waiters, report
+    /// the applied index.
+    fn apply_one(&mut self, id: u64) -> Result<(), String> {
+        let r = self.replicas.get_mut(&id).expect("replica");
+        let live = r.live.as_mut().expect("same incarnation is live");
+        live.apply_scheduled = false;
+        let Some(task) = live.applying.pop_front() else {
+            return Ok(());
+        };
+        let out = live.sm.apply(&task.entries).map_err(|e| {
+            format!(
+                "replica {id}: applying [{}, {}] failed: {e}",
+                task.entries[0].index,
+                task.entries.last().expect("non-empty").index
+            )
+        })?;
+        let mut waiters = task.waiters.into_iter().peekable();
+        for res in &out.results {
+            while waiters.peek().is_some_and(|w| w.index < res.index) {
+                let w = waiters.next().expect("peeked");
+                let _ = w.tx.send(Err(Error::Storage("applied earlier".into())));
+            }
+            if waiters.peek().is_some_and(|w| w.index == res.index) {
+                let w = waiters.next().expect("peeked");
+                let entry = task
+                    .entries
+                    .iter()
+                    .find(|e| e.index == w.index)
+                    .expect("a waiter's entry is in its task");
+                if matches!(
+                    res.result,
+                    CommandResult::Written { .. } | CommandResult::Cas(Ok(()))
+                ) {
+                    self.checker.record_acknowledged(EntryId::of(entry));
+                    self.stats.acknowledged += 1;
+                }
+                if matches!(res.result, CommandResult::ConfChange(Ok(_))) {
+                    self.stats.conf_changes += 1;
+                }
+                let _ = w.tx.send(Ok(res.result.clone()));
+            }
+        }
+        for w in waiters {
+            let _ = w.tx.send(Err(Error::Storage("no result".into())));
+        }
+        let changes: Vec<_> = out.conf_changes.iter().map(|c| c.change.clone()).collect();
+        live.core.on_applied(out.applied_index, &changes);
+        if !live.applying.is_empty() {
+            live.apply_scheduled = true;
+            let incarnation = r.incarnation;
+            let delay = self.sched.random_in(100, 3_000);
+            self.sched
+                .schedule_after(delay, Event::Apply { id, incarnation });
+        }
+        let image = live.sm.raw_image().map_err(err("image"))?;
+        if r.images.len() == IMAGES_MAX {
+            r.images.remove(IMAGES_MAX / 2);
+        }
+        r.images.push_back(image);
+        let removed_self =
+            out.conf_changes.iter().any(|c| {
+                !c.conf_state.voters.contains(&id) && !c.conf_state.learners.contains(&id)
+            }) && out.conf_changes.last().is_some_and(|c| {
+                !c.conf_state.voters.contains(&id) && !c.conf_state.learners.contains(&id)
+            });
+        for entry in &task.entries {
+            if entry.index > out.applied_index {
+                break;
+            }
+            self.checker
+                .record_applied(id, EntryId::of(entry))
+                .map_err(|v| v.to_string())?;
+        }
+        if removed_self {
+            // A removed replica shuts down for good.
+            self.trace(|| format!("replica {id} applied its own removal; it stops"));
+            let r = self.replicas.get_mut(&id).expect("replica");
+            r.removed = true;
+            r.live = None;
+        }
+        Ok(())
+    }
+
+    /// Kill replica `id` like a power loss: unsynced WAL writes are lost
+    /// (a random prefix kept, the next one maybe torn), sled comes back at
+    /// some batch boundary at or after its last durable flush.
+    fn crash(&mut self, id: u64) -> Result<(), String> {
+        let r = self.replicas.get_mut(&id).expect("replica");
+        let Some(live) = r.live.take() else {
+            return Ok(());
+        };
+        let unsynced = r.fs.unsynced_writes() as u64;
+        let keep = self.sched.random_in(0, unsynced);
+        let torn = if self.sched.chance(1, 2) {
+            self.sched.random_in(0, 64) as usize
+        } else {
+            0
+        };
+        r.fs.crash(CrashSpec {
+            keep_writes: keep as usize,
+            torn_bytes: torn,
+        });
+        // sled: the flushed image, the newest one, or one in between.
+        let choice = self.sched.random_in(0, 2);
+        let n = r.images.len() as u64;
+        let image = match choice {
+            _ if n == 0 => None,
+            0 => None,
+            1 => r.images.back().cloned(),
+            _ => r
+                .images
+                .get(self.sched.random_in(0, n - 1) as usize)
+                .cloned(),
+        };
+        if let Some(image) = image {
+            r.durable_image = image;
+        }
+        r.images.clear();
+        // Dropping after the crash: the old handles no longer reach the disk.
+        drop(live);
+        self.stats.crashes += 1;
+        self.trace(|| {
+            format!("crash {id}: kept {keep} of {unsynced} unsynced writes, torn {torn} bytes, sled image {choice}")
+        });
+        Ok(())
+    }
+
+    /// Views of every replica's durable log: what a crashed replica
+    /// recovered (read by reopening its WAL), what a live one persisted.
+    fn durable_views(&mut self) -> Result<Vec<ReplicaView>, String> {
+        let mut views = Vec::new();
+        for r in self.replicas.values() {
+            let view = match &r.live {
+                Some(live) => {
+                    let log = &live.core.raw().raft.raft_log;
+                    let persisted = log.persisted.min(log.last_index());
+                    let first = log.first_index();
+                    let entries = if persisted >= first {
+                        log.slice(first, persisted + 1, None)
+                            .map_err(err("read log"))?
+                    } else {
+                        Vec::new()
+                    };
+                    ReplicaView {
+                        id: r.id,
+                        snapshot_index: first - 1,
+                        snapshot_term: log.term(first - 1).unwrap_or(0),
+                        log: entries.iter().map(EntryId::of).collect(),
+                        ..ReplicaView::default()
+                    }
+                }
+                None => {
+                    let wal = Wal::open_with_fs(Arc::new(r.fs.clone()), wal_dir(), wal_options())
+                        .map_err(|e| format!("replica {}: WAL recovery failed: {e}", r.id))?;
+                    let (first, last) = (
+                        wal.first_index().map_err(err("wal"))?,
+                        wal.last_index().map_err(err("wal"))?,
+                    );
+                    let entries = if last >= first {
+                        wal.entries(first, last + 1, None).map_err(err("wal"))?
+                    } else {
+                        Vec::new()
+                    };
+                    ReplicaView {
+                        id: r.id,
+                        snapshot_index: first - 1,
+                        snapshot_term: wal.term(first - 1).unwrap_or(0),
+                        log: entries.iter().map(EntryId::of).collect(),
+                        ..ReplicaView::default()
+                    }
+                }
+            };
+            views.push(view);
+        }
+        Ok(views)
+    }
+
+    /// The voters of the newest configuration any replica knows.
+    fn voters(&self) -> Vec<u64> {
+        self.replicas
+            .values()
+            .filter_map(|r| r.live.as_ref())
+            .max_by_key(|l| l.core.applied())
+            .map(|l| l.sm.conf_state().voters)
+            .unwrap_or_else(|| self.initial_voters.clone())
+    }
+
+    /// Every acknowledged write must be held by so many voters that no
+    /// quorum lacks it: otherwise an election could lose it.
+    fn check_durability_now(&mut self, when: &str) -> Result<(), String> {
+        let views = self.durable_views()?;
+        let voters = self.voters();
+        self.checker
+            .check_no_quorum_lacks(&views, &voters)
+            .map_err(|v| format!("durability {when}: {v}"))
+    }
+
+    /// Invariants over the replicas' current logs (in memory: the stable
+    /// part from the WAL plus the unstable tail).
+    fn observe(&mut self) -> Result<(), String> {
+        let mut views = Vec::new();
+        for r in self.replicas.values_mut() {
+            let Some(live) = r.live.as_ref() else {
+                continue;
+            };
+            let raft = &live.core.raw().raft;
+            let log = &raft.raft_log;
+            let first = log.first_index();
+            let last = log.last_index();
+            // Refresh the cached entry ids: a log only changes by replacing
+            // a suffix, so keep the prefix whose terms still match.
+            let mut keep = r.log_cache.len().min(last as usize);
+            while keep > 0 {
+                let idx = keep as u64;
+                if idx < first || log.term(idx).ok() == Some(r.log_cache[keep - 1].term) {
+                    break;
+                }
+                keep -= 1;
+            }
+            r.log_cache.truncate(keep);
+            if (keep as u64) < last {
+                let from = (keep as u64 + 1).max(first);
+                let entries = log
+                    .slice(from, last + 1, None)
+                    .map_err(|e| format!("replica {}: log unreadable: {e}", r.id))?;
+                r.log_cache.extend(entries.iter().map(EntryId::of));
+            }
+            let skip = (first - 1) as usize;
+            views.push(ReplicaView {
+                id: r.id,
+                term: raft.term,
+                is_leader: raft.state == StateRole::Leader,
+                snapshot_index: first - 1,
+                snapshot_term: log.term(first - 1).unwrap_or(0),
+                log: r.log_cache[skip.min(r.log_cache.len())..].to_vec(),
+                committed: log.committed,
+                applied: live.core.applied(),
+            });
+            self.stats.committed = self.stats.committed.max(log.committed);
+        }
+        self.checker.observe(&views).map_err(|v| v.to_string())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        // Replicas at the same applied index hold the same data.
+        let mut by_applied: BTreeMap<u64, (u64, Image)> = BTreeMap::new();
+        for r in self.replicas.values() {
+            if let Some(live) = &r.live {
+                let applied = live.sm.applied_index();
+                let data: Image = live
+                    .sm
+                    .range::<&[u8], _>(..)
+                    .map(|kv| kv.map(|(k, v)| (k, v)))
+                    .collect::<crate::sm::Result<_>>()
+                    .map_err(err("scan"))?;
+                if let Some((other, theirs)) = by_applied.get(&applied) {
+                    if *theirs != data {
+                        return Err(format!(
+                            "state machines of replicas {other} and {} differ at applied index {applied}",
+                            r.id
+                        ));
+                    }
+                } else {
+                    by_applied.insert(applied, (r.id, data));
+                }
+            }
+        }
+        self.stats.elections = self
+            .replicas
+            .values()
+            .filter_map(|r| r.live.as_ref())
+            .map(|l| l.core.counters().became_leader)
+            .sum();
+        // Power loss of every replica at once, then durability against what
+        // each one recovers.
+        let voters = self.voters();
+        let ids: Vec<u64> = self.replicas.keys().copied().collect();
+        for id in ids {
+            self.crash(id)?;
+        }
+        let views = self.durable_views()?;
+        self.checker
+            .check_no_quorum_lacks(&views, &voters)
+            .map_err(|v| format!("durability after a power loss of every replica: {v}"))?;
+        // Every replica must come back from what its disks hold.
+        let ids: Vec<u64> = self.replicas.keys().copied().collect();
+        for id in ids {
+            let mut r = self.replicas.remove(&id).expect("replica");
+            let res = if r.removed {
+                Ok(())
+            } else {
+                self.start(&mut r)
+            };
+            self.replicas.insert(id, r);
+            res.map_err(|e| format!("replica {id} cannot restart after the power loss: {e}"))?;
+        }
+        // Operations still in flight have an unknown outcome.
+        for c in &mut self.clients {
+            match c.pending.take() {
+                Some(Pending::Write { op, .. }) => self.history.fail_unknown(op),
+                Some(Pending::Read { op, .. }) => self.history.fail_no_effect(op),
+                None => {}
+            }
+        }
+        let history = self.history.history();
+        match check(&history) {
+            CheckResult::Linearizable => Ok(()),
+            CheckResult::NotLinearizable(c) => Err(format!("client history {c}")),
+            CheckResult::Unknown { key, reason } => {
+                tracing::warn!(
+                    seed = self.opts.seed,
+                    key = %String::from_utf8_lossy(&key),
+                    reason,
+                    "linearizability check gave up"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+fn propose(core: &mut Core, op: OpId, cmd: &Command, now: Instant) -> Pending {
+    let (tx, rx) = bounded(1);
+    core.propose(cmd.encode(), tx, now);
+    let _ = op;
+    Pending::Write { op, rx }
+}
+
+/// Run one seed.
+///
+/// # Errors
+/// A [`SimFailure`] with the violation, the trace and the replay command.
+pub fn run_seed(opts: &SimOptions) -> Result<SeedStats, SimFailure> {
+    let fail = |w: Option<&World>, violation: String| SimFailure {
+        seed: opts.seed,
+        time_us: w.map_or(0, |w| w.sched.now()),
+        violation,
+        trace: w.map_or_else(Vec::new, |w| {
+            w.trace
+                .iter()
+                .map(|t| format!("t={:>9}us {}", t.time, t.what))
+                .collect()
+        }),
+        replay: replay_command(opts),
+    };
+    let mut world = World::new(opts).map_err(|v| fail(None, v))?;
+    for _ in 0..opts.events {
+        match world.step() {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(v) => return Err(fail(Some(&world), v)),
+        }
+    }
+    if let Err(v) = world.finish() {
+        return Err(fail(Some(&world), v));
+    }
+    Ok(world.stats.clone())
+}
