@@ -248,3 +248,45 @@ fn a_corrupt_committed_entry_stops_replay_with_a_typed_error() {
     ));
     assert_eq!(sm.applied_index(), 4);
 }
+
+/// Regression (simulator seed 1031): a crash kept the entries of a WAL
+/// submission but tore the hard state record written after them, so the
+/// replica restarted in term 3 holding entries of term 5 — and could have
+/// voted in, and led, term 4 with them. The storage must report a term at
+/// least the last log term, with no vote in it.
+#[test]
+fn a_hard_state_lost_behind_its_entries_does_not_lower_the_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, sm) = open(dir.path());
+    sm.bootstrap(&ConfState::from_voters([1, 2, 3])).unwrap();
+    append(&wal, 1, 25, 12); // hard state: term 3, vote 1
+                             // Entries of term 5 whose hard state never made it to disk.
+    let entries: Vec<_> = (26..=27)
+        .map(|i| entry(i, 5, &command_at(SEED, i, 4)))
+        .collect();
+    wal.submit(entries, None).unwrap().wait().unwrap();
+    drop(wal);
+    drop(sm);
+    let (wal, sm) = open(dir.path());
+    assert_eq!(wal.hard_state().unwrap().term, 3);
+    let storage = DiskStorage::open(wal, sm).unwrap();
+    let hs = storage.initial_state().unwrap().hard_state;
+    assert_eq!((hs.term, hs.vote, hs.commit), (5, 0, 12));
+    // A hard state at or beyond the log's last term is kept as it is.
+    drop(storage);
+    let (wal, sm) = open(dir.path());
+    wal.set_hard_state(HardState {
+        term: 6,
+        vote: 2,
+        commit: 12,
+    })
+    .unwrap()
+    .wait()
+    .unwrap();
+    let hs = DiskStorage::open(wal, sm)
+        .unwrap()
+        .initial_state()
+        .unwrap()
+        .hard_state;
+    assert_eq!((hs.term, hs.vote, hs.commit), (6, 2, 12));
+}

@@ -664,12 +664,13 @@ impl World {
                     rx,
                 } => match rx.try_recv() {
                     Ok(Ok(_index)) => {
-                        let value = self.replicas[&replica]
-                            .live
-                            .as_ref()
-                            .expect("a replica that answers is live")
-                            .sm
-                            .get(&key);
+                        // The replica may have stopped in the same event
+                        // (e.g. it applied its own removal): then it cannot
+                        // serve the read.
+                        let value = match self.replicas[&replica].live.as_ref() {
+                            Some(live) => live.sm.get(&key).map_err(|e| e.to_string()),
+                            None => Err("the replica stopped".to_string()),
+                        };
                         match value {
                             Ok(v) => {
                                 self.history

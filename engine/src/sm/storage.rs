@@ -149,6 +149,25 @@ impl Storage for DiskStorage {
     fn initial_state(&self) -> tandem_raft::Result<RaftState> {
         let mut hard_state = self.wal.hard_state()?;
         hard_state.commit = hard_state.commit.max(self.sm.applied_index());
+        // The WAL recovers records, not submissions: a crash can keep the
+        // entries of a submission and lose (or tear) the hard state written
+        // after them, leaving entries of a term the recovered hard state
+        // has not reached. Raft requires the current term to be at least
+        // every log term (or the replica could vote in, and lead, an older
+        // term than entries it holds: found by the simulator, seed 1031).
+        // Holding an entry of term T proves the replica was in term T; its
+        // vote in T was never durable, hence never sent: none.
+        let last = self.wal.last_index()?;
+        let last_term = self.wal.term(last)?;
+        if last_term > hard_state.term {
+            tracing::info!(
+                recovered_term = hard_state.term,
+                last_term,
+                "the log holds a later term than the recovered hard state; adopting it"
+            );
+            hard_state.term = last_term;
+            hard_state.vote = 0;
+        }
         Ok(RaftState::new(hard_state, self.sm.conf_state()))
     }
 
