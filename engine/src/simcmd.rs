@@ -1,5 +1,6 @@
 //! `tandem sim`: run many seeds of the deterministic simulator.
 
+use std::io::IsTerminal;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
@@ -44,7 +45,10 @@ pub fn run(args: &Args) -> Result<(), String> {
         planted: planted(&args.planted)?,
         ..SimOptions::default()
     };
-    let bar = if args.verbose {
+    // Without a terminal (a long run in the background), a line every 30 s.
+    let tty = std::io::stderr().is_terminal();
+    let mut last_line = Instant::now();
+    let bar = if args.verbose || !tty {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(args.seeds)
@@ -101,6 +105,18 @@ pub fn run(args: &Args) -> Result<(), String> {
             }
         }
         bar.inc(1);
+        if !tty && !args.verbose && last_line.elapsed().as_secs() >= 30 {
+            last_line = Instant::now();
+            let done = seed + 1 - args.start;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "progress: {done}/{} seeds, {} failed, {:.0} s, {:.1} seeds/s",
+                args.seeds,
+                failures.len(),
+                secs,
+                done as f64 / secs.max(1e-9)
+            );
+        }
     }
     bar.finish();
     let secs = started.elapsed().as_secs_f64();

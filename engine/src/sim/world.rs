@@ -51,6 +51,8 @@ enum Event {
     FailSync(u64),
     Partition,
     Heal,
+    /// Hold the messages of one directed link for a while.
+    Clog,
     Transfer,
     Membership,
     Client(u64),
@@ -118,6 +120,8 @@ struct World {
     clients: Vec<Client>,
     /// Replicas on the minority side of a partition (empty: healed).
     isolated: BTreeSet<u64>,
+    /// Directed links `(from, to)` that hold their messages until a time.
+    clogged: BTreeMap<(u64, u64), u64>,
     trace: VecDeque<TraceLine>,
     stats: SeedStats,
     initial_voters: Vec<u64>,
@@ -181,6 +185,7 @@ impl World {
                 })
                 .collect(),
             isolated: BTreeSet::new(),
+            clogged: BTreeMap::new(),
             trace: VecDeque::new(),
             stats: SeedStats::default(),
             initial_voters: initial_voters.clone(),
@@ -210,6 +215,8 @@ impl World {
     fn schedule_faults(&mut self) {
         let at = self.sched.random_in(200_000, 1_000_000);
         self.sched.schedule_after(at, Event::Partition);
+        let at = self.sched.random_in(50_000, 500_000);
+        self.sched.schedule_after(at, Event::Clog);
         let at = self.sched.random_in(300_000, 1_500_000);
         self.sched.schedule_after(at, Event::Transfer);
         let at = self.sched.random_in(300_000, 1_000_000);
@@ -452,6 +459,17 @@ impl World {
                 let next = self.sched.random_in(300_000, 2_000_000);
                 let victim = self.sched.random_in(1, self.spare);
                 self.sched.schedule_after(next, Event::FailSync(victim));
+            }
+            Event::Clog => {
+                let from = self.sched.random_in(1, self.spare);
+                let to = self.sched.random_in(1, self.spare);
+                let now = self.sched.now();
+                let until = now + self.sched.random_in(50_000, 700_000);
+                self.clogged.retain(|_, &mut u| u > now);
+                self.clogged.insert((from, to), until);
+                self.trace(|| format!("clog {from}->{to} until t={until}us"));
+                let next = self.sched.random_in(50_000, 600_000);
+                self.sched.schedule_after(next, Event::Clog);
             }
             Event::Partition => {
                 self.isolated.clear();
@@ -787,7 +805,7 @@ impl World {
         let copies = if self.sched.chance(1, 50) { 2 } else { 1 };
         for _ in 0..copies {
             // Random delays reorder messages.
-            let delay = if self.sched.chance(1, 50) {
+            let mut delay = if self.sched.chance(1, 50) {
                 // Stuck in a queue or retransmitted: older than an election.
                 self.sched.random_in(100_000, 600_000)
             } else if self.sched.chance(1, 20) {
@@ -795,6 +813,13 @@ impl World {
             } else {
                 self.sched.random_in(100, 8_000)
             };
+            // A clogged link holds its messages until it clears.
+            if let Some(&until) = self.clogged.get(&(m.from, m.to)) {
+                let now = self.sched.now();
+                if until > now {
+                    delay = delay.max(until - now + self.sched.random_in(0, 2_000));
+                }
+            }
             self.sched
                 .schedule_after(delay, Event::Deliver(Box::new(m.clone())));
         }
@@ -1081,7 +1106,6 @@ impl World {
                 let data: Image = live
                     .sm
                     .range::<&[u8], _>(..)
-                    .map(|kv| kv.map(|(k, v)| (k, v)))
                     .collect::<crate::sm::Result<_>>()
                     .map_err(err("scan"))?;
                 if let Some((other, theirs)) = by_applied.get(&applied) {
