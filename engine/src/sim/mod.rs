@@ -162,6 +162,8 @@ pub struct SeedStats {
     pub sync_failures: u64,
     /// Membership changes applied by the leader.
     pub conf_changes: u64,
+    /// Log compactions carried out.
+    pub compactions: u64,
     /// Leader elections won.
     pub elections: u64,
 }

@@ -12,7 +12,7 @@ use tandem_raft::{ConfChange, ConfChangeType, ConfState, HardState, Message, Sta
 use tandem_wal::{CrashSpec, Durable, Notify, SimFs, Wal, WalOptions};
 
 use super::{replay_command, PlantedBug, SeedStats, SimFailure, SimOptions};
-use crate::config::{Config, ReadConsistency};
+use crate::config::{Config, ReadConsistency, SnapshotConfig};
 use crate::error::Error;
 use crate::node::core::conf_change_v2;
 use crate::node::{ApplyTask, NodeCore};
@@ -44,8 +44,13 @@ enum Event {
         id: u64,
         incarnation: u64,
     },
-    /// Make a replica's state machine durable.
+    /// Make a replica's state machine durable (periodically, on its own).
     Flush(u64),
+    /// The same, asked for by the node (`Effects::flush_durable`).
+    FlushAsked {
+        id: u64,
+        incarnation: u64,
+    },
     Crash(u64),
     Restart(u64),
     FailSync(u64),
@@ -66,6 +71,8 @@ struct TraceLine {
 }
 
 struct Live {
+    /// The same storage the core reads, for compaction.
+    storage: DiskStorage,
     core: Core,
     wal: Arc<Wal>,
     sm: Arc<StateMachine>,
@@ -87,8 +94,9 @@ struct Replica {
     images: VecDeque<Image>,
     /// Removed from the cluster: stays down.
     removed: bool,
-    /// Cached entry ids of its log (index `i` at position `i - 1`).
+    /// Cached entry ids of its log, from index `cache_first` on.
     log_cache: Vec<EntryId>,
+    cache_first: u64,
 }
 
 enum Pending {
@@ -130,6 +138,8 @@ struct World {
     /// supported configurations and exercise different paths.
     pre_vote: bool,
     check_quorum: bool,
+    /// The compaction threshold drawn for this seed (small in half of them).
+    compact_log_entries: u64,
 }
 
 /// A unique directory name per sled database of this process.
@@ -143,12 +153,14 @@ fn sled_path(base: &Path, seed: u64, id: u64, incarnation: u64) -> PathBuf {
 }
 
 fn wal_options() -> WalOptions {
+    // Small segments and cache, so segment rotation, deletion by
+    // compaction and reads from the disk all happen within a seed.
     WalOptions {
-        segment_bytes: 64 * 1024,
-        cache_bytes_max: 16 * 1024,
-        entry_bytes_max: 8 * 1024,
-        batch_bytes_max: 16 * 1024,
-        pending_bytes_max: 32 * 1024,
+        segment_bytes: 12 * 1024,
+        cache_bytes_max: 4 * 1024,
+        entry_bytes_max: 2 * 1024,
+        batch_bytes_max: 8 * 1024,
+        pending_bytes_max: 16 * 1024,
         background_threads: false,
         prefill_segments: false,
         ..WalOptions::default()
@@ -168,6 +180,11 @@ impl World {
         let mut sched = Scheduler::new(opts.seed, TieOrder::Random);
         let pre_vote = sched.chance(1, 2);
         let check_quorum = sched.chance(3, 4);
+        let compact_log_entries = if sched.chance(1, 2) {
+            sched.random_in(8, 64)
+        } else {
+            SnapshotConfig::default().compact_log_entries
+        };
         let initial_voters: Vec<u64> = (1..=opts.replicas).collect();
         let spare = opts.replicas + 1;
         let mut w = World {
@@ -192,6 +209,7 @@ impl World {
             spare,
             pre_vote,
             check_quorum,
+            compact_log_entries,
         };
         for id in 1..=spare {
             w.create_replica(id, id != spare)?;
@@ -235,10 +253,15 @@ impl World {
             heartbeat_ticks: 2,
             request_timeout: Duration::from_secs(2),
             seed: self.opts.seed.wrapping_mul(0x9E37_79B9).wrapping_add(id) | 1,
-            max_size_per_msg_bytes: 4 * 1024,
+            max_size_per_msg_bytes: 1024,
             max_inflight_msgs: 16,
             pre_vote: self.pre_vote,
             check_quorum: self.check_quorum,
+            snapshot: SnapshotConfig {
+                compact_log_entries: self.compact_log_entries,
+                compact_log_bytes: 4096.max(self.compact_log_entries * 64),
+                ..SnapshotConfig::default()
+            },
             ..Config::new(id)
         };
         #[cfg(feature = "planted-bugs")]
@@ -285,6 +308,7 @@ impl World {
             images: VecDeque::new(),
             removed: false,
             log_cache: Vec::new(),
+            cache_first: 1,
         };
         drop(sm);
         self.start(&mut r)?;
@@ -313,13 +337,14 @@ impl World {
         storage.replay_committed().map_err(err("replay"))?;
         let applied = sm.applied_index();
         let incarnation = (self.opts.seed << 16) ^ (r.id << 8) ^ r.incarnation;
-        let core = NodeCore::new(&self.config(r.id), storage, applied, incarnation)
+        let core = NodeCore::new(&self.config(r.id), storage.clone(), applied, incarnation)
             .map_err(err("start node core"))?;
         let (durable_tx, durable_rx) = unbounded();
         r.durable_image = sm.raw_image().map_err(err("image"))?;
         r.images.clear();
         r.log_cache.clear();
         r.live = Some(Live {
+            storage,
             core,
             wal,
             sm,
@@ -414,15 +439,19 @@ impl World {
                 }
             }
             Event::Flush(id) => {
-                let r = self.replicas.get_mut(&id).expect("replica");
-                if let Some(live) = r.live.as_ref() {
-                    live.sm.flush_durable().map_err(err("flush"))?;
-                    r.durable_image = live.sm.raw_image().map_err(err("image"))?;
-                    r.images.clear();
+                if self.replicas[&id].live.is_some() {
+                    self.flush(id)?;
+                    touched = Some(id);
                 }
-                if !r.removed {
+                if !self.replicas[&id].removed {
                     let next = self.sched.random_in(50_000, 300_000);
                     self.sched.schedule_after(next, Event::Flush(id));
+                }
+            }
+            Event::FlushAsked { id, incarnation } => {
+                if self.is_live(id, incarnation) {
+                    self.flush(id)?;
+                    touched = Some(id);
                 }
             }
             Event::Crash(id) => {
@@ -783,6 +812,33 @@ impl World {
                     live.core.on_persisted(n);
                 }
             }
+            if fx.flush_durable {
+                // The runtime's maintenance thread, some time later.
+                let delay = self.sched.random_in(500, 20_000);
+                self.sched
+                    .schedule_after(delay, Event::FlushAsked { id, incarnation });
+            }
+            if let Some(first) = fx.compact {
+                let live = self.live_mut(id).expect("live");
+                let res = live.storage.compact(first);
+                self.trace(|| format!("replica {id} compacts its log below {first}: {res:?}"));
+                match res {
+                    Ok(_) => self.stats.compactions += 1,
+                    Err(crate::sm::Error::CompactBeyondDurable { index, durable }) => {
+                        return Err(format!(
+                            "replica {id} asked to compact below {index}, past its durable applied index {durable}"
+                        ));
+                    }
+                    Err(e) => {
+                        // The runtime stops a replica whose log refuses.
+                        self.trace(|| format!("replica {id}: compaction failed ({e}); it stops"));
+                        self.crash(id)?;
+                        let down = self.sched.random_in(20_000, 300_000);
+                        self.sched.schedule_after(down, Event::Restart(id));
+                        return Ok(());
+                    }
+                }
+            }
             let live = self.live_mut(id).expect("live");
             let had_apply = !fx.apply.is_empty();
             live.applying.extend(fx.apply);
@@ -823,6 +879,18 @@ impl World {
             self.sched
                 .schedule_after(delay, Event::Deliver(Box::new(m.clone())));
         }
+    }
+
+    /// The maintenance thread's flush: make the state machine durable and
+    /// report the durable applied index to the node.
+    fn flush(&mut self, id: u64) -> Result<(), String> {
+        let r = self.replicas.get_mut(&id).expect("replica");
+        let live = r.live.as_mut().expect("flushing a live replica");
+        let durable = live.sm.flush_durable().map_err(err("flush"))?;
+        r.durable_image = live.sm.raw_image().map_err(err("image"))?;
+        r.images.clear();
+        live.core.on_durable(durable);
+        Ok(())
     }
 
     /// The WAL writer: write and fsync everything submitted, then report
@@ -1063,25 +1131,40 @@ impl World {
             let log = &raft.raft_log;
             let first = log.first_index();
             let last = log.last_index();
-            // Refresh the cached entry ids: a log only changes by replacing
-            // a suffix, so keep the prefix whose terms still match.
-            let mut keep = r.log_cache.len().min(last as usize);
+            // Refresh the cached entry ids (`log_cache[i]` is index
+            // `cache_first + i`): a log only changes by replacing a suffix
+            // or dropping a prefix, so keep the part whose terms still match.
+            if r.log_cache.is_empty() || first > r.cache_first + r.log_cache.len() as u64 {
+                r.log_cache.clear();
+                r.cache_first = first;
+            } else if first > r.cache_first {
+                r.log_cache.drain(..(first - r.cache_first) as usize);
+                r.cache_first = first;
+            }
+            let mut keep = r
+                .log_cache
+                .len()
+                .min((last + 1).saturating_sub(r.cache_first) as usize);
             while keep > 0 {
-                let idx = keep as u64;
+                let idx = r.cache_first + keep as u64 - 1;
                 if idx < first || log.term(idx).ok() == Some(r.log_cache[keep - 1].term) {
                     break;
                 }
                 keep -= 1;
             }
             r.log_cache.truncate(keep);
-            if (keep as u64) < last {
-                let from = (keep as u64 + 1).max(first);
+            let cached_last = r.cache_first + keep as u64 - 1;
+            if cached_last < last {
+                let from = (cached_last + 1).max(first);
                 let entries = log
                     .slice(from, last + 1, None)
                     .map_err(|e| format!("replica {}: log unreadable: {e}", r.id))?;
+                if r.log_cache.is_empty() {
+                    r.cache_first = from;
+                }
                 r.log_cache.extend(entries.iter().map(EntryId::of));
             }
-            let skip = (first - 1) as usize;
+            let skip = (first.saturating_sub(r.cache_first)) as usize;
             views.push(ReplicaView {
                 id: r.id,
                 term: raft.term,

@@ -279,7 +279,7 @@ impl StateMachine {
         std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
         let dir = open_version(&root)?;
         let db = open_sled(&dir, opts)?;
-        Self::from_db(dir, db)
+        Self::from_db(root, dir, opts, db)
     }
 
     /// For the deterministic simulator ([`crate::sim`]): a state machine
@@ -293,6 +293,10 @@ impl StateMachine {
     #[doc(hidden)]
     pub fn open_sim(dir: impl AsRef<Path>, image: &[(IVec, IVec)]) -> Result<StateMachine> {
         let dir = dir.as_ref().to_path_buf();
+        let opts = SmOptions {
+            cache_bytes: 1024 * 1024,
+            sled_flush_every_ms: None,
+        };
         let db = sled::Config::new()
             .path(&dir)
             .temporary(true)
@@ -306,7 +310,7 @@ impl StateMachine {
             }
             db.apply_batch(batch)?;
         }
-        Self::from_db(dir, db)
+        Self::from_db(dir.clone(), dir, &opts, db)
     }
 
     /// Every key and value of the sled tree, metadata included: what a
@@ -319,10 +323,15 @@ impl StateMachine {
     #[doc(hidden)]
     pub fn raw_image(&self) -> Result<Vec<(IVec, IVec)>> {
         let _st = self.state.lock();
-        Ok(self.db.iter().collect::<sled::Result<Vec<_>>>()?)
+        Ok(self.db().iter().collect::<sled::Result<Vec<_>>>()?)
     }
 
-    fn from_db(dir: PathBuf, db: sled::Db) -> Result<StateMachine> {
+    fn from_db(
+        root: PathBuf,
+        dir: PathBuf,
+        opts: &SmOptions,
+        db: sled::Db,
+    ) -> Result<StateMachine> {
         match db.get(META_FORMAT)? {
             Some(v) if v.as_ref() == [SM_FORMAT_VERSION] => {}
             Some(v) => {

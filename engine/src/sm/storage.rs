@@ -92,7 +92,9 @@ impl DiskStorage {
         &self.sm
     }
 
-    /// Apply every committed entry above the applied index (restart).
+    /// Apply every committed entry above the applied index (restart), and
+    /// make the result durable: afterwards
+    /// [`StateMachine::durable_applied`] equals the applied index.
     ///
     /// # Errors
     /// WAL read errors; apply errors (which stop the state machine).
@@ -120,6 +122,13 @@ impl DiskStorage {
             replay.chunks += 1;
         }
         if replay.to > from {
+            // What was replayed is made durable before the node starts: the
+            // node's compaction policy starts from the applied index it is
+            // given as the durable one. Without this, a restart that
+            // replayed entries asked to compact past the durable index, the
+            // storage refused, and the replica stopped (found by the
+            // simulator, seed 163).
+            self.sm.flush_durable()?;
             info!(
                 from,
                 to = replay.to,
