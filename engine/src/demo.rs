@@ -242,26 +242,50 @@ pub fn run(dir: &Path, writes: u64) -> Result<(), String> {
 
 /// Median latency of a 300-byte write + `fdatasync` into a preallocated,
 /// already-synced file (what the WAL does), measured in `dir`.
-fn raw_fdatasync_us(dir: &Path) -> Result<u64, String> {
+/// p50 of `write(value_bytes)` + `fdatasync`, appended back to back for
+/// `run_for` into a zero-filled, synced file in `dir` (the condition the WAL
+/// writes in: no block allocation or extent conversion left for the sync).
+fn raw_fdatasync_us(dir: &Path, value_bytes: usize, run_for: Duration) -> Result<u64, String> {
     use std::io::{Seek, SeekFrom, Write};
+    const FILE_BYTES: u64 = 16 << 20;
     let path = dir.join("fdatasync-probe");
-    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
-    let rounds = 200u64;
-    f.write_all(&vec![0u8; (rounds * 512) as usize])
+    let err = |e: std::io::Error| format!("fdatasync probe in {}: {e}", path.display());
+    let mut f = std::fs::File::create(&path).map_err(err)?;
+    f.write_all(&vec![0u8; FILE_BYTES as usize])
         .and_then(|()| f.sync_all())
-        .map_err(|e| e.to_string())?;
+        .map_err(err)?;
+    let buf = vec![7u8; value_bytes.max(1)];
     let mut lat = Vec::new();
-    for i in 0..rounds {
+    let mut at = 0u64;
+    let end = Instant::now() + run_for;
+    while Instant::now() < end || lat.len() < 20 {
+        if at + buf.len() as u64 > FILE_BYTES {
+            at = 0;
+        }
         let t = Instant::now();
-        f.seek(SeekFrom::Start(i * 512))
-            .and_then(|_| f.write_all(&[7u8; 300]))
+        f.seek(SeekFrom::Start(at))
+            .and_then(|_| f.write_all(&buf))
             .and_then(|()| f.sync_data())
-            .map_err(|e| e.to_string())?;
+            .map_err(err)?;
         lat.push(t.elapsed().as_micros() as u64);
+        at += buf.len() as u64;
     }
+    drop(f);
     let _ = std::fs::remove_file(&path);
     lat.sort_unstable();
     Ok(percentile(&lat, 0.5))
+}
+
+/// CPU time (user + system) this process has used so far, if the platform
+/// tells (Linux: `/proc/self/stat`, in clock ticks of 10 ms).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// `tandem bench`.
@@ -278,21 +302,30 @@ pub fn bench(
         std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
     }
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let fsync_us = raw_fdatasync_us(dir)?;
-    println!(
-        "raw fdatasync p50 in {}: {:.3} ms",
-        dir.display(),
-        fsync_us as f64 / 1000.0
-    );
     let cluster = Cluster::open(dir, demo_config()).map_err(e)?;
     let db = cluster.db();
     cluster.wait_leader(Duration::from_secs(30)).map_err(e)?;
     println!(
-        "{:>8} {:>12} {:>10} {:>10} {:>10} {:>14}",
-        "clients", "writes/s", "p50 ms", "p99 ms", "p999 ms", "p50/fdatasync"
+        "raw fdatasync: {value_bytes} B appends + fdatasync into a zero-filled file in {}, 500 ms before each level",
+        dir.display()
+    );
+    println!(
+        "{:>8} {:>12} {:>10} {:>10} {:>10} {:>12} {:>14} {:>13}",
+        "clients",
+        "writes/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "fdatasync ms",
+        "p50/fdatasync",
+        "CPU us/write"
     );
     let mut rows = Vec::new();
     for (run, &n) in clients.iter().enumerate() {
+        // The disk's speed drifts within minutes here: measure the baseline
+        // right before the level it is compared with.
+        let fsync_us = raw_fdatasync_us(dir, value_bytes, Duration::from_millis(500))?;
+        let cpu_before = process_cpu();
         let stop = Arc::new(AtomicBool::new(false));
         let lat = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
@@ -318,6 +351,9 @@ pub fn bench(
             stop.store(true, Ordering::Relaxed);
         });
         let elapsed = start.elapsed();
+        let cpu = process_cpu()
+            .zip(cpu_before)
+            .map(|(after, before)| after.saturating_sub(before));
         let mut lat = std::mem::take(&mut *lat.lock().expect("no poison"));
         lat.sort_unstable();
         let row = BenchRow {
@@ -330,15 +366,19 @@ pub fn bench(
             latency_us_p99: percentile(&lat, 0.99),
             latency_us_p999: percentile(&lat, 0.999),
             fdatasync_us_p50: fsync_us,
+            cpu_us_per_write: cpu.map(|c| c.as_secs_f64() * 1e6 / lat.len().max(1) as f64),
         };
         println!(
-            "{:>8} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>14.2}",
+            "{:>8} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>12.3} {:>14.2} {:>13}",
             n,
             row.writes_per_s,
             row.latency_us_p50 as f64 / 1000.0,
             row.latency_us_p99 as f64 / 1000.0,
             row.latency_us_p999 as f64 / 1000.0,
-            row.latency_us_p50 as f64 / fsync_us.max(1) as f64
+            fsync_us as f64 / 1000.0,
+            row.latency_us_p50 as f64 / fsync_us.max(1) as f64,
+            row.cpu_us_per_write
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.0}"))
         );
         rows.push(row);
     }
@@ -381,17 +421,21 @@ struct BenchRow {
     latency_us_p50: u64,
     latency_us_p99: u64,
     latency_us_p999: u64,
+    /// Raw `write` + `fdatasync` p50 measured right before this level.
     fdatasync_us_p50: u64,
+    /// CPU time of the whole process (all replicas and clients) during the
+    /// level, per acknowledged write; `None` where the platform does not say.
+    cpu_us_per_write: Option<f64>,
 }
 
 /// The rows as CSV with a header line, for comparison across commits.
 fn bench_csv(rows: &[BenchRow]) -> String {
     let mut out = String::from(
-        "clients,value_bytes,seconds,writes,writes_per_s,latency_us_p50,latency_us_p99,latency_us_p999,fdatasync_us_p50\n",
+        "clients,value_bytes,seconds,writes,writes_per_s,latency_us_p50,latency_us_p99,latency_us_p999,fdatasync_us_p50,cpu_us_per_write\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{:.3},{},{:.1},{},{},{},{}\n",
+            "{},{},{:.3},{},{:.1},{},{},{},{},{}\n",
             r.clients,
             r.value_bytes,
             r.seconds,
@@ -400,7 +444,9 @@ fn bench_csv(rows: &[BenchRow]) -> String {
             r.latency_us_p50,
             r.latency_us_p99,
             r.latency_us_p999,
-            r.fdatasync_us_p50
+            r.fdatasync_us_p50,
+            r.cpu_us_per_write
+                .map_or_else(String::new, |c| format!("{c:.1}"))
         ));
     }
     out
@@ -422,6 +468,7 @@ mod bench_output_tests {
             latency_us_p99: 20_000,
             latency_us_p999: 40_000,
             fdatasync_us_p50: 150,
+            cpu_us_per_write: Some(61.25),
         };
         let csv = bench_csv(&[
             row.clone(),
@@ -433,10 +480,42 @@ mod bench_output_tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("clients,value_bytes"));
-        assert_eq!(lines[1], "64,256,5.000,70000,14000.0,3500,20000,40000,150");
+        assert_eq!(
+            lines[1],
+            "64,256,5.000,70000,14000.0,3500,20000,40000,150,61.2"
+        );
         assert!(lines[2].starts_with("1,256,"));
+        let unknown = bench_csv(&[BenchRow {
+            cpu_us_per_write: None,
+            ..row.clone()
+        }]);
+        assert!(unknown.lines().nth(1).unwrap().ends_with(",150,"));
         let json = serde_json::to_string(std::slice::from_ref(&row)).unwrap();
         let back: Vec<BenchRow> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, vec![row]);
+    }
+
+    #[test]
+    fn process_cpu_grows_with_work() {
+        let Some(before) = process_cpu() else {
+            return; // not Linux: nothing to check
+        };
+        // Burn CPU until the counter (10 ms ticks) moves; a counter that
+        // never moves (a parse of the wrong fields) fails after a minute.
+        let start = Instant::now();
+        let mut x = 0u64;
+        loop {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let now = process_cpu().expect("readable once");
+            if now > before {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "process CPU stuck at {now:?} (x = {x})"
+            );
+        }
     }
 }
