@@ -100,7 +100,8 @@ impl PlantedBug {
 pub struct SimOptions {
     /// The seed: every random choice of the run derives from it.
     pub seed: u64,
-    /// Events to run before the final power loss and checks.
+    /// Events to run before the final power loss (a fixed number more run
+    /// after it, without faults).
     pub events: u64,
     /// Initial voters (ids `1..=replicas`); one more replica id is kept as a
     /// spare for membership changes.
@@ -164,6 +165,8 @@ pub struct SeedStats {
     pub conf_changes: u64,
     /// Log compactions carried out.
     pub compactions: u64,
+    /// Client operations answered after the final power loss and restart.
+    pub ops_after_power_loss: u64,
     /// Leader elections won.
     pub elections: u64,
 }

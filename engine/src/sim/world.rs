@@ -21,6 +21,9 @@ use crate::transport::Envelope;
 use crate::verify::invariants::{EntryId, InvariantChecker, ReplicaView};
 use crate::verify::{check, CheckResult, HistoryRecorder, Op, OpId, Output, Scheduler, TieOrder};
 
+/// Events run after the final power loss and restart (no faults).
+const RECOVERY_EVENTS: u64 = 1_200;
+
 /// Simulated microseconds per raft tick.
 const TICK_US: u64 = 10_000;
 /// Most sled images kept between two flushes (older intermediate ones are
@@ -140,6 +143,8 @@ struct World {
     check_quorum: bool,
     /// The compaction threshold drawn for this seed (small in half of them).
     compact_log_entries: u64,
+    /// Set after the final power loss: faults stop, clients go on.
+    calm: bool,
 }
 
 /// A unique directory name per sled database of this process.
@@ -210,6 +215,7 @@ impl World {
             pre_vote,
             check_quorum,
             compact_log_entries,
+            calm: false,
         };
         for id in 1..=spare {
             w.create_replica(id, id != spare)?;
@@ -393,6 +399,20 @@ impl World {
             return Ok(false);
         };
         self.stats.events += 1;
+        if self.calm
+            && matches!(
+                event,
+                Event::Crash(_)
+                    | Event::FailSync(_)
+                    | Event::Clog
+                    | Event::Partition
+                    | Event::Transfer
+                    | Event::Membership
+            )
+        {
+            // After the power loss: no more faults (not rescheduled).
+            return Ok(true);
+        }
         let now = self.now();
         let mut touched = None;
         match event {
@@ -1040,6 +1060,7 @@ impl World {
             r.durable_image = image;
         }
         r.images.clear();
+        self.stats.elections += live.core.counters().became_leader;
         // Dropping after the crash: the old handles no longer reach the disk.
         drop(live);
         self.stats.crashes += 1;
@@ -1203,12 +1224,6 @@ impl World {
                 }
             }
         }
-        self.stats.elections = self
-            .replicas
-            .values()
-            .filter_map(|r| r.live.as_ref())
-            .map(|l| l.core.counters().became_leader)
-            .sum();
         // Power loss of every replica at once, then durability against what
         // each one recovers.
         let voters = self.voters();
@@ -1232,6 +1247,32 @@ impl World {
             self.replicas.insert(id, r);
             res.map_err(|e| format!("replica {id} cannot restart after the power loss: {e}"))?;
         }
+        // Operations in flight at the power loss have an unknown outcome.
+        for c in &mut self.clients {
+            match c.pending.take() {
+                Some(Pending::Write { op, .. }) => self.history.fail_unknown(op),
+                Some(Pending::Read { op, .. }) => self.history.fail_no_effect(op),
+                None => {}
+            }
+        }
+        // The cluster must come back and serve what it acknowledged: no
+        // more faults, clients go on (their reads after the power loss are
+        // checked with everything before it).
+        self.calm = true;
+        self.isolated.clear();
+        self.clogged.clear();
+        self.trace(|| "power loss of every replica; all restarted; faults stop".into());
+        let ops_before = self.stats.ops_ok;
+        for c in 0..self.opts.clients {
+            let at = self.sched.random_in(1_000, 20_000);
+            self.sched.schedule_after(at, Event::Client(c));
+        }
+        for _ in 0..RECOVERY_EVENTS {
+            if !self.step()? {
+                break;
+            }
+        }
+        self.stats.ops_after_power_loss = self.stats.ops_ok - ops_before;
         // Operations still in flight have an unknown outcome.
         for c in &mut self.clients {
             match c.pending.take() {
