@@ -26,9 +26,11 @@ pub enum Error {
         /// The known leader, if any.
         leader: Option<u64>,
     },
-    /// The proposal reached the log but a new leader overwrote it before it
-    /// committed: it was NOT applied, and retrying is safe.
-    #[error("proposal at index {index} (term {term}) was overwritten by a new leader")]
+    /// The proposal reached the log, but another entry was committed at its
+    /// index: it was NOT applied (and never will be), and retrying is safe.
+    #[error(
+        "proposal at index {index} (term {term}) was superseded: another entry committed there"
+    )]
     Stale {
         /// Where the proposal had been appended.
         index: u64,

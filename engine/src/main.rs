@@ -81,6 +81,9 @@ enum Command {
         /// Stop at the first failing seed.
         #[arg(long)]
         stop_on_failure: bool,
+        /// Events shown before a failure.
+        #[arg(long, default_value_t = tandem::sim::SimOptions::default().trace_events)]
+        trace: usize,
     },
     /// Write-ahead log tools.
     Wal {
@@ -141,7 +144,9 @@ fn main() -> ExitCode {
             planted,
             verbose,
             stop_on_failure,
+            trace,
         } => simcmd::run(&simcmd::Args {
+            trace_events: trace,
             start,
             seeds,
             events,

@@ -16,6 +16,7 @@ pub struct Args {
     pub planted: String,
     pub verbose: bool,
     pub stop_on_failure: bool,
+    pub trace_events: usize,
 }
 
 fn planted(name: &str) -> Result<PlantedBug, String> {
@@ -43,6 +44,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         events: args.events,
         faults: !args.no_faults,
         planted: planted(&args.planted)?,
+        trace_events: args.trace_events,
         ..SimOptions::default()
     };
     // Without a terminal (a long run in the background), a line every 30 s.

@@ -93,10 +93,18 @@ fn engine_simulation_keeps_every_invariant() {
 ///   (simulator bug: the read is now refused);
 /// - 78, 88, 139, 163, 229, 230: after a restart that replayed committed
 ///   entries, the node asked to compact past the durable applied index and
-///   the replica stopped (fixed in `DiskStorage::replay_committed`).
+///   the replica stopped (fixed in `DiskStorage::replay_committed`);
+/// - 693, 6102, 55365: a proposal whose entry was overwritten on its
+///   leader was answered `Stale` ("not applied, retry"), but another
+///   replica's copy was later committed and applied (fixed in
+///   `Proposals::on_appended`: `Stale` only once another entry commits);
+/// - 3061: the durability check took the voters from a lagging replica
+///   that had not applied the latest membership change (simulator bug).
 #[test]
 fn seeds_that_found_bugs_pass() {
-    for seed in [78, 88, 139, 163, 229, 230, 1031, 1234, 1947, 1964, 1996] {
+    for seed in [
+        78, 88, 139, 163, 229, 230, 693, 1031, 1234, 1947, 1964, 1996, 3061, 6102, 55365,
+    ] {
         if let Err(f) = run_seed(&opts(seed, PlantedBug::None)) {
             panic!("{f}");
         }

@@ -193,25 +193,17 @@ impl<T> Proposals<T> {
     }
 
     /// Entries were appended to this replica's log (from a `Ready`, in index
-    /// order). Records where our proposals landed, and completes with
-    /// `Stale` those whose index was just overwritten by other entries.
+    /// order). Records where our proposals landed.
+    ///
+    /// A proposal whose entry is overwritten here is NOT completed: another
+    /// replica may still hold the entry, win an election with it and
+    /// commit it (Raft only promises that an entry is gone once another
+    /// one is *committed* at its index). It stays placed at its index, and
+    /// [`Proposals::take_committed`] decides when that index commits:
+    /// applied if the entry is ours, `Stale` if it is not. Completing it
+    /// with `Stale` at the overwrite told clients "not applied, retry" for
+    /// writes that were then applied (found by the simulator, seed 693).
     pub fn on_appended(&mut self, entries: &[Entry]) {
-        let Some(first) = entries.first() else { return };
-        // An append at index i replaces the whole suffix from i on.
-        let replaced: Vec<(u64, u64)> = self
-            .by_index
-            .range(first.index..)
-            .map(|(&i, &s)| (i, s))
-            .collect();
-        for (index, seq) in replaced {
-            let survives = entries
-                .get((index - first.index) as usize)
-                .is_some_and(|e| e.index == index && self.ours(&e.context) == Some(seq));
-            if !survives {
-                let term = self.pending[&seq].placed.map_or(0, |p| p.1);
-                self.complete(seq, Err(Error::Stale { index, term }));
-            }
-        }
         for e in entries {
             if let Some(seq) = self.ours(&e.context) {
                 if let Some(p) = self.pending.get_mut(&seq) {
@@ -329,25 +321,41 @@ mod tests {
     }
 
     #[test]
-    fn overwritten_suffix_completes_stale_both_at_append_and_at_commit() {
-        let (mut p, now) = setup();
+    fn an_overwritten_proposal_is_stale_only_once_another_entry_commits_there() {
+        let (_, now) = setup();
+        let mut p = Proposals::new(1, 77, 8);
         let (a, ra) = reg(&mut p, now);
         let (b, rb) = reg(&mut p, now);
         let (c, rc) = reg(&mut p, now);
+        let (d, rd) = reg(&mut p, now);
         p.on_appended(&[
             entry(5, 2, a.to_context()),
             entry(6, 2, b.to_context()),
             entry(7, 2, c.to_context()),
+            entry(8, 2, d.to_context()),
         ]);
-        // A new leader's entries replace index 6 onwards; 5 survives.
-        p.on_appended(&[entry(6, 3, vec![])]);
+        // A new leader's entries replace index 6 onwards; 5 survives. Until
+        // those indexes commit, b, c and d may still commit from another
+        // replica's copy: nothing is decided.
+        p.on_appended(&[entry(6, 3, vec![]), entry(7, 3, vec![])]);
+        assert!(rb.try_recv().is_err());
+        assert!(rc.try_recv().is_err());
+        assert!(rd.try_recv().is_err());
+        // A later leader that held c's entry puts it back at 7, and it commits.
+        p.on_appended(&[entry(7, 2, c.to_context())]);
+        let taken = p.take_committed(&[entry(6, 3, vec![]), entry(7, 2, c.to_context())]);
         assert!(matches!(
             rb.try_recv().unwrap(),
             Err(Error::Stale { index: 6, term: 2 })
         ));
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].index, 7);
+        drop(rc);
+        // Another entry commits at 8: d was not applied.
+        assert!(p.take_committed(&[entry(8, 4, vec![])]).is_empty());
         assert!(matches!(
-            rc.try_recv().unwrap(),
-            Err(Error::Stale { index: 7, term: 2 })
+            rd.try_recv().unwrap(),
+            Err(Error::Stale { index: 8, term: 2 })
         ));
         assert!(ra.try_recv().is_err());
         // Commit finds another entry at 5 (e.g. a snapshot jumped over our append).

@@ -145,6 +145,8 @@ struct World {
     compact_log_entries: u64,
     /// Set after the final power loss: faults stop, clients go on.
     calm: bool,
+    /// Index and voters of the newest membership change applied anywhere.
+    latest_conf: (u64, Vec<u64>),
 }
 
 /// A unique directory name per sled database of this process.
@@ -216,6 +218,7 @@ impl World {
             check_quorum,
             compact_log_entries,
             calm: false,
+            latest_conf: (0, initial_voters.clone()),
         };
         for id in 1..=spare {
             w.create_replica(id, id != spare)?;
@@ -642,13 +645,19 @@ impl World {
             }
         };
         let lease = self.sched.chance(1, 3);
-        let Some(live) = self.replicas.get_mut(&target).and_then(|r| r.live.as_mut()) else {
+        if self.replicas[&target].live.is_none() {
             // Nobody answers: the client tries again later.
             let next = self.sched.random_in(10_000, 50_000);
             self.sched.schedule_after(next, Event::Client(c));
             return None;
-        };
+        }
         let id = self.history.invoke(c, op.clone());
+        self.trace(|| format!("client {c}: {id:?} {op:?} to replica {target} (lease: {lease})"));
+        let live = self
+            .replicas
+            .get_mut(&target)
+            .and_then(|r| r.live.as_mut())
+            .expect("checked live");
         let pending = match op {
             Op::Get { key } => {
                 let (tx, rx) = bounded(1);
@@ -708,13 +717,21 @@ impl World {
                         self.stats.ops_ok += 1;
                         true
                     }
-                    Ok(Err(Error::NotLeader { .. } | Error::Stale { .. })) => {
+                    Ok(Err(e @ (Error::NotLeader { .. } | Error::Stale { .. }))) => {
                         // Refused, or its entry was overwritten: no effect.
+                        self.trace(|| format!("client {c}: write {op:?} had no effect: {e}"));
                         self.history.fail_no_effect(op);
                         self.stats.ops_failed += 1;
                         true
                     }
-                    Ok(Err(_)) | Err(TryRecvError::Disconnected) => {
+                    Ok(Err(e)) => {
+                        self.trace(|| format!("client {c}: write {op:?} failed: {e}"));
+                        self.history.fail_unknown(op);
+                        self.stats.ops_failed += 1;
+                        true
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        self.trace(|| format!("client {c}: write {op:?} lost its replica"));
                         self.history.fail_unknown(op);
                         self.stats.ops_failed += 1;
                         true
@@ -987,6 +1004,11 @@ impl World {
         for w in waiters {
             let _ = w.tx.send(Err(Error::Storage("no result".into())));
         }
+        for c in &out.conf_changes {
+            if c.index > self.latest_conf.0 {
+                self.latest_conf = (c.index, c.conf_state.voters.clone());
+            }
+        }
         let changes: Vec<_> = out.conf_changes.iter().map(|c| c.change.clone()).collect();
         live.core.on_applied(out.applied_index, &changes);
         if !live.applying.is_empty() {
@@ -1120,14 +1142,10 @@ impl World {
         Ok(views)
     }
 
-    /// The voters of the newest configuration any replica knows.
+    /// The voters of the newest configuration any replica applied (a
+    /// replica that is behind, or down, may know an older one).
     fn voters(&self) -> Vec<u64> {
-        self.replicas
-            .values()
-            .filter_map(|r| r.live.as_ref())
-            .max_by_key(|l| l.core.applied())
-            .map(|l| l.sm.conf_state().voters)
-            .unwrap_or_else(|| self.initial_voters.clone())
+        self.latest_conf.1.clone()
     }
 
     /// Every acknowledged write must be held by so many voters that no
@@ -1137,7 +1155,12 @@ impl World {
         let voters = self.voters();
         self.checker
             .check_no_quorum_lacks(&views, &voters)
-            .map_err(|v| format!("durability {when}: {v}"))
+            .map_err(|v| {
+                format!(
+                    "durability {when}: {v}; voters {voters:?}; {}",
+                    describe(&views)
+                )
+            })
     }
 
     /// Invariants over the replicas' current logs (in memory: the stable
@@ -1234,7 +1257,12 @@ impl World {
         let views = self.durable_views()?;
         self.checker
             .check_no_quorum_lacks(&views, &voters)
-            .map_err(|v| format!("durability after a power loss of every replica: {v}"))?;
+            .map_err(|v| {
+                format!(
+                    "durability after a power loss of every replica: {v}; voters {voters:?}; {}",
+                    describe(&views)
+                )
+            })?;
         // Every replica must come back from what its disks hold.
         let ids: Vec<u64> = self.replicas.keys().copied().collect();
         for id in ids {
@@ -1303,6 +1331,27 @@ fn propose(core: &mut Core, op: OpId, cmd: &Command, now: Instant) -> Pending {
     core.propose(cmd.encode(), tx, now);
     let _ = op;
     Pending::Write { op, rx }
+}
+
+/// One line per durable view: what each replica holds.
+fn describe(views: &[ReplicaView]) -> String {
+    views
+        .iter()
+        .map(|v| {
+            let last = v
+                .log
+                .last()
+                .map_or_else(|| "-".to_string(), ToString::to_string);
+            format!(
+                "replica {} holds ({}@{}, {last}] ({} entries)",
+                v.id,
+                v.snapshot_index,
+                v.snapshot_term,
+                v.log.len()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Run one seed.
