@@ -15,7 +15,7 @@ use super::{replay_command, PlantedBug, SeedStats, SimFailure, SimOptions};
 use crate::config::{Config, ReadConsistency, SnapshotConfig};
 use crate::error::Error;
 use crate::node::core::conf_change_v2;
-use crate::node::{ApplyTask, NodeCore};
+use crate::node::{ApplyTask, Effects, NodeCore};
 use crate::sm::{Cas, Command, CommandResult, DiskStorage, StateMachine, WriteBatch};
 use crate::transport::Envelope;
 use crate::verify::invariants::{EntryId, InvariantChecker, ReplicaView};
@@ -803,8 +803,18 @@ impl World {
             if fx.is_empty() {
                 return Ok(());
             }
+            // Destructured field by field on purpose: a new kind of effect
+            // (e.g. snapshot transfer) does not compile until the simulator
+            // carries it out, instead of being silently dropped.
+            let Effects {
+                send,
+                persist,
+                apply,
+                flush_durable,
+                compact,
+            } = fx;
             let mut submitted = Vec::new();
-            for task in fx.persist {
+            for task in persist {
                 let number = task.number;
                 let live = self.live_mut(id).expect("polled, so live");
                 if task.snapshot.is_some() {
@@ -849,13 +859,13 @@ impl World {
                     live.core.on_persisted(n);
                 }
             }
-            if fx.flush_durable {
+            if flush_durable {
                 // The runtime's maintenance thread, some time later.
                 let delay = self.sched.random_in(500, 20_000);
                 self.sched
                     .schedule_after(delay, Event::FlushAsked { id, incarnation });
             }
-            if let Some(first) = fx.compact {
+            if let Some(first) = compact {
                 let live = self.live_mut(id).expect("live");
                 let res = live.storage.compact(first);
                 self.trace(|| format!("replica {id} compacts its log below {first}: {res:?}"));
@@ -877,15 +887,15 @@ impl World {
                 }
             }
             let live = self.live_mut(id).expect("live");
-            let had_apply = !fx.apply.is_empty();
-            live.applying.extend(fx.apply);
+            let had_apply = !apply.is_empty();
+            live.applying.extend(apply);
             if had_apply && !live.apply_scheduled {
                 live.apply_scheduled = true;
                 let delay = self.sched.random_in(100, 3_000);
                 self.sched
                     .schedule_after(delay, Event::Apply { id, incarnation });
             }
-            for m in fx.send {
+            for m in send {
                 self.send(m);
             }
         }
