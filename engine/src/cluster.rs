@@ -125,24 +125,10 @@ impl Cluster {
         self.register(replica)
     }
 
-    /// Start a brand-new replica that a leader will add.
+    /// Start a brand-new, empty replica that a leader will add: it has no
+    /// membership, so raft asks the leader for a snapshot.
     fn start_joining(&self, id: u64) -> Result<Arc<Replica>> {
-        let any = self
-            .replicas
-            .read()
-            .values()
-            .next()
-            .cloned()
-            .ok_or(Error::ShuttingDown)?;
-        let voters = crate::replica::initial_voters(any.wal())?;
-        let cfg = self.node_config(id);
-        let replica = Arc::new(Replica::open_joining(
-            &cfg,
-            &replica_dir(&self.dir, id),
-            Arc::new(self.net.transport(id)),
-            &voters,
-        )?);
-        self.register(replica)
+        self.start_replica(id, None)
     }
 
     fn register(&self, replica: Arc<Replica>) -> Result<Arc<Replica>> {

@@ -106,9 +106,13 @@ pub struct Config {
 /// The log is compacted up to the state machine's *durable* applied index
 /// (flushed and fsynced), never beyond: after a power loss sled may come
 /// back at that index and every later entry must still be in the log. A
-/// leader keeps the entries a follower in `Replicate` state (or one being
-/// sent a snapshot) still needs, but only down to `lag_entries_max` below
-/// the durable index: a follower further behind is sent a snapshot instead.
+/// leader keeps the entries a follower being sent a snapshot will need after
+/// it, and those a replicating or probing follower still needs, but the
+/// latter only down to `lag_entries_max` below the durable index: a
+/// follower further behind is sent a snapshot instead. (A follower that
+/// takes longer to install a snapshot than the cluster takes to write
+/// `lag_entries_max` entries needs another one: keep the bound well above
+/// a snapshot's worth of writes.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotConfig {
     /// Compact once this many durable applied entries are in the log.

@@ -28,9 +28,10 @@ use crate::config::{Config, ReadConsistency, SyncPolicy};
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::node::{
-    wait, Applied, Applier, LogWriter, Node, NodeCore, NodeStatus, PersistTask, SnapshotHost,
+    wait, Applied, Applier, LogWriter, Node, NodeCore, NodeStatus, PersistTask, SnapshotCatalog,
+    SnapshotHost,
 };
-use crate::sm::{CommandResult, DiskStorage, SmOptions, StateMachine};
+use crate::sm::{CommandResult, DiskStorage, SmOptions, SnapshotStore, StateMachine};
 use crate::transport::{Inbox, Transport};
 
 /// Hands persist tasks to the WAL's group-commit writer and reports
@@ -43,10 +44,15 @@ struct WalWriter {
 
 impl LogWriter for WalWriter {
     fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()> {
-        if task.snapshot.is_some() {
-            return Err(Error::Storage(
-                "installing snapshots is not supported in this version".into(),
-            ));
+        if let Some(snap) = &task.snapshot {
+            // The state machine already switched to this snapshot (the
+            // commit point of an install); the log now restarts after it.
+            // Queued before the entries and hard state of the same Ready.
+            let (index, term) = (snap.metadata.index, snap.metadata.term);
+            self.wal
+                .reset_to_snapshot(index, term)
+                .map_err(|e| Error::Storage(format!("wal reset to snapshot: {e}")))?;
+            tracing::info!(index, term, "log reset to the installed snapshot");
         }
         let number = task.number;
         let done = done.clone();
@@ -68,16 +74,14 @@ impl LogWriter for WalWriter {
     }
 
     fn compact(&mut self, first_index: u64) -> Result<()> {
+        // Never past the durable applied index (the core asks only up to
+        // what was reported durable, which can only grow; clamp anyway).
+        let durable = self.storage.state_machine().durable_applied();
+        let first_index = first_index.min(durable + 1);
         // The marker is queued behind every earlier submission; the
         // in-memory first index moves at once. Nothing waits for it.
         self.storage.compact(first_index)?;
         Ok(())
-    }
-}
-
-impl SnapshotHost for StateMachine {
-    fn flush_durable(&self) -> Result<u64> {
-        Ok(StateMachine::flush_durable(self)?)
     }
 }
 
@@ -135,40 +139,6 @@ pub(crate) fn bootstrap_entries(voters: &[u64]) -> Vec<Entry> {
         .collect()
 }
 
-/// The voters a cluster was bootstrapped with, read from the start of a
-/// replica's log (the `AddNode` entries of term 1 that [`Replica::open`]
-/// writes).
-///
-/// # Errors
-/// [`Error::Storage`] if the log cannot be read or holds no such entries
-/// (e.g. it was compacted).
-pub fn initial_voters(wal: &Wal) -> Result<Vec<u64>> {
-    let err = |e: tandem_wal::Error| Error::Storage(format!("wal: {e}"));
-    let last = wal.last_index().map_err(err)?.min(64);
-    if wal.first_index().map_err(err)? != 1 || last == 0 {
-        return Err(Error::Storage(
-            "the log no longer starts at index 1: the initial membership is unknown".into(),
-        ));
-    }
-    let mut voters = Vec::new();
-    for e in wal.entries(1, last + 1, None).map_err(err)? {
-        if e.term != 1 || e.entry_type != EntryType::EntryConfChange {
-            break;
-        }
-        let cc: ConfChange = tandem_raft::types::decode(&e.data)?;
-        if cc.change_type != ConfChangeType::AddNode {
-            break;
-        }
-        voters.push(cc.node_id);
-    }
-    if voters.is_empty() {
-        return Err(Error::Storage(
-            "the log starts without bootstrap entries".into(),
-        ));
-    }
-    Ok(voters)
-}
-
 /// One running replica.
 pub struct Replica {
     id: u64,
@@ -204,25 +174,7 @@ impl Replica {
         transport: Arc<dyn Transport>,
         bootstrap: Option<&[u64]>,
     ) -> Result<Replica> {
-        Self::open_inner(cfg, dir, transport, bootstrap, None)
-    }
-
-    /// Open a new replica that will join an existing cluster (added by the
-    /// leader as a learner or voter). `initial_voters` are the voters the
-    /// cluster was bootstrapped with (the `AddNode` entries at the start of
-    /// its log): starting from them and replaying the whole log, the new
-    /// replica goes through exactly the membership history of the others.
-    /// A replica that already exists on disk opens normally.
-    ///
-    /// # Errors
-    /// As [`Replica::open`].
-    pub fn open_joining(
-        cfg: &Config,
-        dir: &Path,
-        transport: Arc<dyn Transport>,
-        initial_voters: &[u64],
-    ) -> Result<Replica> {
-        Self::open_inner(cfg, dir, transport, None, Some(initial_voters))
+        Self::open_inner(cfg, dir, transport, bootstrap)
     }
 
     fn open_inner(
@@ -230,7 +182,6 @@ impl Replica {
         dir: &Path,
         transport: Arc<dyn Transport>,
         bootstrap: Option<&[u64]>,
-        join: Option<&[u64]>,
     ) -> Result<Replica> {
         cfg.validate()?;
         let lock = DirLock::acquire(dir)?;
@@ -263,18 +214,17 @@ impl Replica {
                 .and_then(|c| c.wait())
                 .map_err(|e| Error::Storage(format!("wal bootstrap: {e}")))?;
             tracing::info!(id = cfg.id, ?voters, "bootstrapped a new replica");
-        } else if let (true, Some(voters)) = (fresh, join) {
-            // The consensus core refuses to replay a log without a starting
-            // membership (it would ask for a snapshot): start from the
-            // cluster's initial one, as every other replica did.
-            sm.bootstrap(&ConfState::from_voters(voters.iter().copied()))?;
-            tracing::info!(
-                id = cfg.id,
-                ?voters,
-                "new replica joins from the initial membership"
-            );
+        } else if fresh {
+            // A replica added to a running cluster starts with no
+            // membership: raft asks the leader for a snapshot, which brings
+            // the state and the membership at once.
+            tracing::info!(id = cfg.id, "new replica waits to be added");
         }
-        let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm))?;
+        let (store, newest) =
+            SnapshotStore::open(Arc::clone(&sm), &dir.join("snap"), &cfg.snapshot)?;
+        let catalog = Arc::new(SnapshotCatalog::default());
+        let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm))?
+            .with_catalog(Arc::clone(&catalog));
         // Committed entries the state machine had not applied (or not made
         // durable) before the stop are applied now, before raft starts.
         storage.replay_committed()?;
@@ -284,7 +234,8 @@ impl Replica {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let incarnation = nanos ^ (u64::from(std::process::id()) << 48);
-        let core = NodeCore::new(cfg, storage.clone(), sm.applied_index(), incarnation)?;
+        let core = NodeCore::new(cfg, storage.clone(), sm.applied_index(), incarnation)?
+            .with_snapshots(catalog, newest);
         let node = Node::start(
             cfg,
             core,
@@ -294,7 +245,7 @@ impl Replica {
             },
             Arc::clone(&sm),
             transport,
-            Some(Arc::clone(&sm) as Arc<dyn SnapshotHost>),
+            Some(Arc::new(store) as Arc<dyn SnapshotHost>),
         )?;
         Ok(Replica {
             id: cfg.id,

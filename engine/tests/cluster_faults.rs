@@ -274,6 +274,7 @@ fn writes_survive_a_lossy_slow_reordering_network() {
         delay_min: Duration::ZERO,
         delay_max: Duration::from_millis(2),
         reorder: true,
+        ..Default::default()
     });
     let stop = Arc::new(AtomicBool::new(false));
     let writers = spawn_writers(&db, 3, &stop);

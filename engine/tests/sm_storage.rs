@@ -192,23 +192,44 @@ fn open_refuses_a_log_compacted_past_the_applied_index() {
 }
 
 #[test]
-fn snapshot_metadata_comes_from_the_state_machine() {
+fn snapshots_are_offered_from_the_catalog_and_requested_when_missing() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, sm) = open(dir.path());
     append(&wal, 1, 10, 10);
-    let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm)).unwrap();
+    let catalog = Arc::new(tandem::node::SnapshotCatalog::default());
+    let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm))
+        .unwrap()
+        .with_catalog(Arc::clone(&catalog));
     storage.replay_committed().unwrap();
+    // No local snapshot: raft is told to retry, and a build is requested.
+    assert_eq!(
+        storage.snapshot(5, 2).unwrap_err(),
+        tandem::raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
+    );
+    assert_eq!(catalog.take_request(), Some(5));
+    assert_eq!(catalog.take_request(), None);
     let meta = SnapshotMetadata {
         conf_state: ConfState::from_voters([1]),
         index: 8,
         term: 1,
     };
-    sm.set_snapshot_metadata(&meta).unwrap();
-    assert_eq!(storage.snapshot(5, 2).unwrap().metadata, meta);
-    assert_eq!(
-        storage.snapshot(9, 2).unwrap_err(),
-        tandem::raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)
+    catalog.set_latest(meta.clone());
+    let snap = storage.snapshot(5, 2).unwrap();
+    assert_eq!(snap.metadata, meta);
+    assert!(
+        snap.data.is_empty(),
+        "metadata only: the chunks travel apart"
     );
+    // Too old for the request, or for the compaction point.
+    assert!(storage.snapshot(9, 2).is_err());
+    assert_eq!(catalog.take_request(), Some(9));
+    sm.flush_durable().unwrap();
+    storage.compact(10).unwrap().wait().unwrap();
+    assert!(
+        storage.snapshot(1, 2).is_err(),
+        "must reach the compaction point 9"
+    );
+    assert_eq!(catalog.take_request(), Some(9));
 }
 
 #[test]

@@ -128,6 +128,7 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
                     delay_min: Duration::ZERO,
                     delay_max: Duration::from_millis(3),
                     reorder: true,
+                    ..Default::default()
                 });
                 pause();
                 cluster.network().set_faults(Faults::default());

@@ -24,15 +24,21 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use tandem_raft::{
-    ConfChangeI, ConfChangeV2, ConfState, Entry, HardState, Message, ProgressState, RawNode,
-    ReadOnlyOption, Snapshot, StateRole, Storage,
+    ConfChangeI, ConfChangeV2, ConfState, Entry, HardState, Message, MessageType, ProgressState,
+    RawNode, ReadOnlyOption, Snapshot, SnapshotStatus, StateRole, Storage, INVALID_ID,
 };
+use tandem_snapshot::{Manifest, TransferMsg};
 
 use crate::config::{Config, ReadConsistency};
 use crate::error::{Error, Result};
 use crate::node::proposals::{CommittedProposal, Proposals, Responder};
 use crate::node::reads::Reads;
+use crate::node::snapshots::{
+    InstallOutcome, SnapshotCatalog, SnapshotCounters, SnapshotEvent, SnapshotJob, Transfers,
+};
 use crate::transport::{Envelope, Payload};
 
 /// Entries and hard state to make durable, as one WAL submission.
@@ -44,7 +50,9 @@ pub struct PersistTask {
     pub entries: Vec<Entry>,
     /// The hard state to record, if it changed.
     pub hard_state: Option<HardState>,
-    /// A snapshot received from the leader (not yet supported: see docs/engine.md).
+    /// A snapshot raft restored its log from (metadata only): the state
+    /// machine already holds it; reset the log to `(index, term)` first,
+    /// then persist `entries` and `hard_state`.
     pub snapshot: Option<Snapshot>,
 }
 
@@ -73,6 +81,12 @@ pub struct Effects<R> {
     /// Drop log entries below this index (the new first index). Never above
     /// the durable applied index reported + 1; carry it out after `persist`.
     pub compact: Option<u64>,
+    /// Snapshot transfer frames to send now: `(to, message)`, carried as
+    /// [`Payload::SnapshotChunk`] holding [`TransferMsg::encode`].
+    pub transfer: Vec<(u64, TransferMsg)>,
+    /// Snapshot disk work for background threads; report each outcome with
+    /// [`NodeCore::on_snapshot_event`].
+    pub snapshot_jobs: Vec<SnapshotJob>,
 }
 
 impl<R> Default for Effects<R> {
@@ -83,6 +97,8 @@ impl<R> Default for Effects<R> {
             apply: Vec::new(),
             flush_durable: false,
             compact: None,
+            transfer: Vec::new(),
+            snapshot_jobs: Vec::new(),
         }
     }
 }
@@ -96,6 +112,8 @@ impl<R> Effects<R> {
             && self.apply.is_empty()
             && !self.flush_durable
             && self.compact.is_none()
+            && self.transfer.is_empty()
+            && self.snapshot_jobs.is_empty()
     }
 }
 
@@ -112,8 +130,8 @@ pub struct Counters {
     pub messages_sent: u64,
     /// Messages dropped because the sender is not a member.
     pub dropped_non_member: u64,
-    /// Snapshot frames received (not yet handled).
-    pub snapshot_frames_ignored: u64,
+    /// Snapshot transfer frames received.
+    pub snapshot_frames: u64,
     /// Proposals accepted by the consensus core.
     pub proposals: u64,
     /// Proposals refused (not leader, transfer in progress, overloaded...).
@@ -130,6 +148,8 @@ pub struct Counters {
     pub became_leader: u64,
     /// Log compactions asked for.
     pub compactions: u64,
+    /// Snapshot builds, transfers and installs.
+    pub snapshot: SnapshotCounters,
 }
 
 /// Replication progress of one peer, as the leader sees it.
@@ -201,6 +221,8 @@ pub struct NodeCore<S: Storage, R> {
     counters: Counters,
     /// Compaction bookkeeping (see `maybe_compact`).
     compaction: Compaction,
+    /// Snapshot transfers (see the `snapshots` module).
+    snap: Transfers,
 }
 
 /// What the compaction policy remembers between polls.
@@ -295,11 +317,36 @@ impl<S: Storage, R> NodeCore<S, R> {
             role: StateRole::Follower,
             leader: 0,
             counters: Counters::default(),
-            compaction: Compaction {
-                durable: applied,
-                ..Compaction::default()
-            },
+            // Nothing is known durable until the host says so (a replay at
+            // open applies entries without flushing them).
+            compaction: Compaction::default(),
+            snap: Transfers::new(
+                cfg.id,
+                &cfg.snapshot,
+                Arc::new(SnapshotCatalog::default()),
+                None,
+            ),
         })
+    }
+
+    /// Use `catalog` (shared with the raft storage, which answers raft's
+    /// snapshot requests from it) and offer `latest` (the newest complete
+    /// local snapshot's manifest) to followers that need a snapshot.
+    #[must_use]
+    pub fn with_snapshots(
+        mut self,
+        catalog: Arc<SnapshotCatalog>,
+        latest: Option<Manifest>,
+    ) -> Self {
+        if let Some(m) = &latest {
+            catalog.set_latest(tandem_raft::SnapshotMetadata {
+                conf_state: m.conf_state.clone(),
+                index: m.index,
+                term: m.term,
+            });
+        }
+        self.snap = Transfers::new(self.id, &self.cfg.snapshot, catalog, latest);
+        self
     }
 
     /// This replica's id.
@@ -335,7 +382,10 @@ impl<S: Storage, R> NodeCore<S, R> {
     /// Counters so far.
     #[must_use]
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            snapshot: self.snap.counters,
+            ..self.counters
+        }
     }
 
     fn not_leader(&self) -> Error {
@@ -351,6 +401,8 @@ impl<S: Storage, R> NodeCore<S, R> {
         self.raw.tick();
         self.proposals.expire(now);
         self.reads.expire(now);
+        self.snap.tick();
+        self.take_send_outcomes();
     }
 
     /// Start an election now (tests and bootstrap of a single replica).
@@ -377,11 +429,127 @@ impl<S: Storage, R> NodeCore<S, R> {
                     return;
                 }
                 self.counters.messages_received += 1;
-                if let Err(e) = self.raw.step(m) {
-                    tracing::debug!(id = self.id, error = %e, "step refused a message");
+                if self.snap.installing.is_some()
+                    && matches!(
+                        m.msg_type,
+                        MessageType::MsgAppend | MessageType::MsgSnapshot
+                    )
+                {
+                    // Raft resends them; stepping them now could move the
+                    // log under the snapshot being installed.
+                    self.snap.counters.dropped_while_installing += 1;
+                    return;
                 }
+                if m.msg_type == MessageType::MsgSnapshot
+                    && m.term >= self.raw.raft.term
+                    && self.would_restore(&m)
+                {
+                    // Install the state first; raft sees the message after.
+                    let _ = self.snap.on_incoming_snapshot(m);
+                    return;
+                }
+                self.step_raft(m);
             }
-            Payload::SnapshotChunk(_) => self.counters.snapshot_frames_ignored += 1,
+            Payload::SnapshotChunk(bytes) => {
+                if !self.members.is_empty() && !self.members.contains(&env.from) {
+                    self.counters.dropped_non_member += 1;
+                    return;
+                }
+                self.counters.snapshot_frames += 1;
+                self.snap.on_frame(env.from, &bytes);
+                self.take_send_outcomes();
+            }
+        }
+    }
+
+    fn step_raft(&mut self, m: Message) {
+        if let Err(e) = self.raw.step(m) {
+            tracing::debug!(id = self.id, error = %e, "step refused a message");
+        }
+    }
+
+    /// True if raft would replace its log with the snapshot `m` carries
+    /// (the conditions of `Raft::restore`): it is ahead of the commit index
+    /// and not already in the log.
+    fn would_restore(&self, m: &Message) -> bool {
+        let Some(s) = &m.snapshot else {
+            return false;
+        };
+        let meta = &s.metadata;
+        let r = &self.raw.raft;
+        let log = &r.raft_log;
+        let ahead = meta.index > log.committed
+            || (meta.index == log.committed && r.pending_request_snapshot != 0);
+        ahead && !(r.pending_request_snapshot == 0 && log.match_term(meta.index, meta.term))
+    }
+
+    /// Report the outcome of a [`SnapshotJob`].
+    pub fn on_snapshot_event(&mut self, ev: SnapshotEvent) {
+        match self.snap.on_event(ev) {
+            Some(InstallOutcome::Installed(m)) => self.on_installed(*m),
+            Some(InstallOutcome::Failed) | None => {}
+        }
+        self.take_send_outcomes();
+    }
+
+    /// The state machine holds the snapshot `m` names: bring the core's view
+    /// up to it, then let raft restore its log from the message.
+    fn on_installed(&mut self, m: Message) {
+        let Some(meta) = m.snapshot.as_ref().map(|s| s.metadata.clone()) else {
+            return;
+        };
+        let index = meta.index;
+        self.applied = self.applied.max(index);
+        self.apply_handed = self.apply_handed.max(index);
+        self.compaction.durable = self.compaction.durable.max(index);
+        self.members = members_of(&meta.conf_state);
+        self.reads.on_applied(self.applied);
+        self.step_raft(m);
+        let restored = self.raw.raft.raft_log.has_pending_snapshot();
+        if !restored && self.raw.raft.raft_log.committed < index {
+            // Raft's term or role moved while the state machine was being
+            // switched (the message was stale by then). The state machine
+            // holds committed state at `index`, so raft's log must start
+            // there too: restore it directly.
+            tracing::info!(
+                id = self.id,
+                index,
+                "restoring raft from the installed snapshot"
+            );
+            if self.raw.raft.state != StateRole::Follower {
+                let term = self.raw.raft.term;
+                self.raw.raft.become_follower(term, INVALID_ID);
+            }
+            let ok = self.raw.raft.restore(Snapshot {
+                data: Vec::new(),
+                metadata: meta,
+            });
+            assert!(
+                ok,
+                "raft refused a snapshot ahead of its commit index that the state machine holds"
+            );
+        } else if !restored {
+            // Raft already committed past the snapshot: its entries up to
+            // `index` are in the state machine.
+            self.raw
+                .advance_apply_to(index.min(self.raw.raft.raft_log.committed));
+        }
+    }
+
+    /// Outgoing transfers that ended: deliver the held `MsgSnapshot` and
+    /// report to raft.
+    fn take_send_outcomes(&mut self) {
+        for o in std::mem::take(&mut self.snap.finished) {
+            if !self.raw.is_leader() {
+                continue;
+            }
+            match o.held {
+                Some(m) => {
+                    self.outbox.push(m);
+                    self.raw.report_snapshot(o.peer, SnapshotStatus::Finish);
+                }
+                None => self.raw.report_snapshot(o.peer, SnapshotStatus::Failure),
+            }
         }
     }
 
@@ -513,6 +681,11 @@ impl<S: Storage, R> NodeCore<S, R> {
     /// # Panics
     /// If the applied index goes backwards (an apply-thread bug).
     pub fn on_applied(&mut self, index: u64, conf_changes: &[ConfChangeV2]) {
+        if index < self.applied && self.snap.counters.installed > 0 {
+            // A report from before a snapshot install, which moved the
+            // applied index past it.
+            return;
+        }
         assert!(
             index >= self.applied,
             "applied index went backwards: {} -> {index}",
@@ -550,16 +723,25 @@ impl<S: Storage, R> NodeCore<S, R> {
             if let Some(ss) = rd.ss() {
                 self.on_soft_state(ss.raft_state, ss.leader_id);
             }
-            fx.send.extend(rd.take_messages());
+            for m in rd.take_messages() {
+                if m.msg_type == MessageType::MsgSnapshot {
+                    let (to, term) = (m.to, self.raw.raft.term);
+                    if !self.snap.start_send(m, term) {
+                        self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                    }
+                } else {
+                    fx.send.push(m);
+                }
+            }
             let entries = rd.take_entries();
             self.proposals.on_appended(&entries);
             let hard_state = rd.hs().copied();
             let snapshot = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
             if let Some(s) = &snapshot {
-                tracing::error!(
+                tracing::info!(
                     id = self.id,
                     index = s.metadata.index,
-                    "received a snapshot, which this version cannot install yet"
+                    "raft restored its log from a snapshot"
                 );
             }
             let needs_io = !entries.is_empty() || hard_state.is_some() || snapshot.is_some();
@@ -594,6 +776,12 @@ impl<S: Storage, R> NodeCore<S, R> {
             self.hand_to_apply(committed, &mut fx);
         }
         self.maybe_compact(&mut fx);
+        self.snap.on_term(self.raw.raft.term);
+        self.snap.maybe_build();
+        self.take_send_outcomes();
+        fx.send.append(&mut self.outbox);
+        fx.transfer.append(&mut self.snap.out);
+        fx.snapshot_jobs.append(&mut self.snap.jobs);
         self.counters.messages_sent += fx.send.len() as u64;
         fx
     }
@@ -605,6 +793,11 @@ impl<S: Storage, R> NodeCore<S, R> {
     /// durable applied index, held back (by at most `lag_entries_max`) for
     /// followers that are replicating or being sent a snapshot.
     fn maybe_compact(&mut self, fx: &mut Effects<R>) {
+        if self.snap.is_building() {
+            // The snapshot being built must still cover the compaction
+            // point when it is done, or raft would ask for another one.
+            return;
+        }
         let cfg = &self.cfg.snapshot;
         let first = self.raw.raft.raft_log.first_index();
         let c = &mut self.compaction;
@@ -613,11 +806,19 @@ impl<S: Storage, R> NodeCore<S, R> {
                 && (upto + 1 - first >= cfg.compact_log_entries
                     || c.bytes_since >= cfg.compact_log_bytes)
         };
+        // Flush when compaction is due but the durable index holds it back:
+        // at first, and then every half threshold of newly applied entries
+        // (a follower may hold compaction back while the floor moves up).
+        let stale = self.applied.saturating_sub(c.durable);
+        if !c.flush_inflight
+            && stale > 0
+            && due(self.applied)
+            && (!due(c.durable) || stale >= cfg.compact_log_entries.div_ceil(2))
+        {
+            c.flush_inflight = true;
+            fx.flush_durable = true;
+        }
         if !due(c.durable) {
-            if due(self.applied) && !c.flush_inflight && self.applied > c.durable {
-                c.flush_inflight = true;
-                fx.flush_durable = true;
-            }
             return;
         }
         let durable = c.durable;
@@ -628,13 +829,19 @@ impl<S: Storage, R> NodeCore<S, R> {
                 if id == self.id {
                     continue;
                 }
-                let needs = match pr.state {
-                    ProgressState::Replicate => pr.matched,
-                    ProgressState::Snapshot => pr.pending_snapshot,
-                    ProgressState::Probe => continue,
-                };
-                if needs >= floor {
-                    upto = upto.min(needs);
+                match pr.state {
+                    // The follower goes on from the snapshot's index once
+                    // it has it: keep what follows it however long the
+                    // transfer takes (it is bounded by its own timeouts).
+                    ProgressState::Snapshot => upto = upto.min(pr.pending_snapshot),
+                    // Replicating, or probing (e.g. right after a snapshot,
+                    // from its index): keep what it needs within the bound.
+                    ProgressState::Replicate | ProgressState::Probe => {
+                        let needs = pr.matched.max(pr.next_idx.saturating_sub(1));
+                        if needs >= floor {
+                            upto = upto.min(needs);
+                        }
+                    }
                 }
             }
         }
@@ -656,6 +863,11 @@ impl<S: Storage, R> NodeCore<S, R> {
     }
 
     fn hand_to_apply(&mut self, committed: Vec<Entry>, fx: &mut Effects<R>) {
+        // Entries at or below an installed snapshot are in the state machine.
+        let committed: Vec<Entry> = committed
+            .into_iter()
+            .filter(|e| e.index > self.apply_handed)
+            .collect();
         if committed.is_empty() {
             return;
         }
@@ -684,6 +896,9 @@ impl<S: Storage, R> NodeCore<S, R> {
         if role == StateRole::Leader && !was_leader {
             self.counters.became_leader += 1;
             tracing::info!(id = self.id, term = self.raw.raft.term, "became leader");
+        }
+        if was_leader && role != StateRole::Leader {
+            self.snap.on_leadership(self.raw.raft.term, false);
         }
         if leader != self.leader || (was_leader && role != StateRole::Leader) {
             // Confirmations asked of the old leader will never arrive.
@@ -735,7 +950,7 @@ impl<S: Storage, R> NodeCore<S, R> {
             progress,
             pending_proposals: self.proposals.len(),
             pending_reads: self.reads.len(),
-            counters: self.counters,
+            counters: self.counters(),
         }
     }
 }

@@ -5,11 +5,13 @@ pub mod core;
 pub mod proposals;
 pub mod reads;
 pub mod runtime;
+pub mod snapshots;
 
 pub use self::core::{
     ApplyTask, Counters, Effects, NodeCore, NodeStatus, PeerProgress, PersistTask,
 };
 pub use self::runtime::{wait, Applied, Applier, LogWriter, MemLogWriter, Node, SnapshotHost};
+pub use self::snapshots::{SnapshotCatalog, SnapshotCounters, SnapshotEvent, SnapshotJob};
 
 #[cfg(test)]
 mod sim_tests;

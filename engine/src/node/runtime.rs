@@ -25,12 +25,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tandem_raft::{ConfChangeV2, Entry, EntryType, MemStorage, Storage};
+use tandem_snapshot::{Manifest, TransferMsg};
 
 use super::core::{ApplyTask, NodeCore, NodeStatus, PersistTask};
 use super::proposals::Responder;
+use super::snapshots::{SnapshotEvent, SnapshotJob};
 use crate::config::{Config, ReadConsistency};
 use crate::error::{Error, Result};
-use crate::transport::{Envelope, Inbox, Transport};
+use crate::transport::{Envelope, Inbox, Payload, Transport};
 
 /// Makes [`PersistTask`]s durable, in submission order, and reports each
 /// task's number on `done` once it is (never before).
@@ -61,6 +63,9 @@ pub struct MemLogWriter(pub MemStorage);
 impl LogWriter for MemLogWriter {
     fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()> {
         let mut w = self.0.wl();
+        if let Some(snap) = task.snapshot {
+            w.apply_snapshot(snap)?;
+        }
         if !task.entries.is_empty() {
             w.append(&task.entries)?;
         }
@@ -78,7 +83,9 @@ impl LogWriter for MemLogWriter {
 }
 
 /// The state-machine side of snapshots and compaction, for the runtime's
-/// background threads: heavy IO that must not run on the raft loop.
+/// background threads: heavy IO that must not run on the raft loop. The
+/// runtime calls the flush and build methods from one maintenance thread
+/// and the transfer methods from one snapshot IO thread, each in order.
 pub trait SnapshotHost: Send + Sync + 'static {
     /// Make everything applied so far survive a power loss; returns the
     /// durable applied index.
@@ -86,6 +93,46 @@ pub trait SnapshotHost: Send + Sync + 'static {
     /// # Errors
     /// Storage errors (the durable index is then unchanged).
     fn flush_durable(&self) -> Result<u64>;
+
+    /// Build a snapshot of the state machine at its applied index while
+    /// applying continues, publish it, and return its manifest.
+    ///
+    /// # Errors
+    /// Why the build failed (it is retried when raft asks again).
+    fn build(&self) -> Result<Manifest>;
+
+    /// Chunk `chunk_no` of the local snapshot `(index, term)`, encoded.
+    ///
+    /// # Errors
+    /// If the snapshot or the chunk cannot be read.
+    fn read_chunk(&self, index: u64, term: u64, chunk_no: u32) -> Result<Vec<u8>>;
+
+    /// Start staging an incoming snapshot (dropping any other staging).
+    ///
+    /// # Errors
+    /// IO errors.
+    fn begin_staging(&self, manifest: &Manifest) -> tandem_snapshot::Result<()>;
+
+    /// Write a chunk of the staging snapshot durably.
+    ///
+    /// # Errors
+    /// IO errors, or no staging in progress.
+    fn stage_chunk(&self, chunk_no: u32, bytes: &[u8]) -> tandem_snapshot::Result<()>;
+
+    /// Verify the whole staged snapshot and publish it.
+    ///
+    /// # Errors
+    /// Verification or IO errors (the staging is then removed).
+    fn finish_staging(&self) -> tandem_snapshot::Result<()>;
+
+    /// Drop the staging in progress, if any.
+    fn discard_staging(&self);
+
+    /// Install the published snapshot `(index, term)` into the state machine.
+    ///
+    /// # Errors
+    /// If it is missing, does not read back, or is not ahead of the state.
+    fn install(&self, index: u64, term: u64) -> Result<()>;
 }
 
 /// What one apply call produced.
@@ -188,15 +235,32 @@ impl<R: Send + 'static> Node<R> {
             .map_err(spawn_err)?;
         let mut threads = vec![apply_thread];
 
-        // Background work for the host: flushes (and snapshot builds).
+        // Background work for the host: flushes and builds on one thread,
+        // transfer IO and installs on another (a long build must not delay
+        // the chunks of a transfer).
         let (job_tx, job_rx) = unbounded::<HostJob>();
+        let (io_tx, io_rx) = unbounded::<SnapshotJob>();
         let (host_tx, host_rx) = unbounded::<HostEvent>();
         if let Some(host) = host {
             let host_failed = Arc::clone(&failed);
+            let maint_host = Arc::clone(&host);
+            let maint_tx = host_tx.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("tandem-maint-{id}"))
-                    .spawn(move || maintenance_loop(&*host, &job_rx, &host_tx, &host_failed))
+                    .spawn(move || {
+                        maintenance_loop(&*maint_host, &job_rx, &maint_tx, &host_failed);
+                    })
+                    .map_err(spawn_err)?,
+            );
+            let io_transport = Arc::clone(&transport);
+            let cluster_id = cfg.cluster_id;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tandem-snapio-{id}"))
+                    .spawn(move || {
+                        snapshot_io_loop(&*host, id, cluster_id, &*io_transport, &io_rx, &host_tx);
+                    })
                     .map_err(spawn_err)?,
             );
         }
@@ -212,6 +276,7 @@ impl<R: Send + 'static> Node<R> {
             held: Vec::new(),
             held_entries: 0,
             max_apply_batch_entries: cfg.max_apply_batch_entries,
+            io_tx,
             failed: Arc::clone(&failed),
         };
         let loop_stop = Arc::clone(&stop);
@@ -376,6 +441,7 @@ struct RaftLoop<S: Storage, R, W> {
     held: Vec<ApplyTask<R>>,
     held_entries: usize,
     max_apply_batch_entries: usize,
+    io_tx: Sender<SnapshotJob>,
     failed: Arc<Mutex<Option<String>>>,
 }
 
@@ -383,12 +449,14 @@ struct RaftLoop<S: Storage, R, W> {
 #[derive(Debug)]
 enum HostJob {
     Flush,
+    Build,
 }
 
-/// What the maintenance thread reports to the raft loop.
+/// What the background threads report to the raft loop.
 #[derive(Debug)]
 enum HostEvent {
     Durable(u64),
+    Snapshot(SnapshotEvent),
 }
 
 /// Most inputs drained into one Ready before polling.
@@ -492,6 +560,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
     fn on_host_event(&mut self, e: HostEvent) {
         match e {
             HostEvent::Durable(index) => self.core.on_durable(index),
+            HostEvent::Snapshot(ev) => self.core.on_snapshot_event(ev),
         }
     }
 
@@ -544,6 +613,24 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
         if fx.flush_durable {
             // Without a host nothing flushes and the log is never compacted.
             let _ = self.job_tx.send(HostJob::Flush);
+        }
+        for (to, msg) in fx.transfer {
+            let env = Envelope {
+                cluster_id: self.cluster_id,
+                from: self.core.id(),
+                to,
+                payload: Payload::SnapshotChunk(msg.encode()),
+            };
+            // Lost frames are retransmitted by the transfer protocol.
+            let _ = self.transport.send(env);
+        }
+        for job in fx.snapshot_jobs {
+            // Without a host (tests) no snapshot work is ever asked for:
+            // storage never offers a snapshot and nothing arrives to stage.
+            let _ = match job {
+                SnapshotJob::Build => self.job_tx.send(HostJob::Build).is_ok(),
+                other => self.io_tx.send(other).is_ok(),
+            };
         }
         for task in fx.apply {
             self.hand_to_apply(task);
@@ -614,6 +701,84 @@ fn maintenance_loop(
                     return;
                 }
             },
+            HostJob::Build => {
+                let r = host.build().map_err(|e| e.to_string());
+                if tx
+                    .send(HostEvent::Snapshot(SnapshotEvent::Built(r)))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn snapshot_io_loop(
+    host: &dyn SnapshotHost,
+    id: u64,
+    cluster_id: u64,
+    transport: &dyn Transport,
+    rx: &Receiver<SnapshotJob>,
+    tx: &Sender<HostEvent>,
+) {
+    while let Ok(job) = rx.recv() {
+        let ev = match job {
+            SnapshotJob::Build => continue,
+            SnapshotJob::SendChunk {
+                to,
+                id: tid,
+                chunk_no,
+            } => match host.read_chunk(tid.index, tid.term, chunk_no) {
+                Ok(bytes) => {
+                    let msg = TransferMsg::Chunk {
+                        id: tid,
+                        chunk_no,
+                        bytes,
+                    };
+                    let env = Envelope {
+                        cluster_id,
+                        from: id,
+                        to,
+                        payload: Payload::SnapshotChunk(msg.encode()),
+                    };
+                    // A lost chunk is retransmitted by the sender.
+                    let _ = transport.send(env);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(to, chunk_no, error = %e, "cannot read a snapshot chunk to send");
+                    SnapshotEvent::ChunkUnreadable { to, id: tid }
+                }
+            },
+            SnapshotJob::Begin { id: tid, manifest } => SnapshotEvent::Begun {
+                id: tid,
+                result: host.begin_staging(&manifest),
+            },
+            SnapshotJob::Stage {
+                id: tid,
+                chunk_no,
+                bytes,
+            } => SnapshotEvent::Staged {
+                id: tid,
+                chunk_no,
+                result: host.stage_chunk(chunk_no, &bytes),
+            },
+            SnapshotJob::Verify { id: tid } => SnapshotEvent::Verified {
+                id: tid,
+                result: host.finish_staging(),
+            },
+            SnapshotJob::Discard { .. } => {
+                host.discard_staging();
+                continue;
+            }
+            SnapshotJob::Install { id: tid } => SnapshotEvent::Installed {
+                id: tid,
+                result: host.install(tid.index, tid.term).map_err(|e| e.to_string()),
+            },
+        };
+        if tx.send(HostEvent::Snapshot(ev)).is_err() {
+            return;
         }
     }
 }

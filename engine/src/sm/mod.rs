@@ -35,6 +35,7 @@ pub mod conf;
 mod durable;
 mod error;
 pub mod machine;
+pub mod snapshot_store;
 pub mod storage;
 
 pub use command::{
@@ -44,4 +45,5 @@ pub use error::{Error, Result};
 pub use machine::{
     AppliedConfChange, ApplyOutput, EntryResult, Iter, SmOptions, SnapshotCapture, StateMachine,
 };
+pub use snapshot_store::SnapshotStore;
 pub use storage::{DiskStorage, Replay};

@@ -37,6 +37,7 @@ use tracing::info;
 
 use super::error::{Error, Result};
 use super::machine::StateMachine;
+use crate::node::SnapshotCatalog;
 
 /// Bytes of entries read from the WAL per apply call during replay.
 pub const REPLAY_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
@@ -46,6 +47,7 @@ pub const REPLAY_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 pub struct DiskStorage {
     wal: Arc<Wal>,
     sm: Arc<StateMachine>,
+    catalog: Arc<SnapshotCatalog>,
 }
 
 /// What [`DiskStorage::replay_committed`] did.
@@ -68,7 +70,27 @@ impl DiskStorage {
     /// index and the log are lost, [`Error::LogBehindApplied`] if the state
     /// machine applied entries the log no longer has, [`Error::Wal`].
     pub fn open(wal: Arc<Wal>, sm: Arc<StateMachine>) -> Result<DiskStorage> {
-        let applied = sm.applied_index();
+        let (applied, applied_term) = sm.applied();
+        let snap = sm.snapshot_metadata();
+        if applied > 0 && snap.index == applied {
+            // The state came from an installed snapshot and nothing was
+            // applied since. If the process stopped after the state machine
+            // switched but before the log was reset, the log still ends
+            // before the snapshot or holds a conflicting entry there: reset
+            // it now, as the install would have.
+            let (compacted, _) = wal.snapshot_point()?;
+            let agrees = compacted <= applied
+                && applied <= wal.last_index()?
+                && wal.term(applied).ok() == Some(applied_term);
+            if !agrees {
+                info!(
+                    index = applied,
+                    term = applied_term,
+                    "resetting the log to the installed snapshot"
+                );
+                wal.reset_to_snapshot(applied, applied_term)?.wait()?;
+            }
+        }
         let (compacted, _) = wal.snapshot_point()?;
         let last = wal.last_index()?;
         if compacted > applied {
@@ -77,7 +99,19 @@ impl DiskStorage {
         if applied > last {
             return Err(Error::LogBehindApplied { applied, last });
         }
-        Ok(DiskStorage { wal, sm })
+        Ok(DiskStorage {
+            wal,
+            sm,
+            catalog: Arc::new(SnapshotCatalog::default()),
+        })
+    }
+
+    /// Answer raft's snapshot requests from `catalog` (shared with the
+    /// node core, which builds a snapshot when one is missing).
+    #[must_use]
+    pub fn with_catalog(mut self, catalog: Arc<SnapshotCatalog>) -> Self {
+        self.catalog = catalog;
+        self
     }
 
     /// The WAL.
@@ -202,15 +236,19 @@ impl Storage for DiskStorage {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> tandem_raft::Result<Snapshot> {
-        let metadata = self.sm.snapshot_metadata();
-        if metadata.index == 0 || metadata.index < request_index {
-            // No snapshot at the requested point yet: the snapshot builder
-            // records one in the state machine when it has one.
-            return Err(StorageError::SnapshotTemporarilyUnavailable.into());
+        // The snapshot must reach the compaction point, so the follower can
+        // go on from the log after it.
+        let need = request_index
+            .max(self.wal.first_index()?.saturating_sub(1))
+            .max(1);
+        match self.catalog.get_or_request(need) {
+            // Metadata only: the node core streams the chunks.
+            Some(metadata) => Ok(Snapshot {
+                data: Vec::new(),
+                metadata,
+            }),
+            // A build is requested; raft asks again later.
+            None => Err(StorageError::SnapshotTemporarilyUnavailable.into()),
         }
-        Ok(Snapshot {
-            data: Vec::new(),
-            metadata,
-        })
     }
 }

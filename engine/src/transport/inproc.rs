@@ -26,7 +26,7 @@ use parking_lot::{Condvar, Mutex};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Envelope, Inbox, Transport, TransportError};
+use super::{Envelope, Inbox, Payload, Transport, TransportError};
 
 /// Probabilistic faults applied to every message.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -41,6 +41,10 @@ pub struct Faults {
     /// `delay_min..=delay_max` in automatic mode, at least 1 ms of jitter;
     /// random pick in manual mode).
     pub reorder: bool,
+    /// Fraction of snapshot transfer frames whose last byte is flipped in
+    /// transit, in `[0, 1]` (for a chunk frame that is a payload byte, so
+    /// the chunk's CRC must catch it).
+    pub corrupt_frame_rate: f64,
 }
 
 /// Counters of the whole network.
@@ -56,6 +60,8 @@ pub struct NetworkStats {
     pub dropped_partitioned: u64,
     /// Addressed to a node that is not registered.
     pub dropped_unknown: u64,
+    /// Snapshot frames corrupted on purpose (`corrupt_frame_rate`).
+    pub corrupted: u64,
 }
 
 struct NetState {
@@ -234,6 +240,10 @@ impl InProcNetwork {
             "drop_rate must be within [0, 1]"
         );
         assert!(
+            (0.0..=1.0).contains(&faults.corrupt_frame_rate),
+            "corrupt_frame_rate must be within [0, 1]"
+        );
+        assert!(
             faults.delay_max >= faults.delay_min,
             "delay_max must be at least delay_min"
         );
@@ -253,7 +263,7 @@ impl InProcNetwork {
     }
 
     /// Route one envelope.
-    fn send_envelope(&self, env: Envelope) -> Result<(), TransportError> {
+    fn send_envelope(&self, mut env: Envelope) -> Result<(), TransportError> {
         let mut s = self.shared.state.lock();
         s.stats.sent += 1;
         if !s.inboxes.contains_key(&env.to) {
@@ -268,6 +278,14 @@ impl InProcNetwork {
         if drop_rate > 0.0 && s.rng.gen_bool(drop_rate) {
             s.stats.dropped_random += 1;
             return Ok(());
+        }
+        let corrupt = s.faults.corrupt_frame_rate;
+        if let Payload::SnapshotChunk(bytes) = &mut env.payload {
+            if corrupt > 0.0 && !bytes.is_empty() && s.rng.gen_bool(corrupt) {
+                let last = bytes.len() - 1;
+                bytes[last] ^= 0x5A;
+                s.stats.corrupted += 1;
+            }
         }
         let (min, max, reorder) = (s.faults.delay_min, s.faults.delay_max, s.faults.reorder);
         if !s.manual && max.is_zero() && !reorder {
