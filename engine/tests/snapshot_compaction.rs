@@ -75,7 +75,8 @@ fn log_stays_bounded_under_a_long_write_load() {
             }
             assert!(
                 Instant::now() < deadline,
-                "replica {id} never compacted: {stats:?}"
+                "replica {id} never compacted: {stats:?} {:?}",
+                r.status()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
