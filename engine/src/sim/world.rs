@@ -812,7 +812,18 @@ impl World {
                 apply,
                 flush_durable,
                 compact,
+                transfer,
+                snapshot_jobs,
             } = fx;
+            if !transfer.is_empty() || !snapshot_jobs.is_empty() {
+                // The simulated storage never offers a snapshot (its catalog
+                // is not shared with the core), so none is built or sent.
+                return Err(format!(
+                    "replica {id} started snapshot work ({} frames, {} jobs), which the simulator does not carry out yet",
+                    transfer.len(),
+                    snapshot_jobs.len()
+                ));
+            }
             let mut submitted = Vec::new();
             for task in persist {
                 let number = task.number;
