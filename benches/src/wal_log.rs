@@ -19,8 +19,8 @@ fn wal_err(e: tandem_wal::Error) -> Error {
 ///
 /// A raft replica has one log, so every stream maps onto it: a batch is
 /// re-indexed to the log's next free index under the WAL's append lock
-/// ([`Wal::append_next`]) and the appender waits for its completion outside
-/// it. Concurrent appenders therefore meet in the WAL's group commit, which
+/// ([`Wal::append_next_wait`]) and the appender waits for its completion
+/// outside it. Concurrent appenders therefore meet in the WAL's group commit, which
 /// is what the 8-appender scenario measures.
 #[derive(Debug)]
 pub struct WalLog {
@@ -59,16 +59,16 @@ impl LogStore for WalLog {
     }
 
     fn append_durable(&self, _stream: u64, mut entries: Vec<Entry>) -> Result<()> {
-        let done = self
-            .wal
-            .append_next(move |next| {
+        // The synchronous call: the appender writes its own group when no
+        // one else is writing, without waking the WAL's writer thread.
+        self.wal
+            .append_next_wait(move |next| {
                 for (k, e) in entries.iter_mut().enumerate() {
                     e.index = next + k as u64;
                 }
                 entries
             })
-            .map_err(wal_err)?;
-        done.wait().map_err(wal_err)
+            .map_err(wal_err)
     }
 }
 

@@ -271,6 +271,27 @@ impl Completion {
         }
     }
 
+    /// Wait for a submission that did not wake the writer thread: write the
+    /// pending groups up to it in this thread if no one is writing;
+    /// otherwise wake the writer thread — the thread now writing may have
+    /// taken this submission or not, and the writer thread drains whatever
+    /// is left once the writer is free — and wait as usual.
+    fn lead(&self) -> Result<()> {
+        let s = &self.shared;
+        if s.opts.background_threads {
+            if let Some(mut w) = s.writer.try_lock() {
+                s.drain(&mut w, self.ticket);
+            } else {
+                // Under the queue lock, so the writer thread either sees the
+                // submission when it checks the queue or is already waiting
+                // and gets this notification.
+                let _q = s.queue.lock();
+                s.queue_cv.notify_one();
+            }
+        }
+        self.wait()
+    }
+
     /// Like [`Completion::wait`], giving up after `timeout` (`None`).
     #[must_use]
     pub fn wait_timeout(&self, timeout: Duration) -> Option<Result<()>> {
@@ -519,8 +540,25 @@ impl Wal {
     /// [`Error::Compacted`] if the first entry is at or below the compaction
     /// point, [`Error::InvalidArgument`] for gaps, [`Error::Poisoned`].
     pub fn submit(&self, entries: Vec<Entry>, hard_state: Option<HardState>) -> Result<Completion> {
-        let ticket = self.submit_inner(entries, hard_state, None)?;
+        let ticket = self.submit_inner(entries, hard_state, None, true)?;
         Ok(self.completion(ticket))
+    }
+
+    /// [`Wal::submit`] and wait until durable, writing the group in the
+    /// calling thread when no other thread is writing.
+    ///
+    /// `submit` + [`Completion::wait`] wakes the writer thread at submit
+    /// and then usually writes the group itself (it is not ahead of the
+    /// waiter), so for a lone synchronous appender one of the two threads
+    /// wakes for nothing on every append. This call wakes the writer thread
+    /// only if another thread holds the writer, to hand the submission over;
+    /// groups stay in ticket order either way.
+    ///
+    /// # Errors
+    /// As [`Wal::submit`] and [`Completion::wait`].
+    pub fn submit_wait(&self, entries: Vec<Entry>, hard_state: Option<HardState>) -> Result<()> {
+        let ticket = self.submit_inner(entries, hard_state, None, false)?;
+        self.completion(ticket).lead()
     }
 
     /// [`Wal::submit`], reporting durability through `notify` instead.
@@ -534,7 +572,7 @@ impl Wal {
         hard_state: Option<HardState>,
         notify: Notify,
     ) -> Result<u64> {
-        self.submit_inner(entries, hard_state, Some(notify))
+        self.submit_inner(entries, hard_state, Some(notify), true)
     }
 
     /// Append entries built from the next free index, atomically with
@@ -544,6 +582,26 @@ impl Wal {
     /// # Errors
     /// As [`Wal::submit`].
     pub fn append_next(&self, build: impl FnOnce(u64) -> Vec<Entry>) -> Result<Completion> {
+        let ticket = self.append_next_inner(build, true)?;
+        Ok(self.completion(ticket))
+    }
+
+    /// [`Wal::append_next`] and wait until durable, writing the group in the
+    /// calling thread when no other thread is writing (see
+    /// [`Wal::submit_wait`]).
+    ///
+    /// # Errors
+    /// As [`Wal::submit_wait`].
+    pub fn append_next_wait(&self, build: impl FnOnce(u64) -> Vec<Entry>) -> Result<()> {
+        let ticket = self.append_next_inner(build, false)?;
+        self.completion(ticket).lead()
+    }
+
+    fn append_next_inner(
+        &self,
+        build: impl FnOnce(u64) -> Vec<Entry>,
+        wake_writer: bool,
+    ) -> Result<u64> {
         // Holding the appender lock keeps index choice and submission atomic
         // without holding the state lock while `build` runs.
         let _g = self.shared.append_lock.lock();
@@ -555,7 +613,7 @@ impl Wal {
                 entries[0].index
             )));
         }
-        self.submit(entries, None)
+        self.submit_inner(entries, None, None, wake_writer)
     }
 
     fn completion(&self, ticket: u64) -> Completion {
@@ -570,6 +628,7 @@ impl Wal {
         entries: Vec<Entry>,
         hard_state: Option<HardState>,
         notify: Option<Notify>,
+        wake_writer: bool,
     ) -> Result<u64> {
         let opts = &self.shared.opts;
         for (k, e) in entries.iter().enumerate() {
@@ -608,7 +667,7 @@ impl Wal {
             });
         }
         self.shared.reserve(bytes)?;
-        let r = self.submit_locked(entries, hard_state, notify, records, bytes);
+        let r = self.submit_locked(entries, hard_state, notify, records, bytes, wake_writer);
         if r.is_err() {
             self.shared.release(bytes);
         }
@@ -622,6 +681,7 @@ impl Wal {
         notify: Option<Notify>,
         records: Vec<EncodedRecord>,
         bytes: u64,
+        wake_writer: bool,
     ) -> Result<u64> {
         let opts = &self.shared.opts;
         let mut st = self.shared.state.lock();
@@ -676,7 +736,9 @@ impl Wal {
         });
         st.evict(opts.cache_bytes_max);
         drop(st);
-        self.shared.queue_cv.notify_one();
+        if wake_writer {
+            self.shared.queue_cv.notify_one();
+        }
         Ok(ticket)
     }
 
@@ -1130,5 +1192,50 @@ impl Shared {
 
     fn poison_reason(&self) -> Option<String> {
         self.state.lock().poison.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: vec![7; 32],
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn a_synchronous_submitter_hands_over_when_another_thread_is_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap());
+        // Another thread "is writing": the writer is taken.
+        let busy = wal.shared.writer.lock();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let submitter = {
+            let wal = Arc::clone(&wal);
+            std::thread::spawn(move || {
+                let _ = tx.send(wal.submit_wait(vec![entry(1)], None));
+            })
+        };
+        // The submission is queued; the submitter cannot write it while the
+        // writer is taken, and did not wake the writer thread when it
+        // submitted. Whoever held the writer may or may not have taken it.
+        while wal.shared.queue.lock().reqs.is_empty() {
+            std::thread::yield_now();
+        }
+        drop(busy);
+        // Nothing else will ever submit: unless the submitter handed over to
+        // the writer thread (or writes itself once the writer is free), this
+        // waits forever.
+        let r = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the submission completes after the writer is released");
+        r.unwrap();
+        submitter.join().unwrap();
+        assert_eq!(wal.entries(1, 2, None).unwrap(), vec![entry(1)]);
     }
 }

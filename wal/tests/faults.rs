@@ -536,6 +536,89 @@ fn concurrent_appenders_with_append_next_build_one_contiguous_log() {
 }
 
 #[test]
+fn synchronous_and_asynchronous_appenders_share_one_contiguous_log() {
+    // Half the threads lead their own group commits (`append_next_wait`,
+    // `submit_wait` never wakes the writer thread unless it is busy), half
+    // go through the writer thread (`append_next` + `wait`): every append
+    // completes, in one gap-free log, byte for byte after a reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let o = WalOptions {
+        segment_bytes: 256 * 1024,
+        batch_bytes_max: 64 * 1024,
+        entry_bytes_max: 16 * 1024,
+        ..WalOptions::default()
+    };
+    {
+        let wal = Arc::new(Wal::open(dir.path(), o.clone()).unwrap());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let wal = wal.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..40 {
+                        if t % 2 == 0 {
+                            wal.append_next_wait(|i| vec![entry(i, 1 + t, 200)])
+                                .unwrap();
+                        } else {
+                            wal.append_next(|i| vec![entry(i, 1 + t, 200)])
+                                .unwrap()
+                                .wait()
+                                .unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(wal.stats().last_index, 320);
+        // A lone synchronous submission with a hard state, too.
+        wal.submit_wait(
+            vec![entry(321, 9, 10)],
+            Some(HardState {
+                term: 9,
+                vote: 1,
+                commit: 321,
+            }),
+        )
+        .unwrap();
+    }
+    let wal = Wal::open(dir.path(), o).unwrap();
+    let es = wal.entries(1, 322, None).unwrap();
+    assert_eq!(es.len(), 321);
+    for e in &es[..320] {
+        assert_eq!(*e, entry(e.index, e.term, 200));
+    }
+    assert_eq!(es[320], entry(321, 9, 10));
+    assert_eq!(wal.hard_state().unwrap().commit, 321);
+}
+
+#[test]
+fn submit_wait_reports_an_fsync_failure_and_the_poison_after_it() {
+    for threads in [true, false] {
+        let fs = SimFs::new();
+        let o = WalOptions {
+            background_threads: threads,
+            ..opts()
+        };
+        let wal = open(&fs, o).unwrap();
+        wal.submit_wait(entries(1, 2, 1, 100), None).unwrap();
+        fs.fail_next_sync();
+        assert!(
+            matches!(
+                wal.submit_wait(entries(3, 1, 1, 100), None),
+                Err(Error::Poisoned { .. })
+            ),
+            "threads: {threads}"
+        );
+        assert!(matches!(
+            wal.append_next_wait(|i| entries(i, 1, 1, 100)),
+            Err(Error::Poisoned { .. })
+        ));
+    }
+}
+
+#[test]
 fn relaxed_sync_policies_acknowledge_after_the_write_and_sync_later() {
     for (policy, threads) in [
         (SyncPolicy::EveryMs(5), true),
