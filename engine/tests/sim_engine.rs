@@ -54,6 +54,7 @@ fn engine_simulation_keeps_every_invariant() {
                 total.sync_failures += s.sync_failures;
                 total.compactions += s.compactions;
                 total.ops_after_power_loss += s.ops_after_power_loss;
+                total.snapshots_installed += s.snapshots_installed;
             }
             Err(f) => panic!(
                 "{f}\nreplay in tests: TANDEM_SIM_SEED={seed} cargo test -p tandem --test sim_engine \

@@ -167,6 +167,10 @@ pub struct SeedStats {
     pub compactions: u64,
     /// Client operations answered after the final power loss and restart.
     pub ops_after_power_loss: u64,
+    /// Snapshots built by leaders.
+    pub snapshots_built: u64,
+    /// Snapshots installed by followers.
+    pub snapshots_installed: u64,
     /// Leader elections won.
     pub elections: u64,
 }

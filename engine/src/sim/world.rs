@@ -8,18 +8,23 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
 use sled::IVec;
-use tandem_raft::{ConfChange, ConfChangeType, ConfState, HardState, Message, StateRole};
+use tandem_raft::{ConfChange, ConfChangeType, ConfState, HardState, StateRole};
 use tandem_wal::{CrashSpec, Durable, Notify, SimFs, Wal, WalOptions};
 
 use super::{replay_command, PlantedBug, SeedStats, SimFailure, SimOptions};
 use crate::config::{Config, ReadConsistency, SnapshotConfig};
 use crate::error::Error;
 use crate::node::core::conf_change_v2;
-use crate::node::{ApplyTask, Effects, NodeCore};
-use crate::sm::{Cas, Command, CommandResult, DiskStorage, StateMachine, WriteBatch};
-use crate::transport::Envelope;
+use crate::node::{
+    ApplyTask, Effects, NodeCore, SnapshotCatalog, SnapshotEvent, SnapshotHost, SnapshotJob,
+};
+use crate::sm::{
+    Cas, Command, CommandResult, DiskStorage, SnapshotStore, StateMachine, WriteBatch,
+};
+use crate::transport::{Envelope, Payload};
 use crate::verify::invariants::{EntryId, InvariantChecker, ReplicaView};
 use crate::verify::{check, CheckResult, HistoryRecorder, Op, OpId, Output, Scheduler, TieOrder};
+use tandem_snapshot::TransferMsg;
 
 /// Events run after the final power loss and restart (no faults).
 const RECOVERY_EVENTS: u64 = 1_200;
@@ -36,7 +41,13 @@ type Image = Vec<(IVec, IVec)>;
 #[derive(Debug)]
 enum Event {
     Tick(u64),
-    Deliver(Box<Message>),
+    Deliver(Box<Envelope>),
+    /// Run one snapshot job of a replica (its maintenance / IO threads).
+    Snapshot {
+        id: u64,
+        incarnation: u64,
+        job: Box<SnapshotJob>,
+    },
     /// Pump the WAL of a replica (write + fsync what was submitted).
     Sync {
         id: u64,
@@ -76,6 +87,8 @@ struct TraceLine {
 struct Live {
     /// The same storage the core reads, for compaction.
     storage: DiskStorage,
+    /// The snapshot host (builds, chunks, staging, install).
+    store: Arc<SnapshotStore>,
     core: Core,
     wal: Arc<Wal>,
     sm: Arc<StateMachine>,
@@ -124,7 +137,8 @@ struct World {
     opts: SimOptions,
     sched: Scheduler<Event>,
     base: Instant,
-    sled_dir: PathBuf,
+    /// This seed's files (sled databases, snapshots); removed on drop.
+    base_dir: PathBuf,
     replicas: BTreeMap<u64, Replica>,
     checker: InvariantChecker,
     history: HistoryRecorder,
@@ -149,14 +163,17 @@ struct World {
     latest_conf: (u64, Vec<u64>),
 }
 
-/// A unique directory name per sled database of this process.
-fn sled_path(base: &Path, seed: u64, id: u64, incarnation: u64) -> PathBuf {
+/// The directory of one incarnation's sled database, under the seed's directory.
+fn sled_path(base: &Path, id: u64, incarnation: u64) -> PathBuf {
+    base.join(format!("sm-r{id}-i{incarnation}"))
+}
+
+/// A directory of this seed's files (sled, snapshots), unique in the
+/// process, removed when the world is dropped.
+fn seed_dir(parent: &Path, seed: u64) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    base.join(format!(
-        "tandem-sim-{}-{n}-s{seed}-r{id}-i{incarnation}",
-        std::process::id()
-    ))
+    parent.join(format!("tandem-sim-{}-{n}-s{seed}", std::process::id()))
 }
 
 fn wal_options() -> WalOptions {
@@ -198,7 +215,7 @@ impl World {
             opts: opts.clone(),
             sched,
             base: Instant::now(),
-            sled_dir: opts.sled_dir.clone(),
+            base_dir: seed_dir(&opts.sled_dir, opts.seed),
             replicas: BTreeMap::new(),
             checker: InvariantChecker::new(),
             history: HistoryRecorder::new(),
@@ -290,7 +307,7 @@ impl World {
     /// the initial membership, as `Replica::open_joining` does).
     fn create_replica(&mut self, id: u64, voter: bool) -> Result<(), String> {
         let fs = SimFs::new();
-        let sm = StateMachine::open_sim(sled_path(&self.sled_dir, self.opts.seed, id, 1), &[])
+        let sm = StateMachine::open_sim(self.base_dir.join(format!("sm-r{id}-boot")), &[])
             .map_err(err("open state machine"))?;
         sm.bootstrap(&ConfState::from_voters(self.initial_voters.iter().copied()))
             .map_err(err("bootstrap"))?;
@@ -331,29 +348,36 @@ impl World {
         r.incarnation += 1;
         let image = r.durable_image.clone();
         let sm = Arc::new(
-            StateMachine::open_sim(
-                sled_path(&self.sled_dir, self.opts.seed, r.id, r.incarnation),
-                &image,
-            )
-            .map_err(err("reopen state machine"))?,
+            StateMachine::open_sim(sled_path(&self.base_dir, r.id, r.incarnation), &image)
+                .map_err(err("reopen state machine"))?,
         );
         let wal = Arc::new(
             Wal::open_with_fs(Arc::new(r.fs.clone()), wal_dir(), wal_options())
                 .map_err(err("recover wal"))?,
         );
+        let (store, newest) = SnapshotStore::open(
+            Arc::clone(&sm),
+            &self.base_dir.join(format!("snap-r{}", r.id)),
+            &self.config(r.id).snapshot,
+        )
+        .map_err(err("open snapshot store"))?;
+        let catalog = Arc::new(SnapshotCatalog::default());
         let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm))
-            .map_err(err("open disk storage"))?;
+            .map_err(err("open disk storage"))?
+            .with_catalog(Arc::clone(&catalog));
         storage.replay_committed().map_err(err("replay"))?;
         let applied = sm.applied_index();
         let incarnation = (self.opts.seed << 16) ^ (r.id << 8) ^ r.incarnation;
         let core = NodeCore::new(&self.config(r.id), storage.clone(), applied, incarnation)
-            .map_err(err("start node core"))?;
+            .map_err(err("start node core"))?
+            .with_snapshots(catalog, newest);
         let (durable_tx, durable_rx) = unbounded();
         r.durable_image = sm.raw_image().map_err(err("image"))?;
         r.images.clear();
         r.log_cache.clear();
         r.live = Some(Live {
             storage,
+            store: Arc::new(store),
             core,
             wal,
             sm,
@@ -428,25 +452,28 @@ impl World {
                     self.sched.schedule_after(TICK_US, Event::Tick(id));
                 }
             }
-            Event::Deliver(m) => {
-                let (from, to) = (m.from, m.to);
+            Event::Deliver(env) => {
+                let (from, to) = (env.from, env.to);
                 let cut = self.isolated.contains(&from) != self.isolated.contains(&to);
                 if cut {
-                    self.trace(|| format!("drop (partition) {:?} {from}->{to}", m.msg_type));
+                    self.trace(|| {
+                        format!("drop (partition) {} {from}->{to}", describe_payload(&env))
+                    });
                 } else if let Some(live) = self.live_mut(to) {
-                    let line = format!(
-                        "deliver {:?} {from}->{to} term={} idx={} logterm={} commit={} n={} reject={}",
-                        m.msg_type,
-                        m.term,
-                        m.index,
-                        m.log_term,
-                        m.commit,
-                        m.entries.len(),
-                        m.reject
-                    );
-                    live.core.step(Envelope::raft(1, *m));
+                    let line = format!("deliver {} {from}->{to}", describe_payload(&env));
+                    live.core.step(*env);
                     self.trace(|| line);
                     touched = Some(to);
+                }
+            }
+            Event::Snapshot {
+                id,
+                incarnation,
+                job,
+            } => {
+                if self.is_live(id, incarnation) {
+                    self.snapshot_job(id, *job)?;
+                    touched = Some(id);
                 }
             }
             Event::Sync { id, incarnation } => {
@@ -815,24 +842,24 @@ impl World {
                 transfer,
                 snapshot_jobs,
             } = fx;
-            if !transfer.is_empty() || !snapshot_jobs.is_empty() {
-                // The simulated storage never offers a snapshot (its catalog
-                // is not shared with the core), so none is built or sent.
-                return Err(format!(
-                    "replica {id} started snapshot work ({} frames, {} jobs), which the simulator does not carry out yet",
-                    transfer.len(),
-                    snapshot_jobs.len()
-                ));
-            }
             let mut submitted = Vec::new();
             for task in persist {
                 let number = task.number;
                 let live = self.live_mut(id).expect("polled, so live");
-                if task.snapshot.is_some() {
-                    return Err(format!(
-                        "replica {id} was sent a snapshot, which this version cannot install"
-                    ));
+                if let Some(snap) = &task.snapshot {
+                    // As the runtime's log writer: the state machine already
+                    // switched to the snapshot; the log restarts after it.
+                    let (index, term) = (snap.metadata.index, snap.metadata.term);
+                    if let Err(e) = live.wal.reset_to_snapshot(index, term) {
+                        self.trace(|| format!("replica {id}: WAL reset refused ({e}); it stops"));
+                        self.crash(id)?;
+                        let down = self.sched.random_in(20_000, 300_000);
+                        self.sched.schedule_after(down, Event::Restart(id));
+                        return Ok(());
+                    }
+                    self.trace(|| format!("replica {id}: log reset to snapshot {index}@{term}"));
                 }
+                let live = self.live_mut(id).expect("polled, so live");
                 let res = live.wal.submit_notify(
                     task.entries,
                     task.hard_state,
@@ -907,12 +934,32 @@ impl World {
                     .schedule_after(delay, Event::Apply { id, incarnation });
             }
             for m in send {
-                self.send(m);
+                self.send(Envelope::raft(1, m));
+            }
+            for (to, msg) in transfer {
+                self.send(Envelope {
+                    cluster_id: 1,
+                    from: id,
+                    to,
+                    payload: Payload::SnapshotChunk(msg.encode()),
+                });
+            }
+            for job in snapshot_jobs {
+                // The maintenance and snapshot IO threads, a little later.
+                let delay = self.sched.random_in(200, 10_000);
+                self.sched.schedule_after(
+                    delay,
+                    Event::Snapshot {
+                        id,
+                        incarnation,
+                        job: Box::new(job),
+                    },
+                );
             }
         }
     }
 
-    fn send(&mut self, m: Message) {
+    fn send(&mut self, m: Envelope) {
         if self.sched.chance(1, 50) {
             return; // lost
         }
@@ -937,6 +984,86 @@ impl World {
             self.sched
                 .schedule_after(delay, Event::Deliver(Box::new(m.clone())));
         }
+    }
+
+    /// One job of the runtime's maintenance / snapshot IO threads, done the
+    /// way they do it; the outcome goes back to the node.
+    fn snapshot_job(&mut self, id: u64, job: SnapshotJob) -> Result<(), String> {
+        let r = self.replicas.get_mut(&id).expect("replica");
+        let live = r.live.as_mut().expect("same incarnation is live");
+        let host: &dyn SnapshotHost = &*live.store;
+        let what = format!("{job:?}").chars().take(80).collect::<String>();
+        let mut installed = false;
+        let ev = match job {
+            SnapshotJob::Build => {
+                self.stats.snapshots_built += 1;
+                Some(SnapshotEvent::Built(
+                    host.build().map_err(|e| e.to_string()),
+                ))
+            }
+            SnapshotJob::SendChunk {
+                to,
+                id: tid,
+                chunk_no,
+            } => match host.read_chunk(tid.index, tid.term, chunk_no) {
+                Ok(bytes) => {
+                    let msg = TransferMsg::Chunk {
+                        id: tid,
+                        chunk_no,
+                        bytes,
+                    };
+                    let env = Envelope {
+                        cluster_id: 1,
+                        from: id,
+                        to,
+                        payload: Payload::SnapshotChunk(msg.encode()),
+                    };
+                    self.send(env);
+                    None
+                }
+                Err(_) => Some(SnapshotEvent::ChunkUnreadable { to, id: tid }),
+            },
+            SnapshotJob::Begin { id: tid, manifest } => Some(SnapshotEvent::Begun {
+                id: tid,
+                result: host.begin_staging(&manifest),
+            }),
+            SnapshotJob::Stage {
+                id: tid,
+                chunk_no,
+                bytes,
+            } => Some(SnapshotEvent::Staged {
+                id: tid,
+                chunk_no,
+                result: host.stage_chunk(chunk_no, &bytes),
+            }),
+            SnapshotJob::Verify { id: tid } => Some(SnapshotEvent::Verified {
+                id: tid,
+                result: host.finish_staging(),
+            }),
+            SnapshotJob::Discard { .. } => {
+                host.discard_staging();
+                None
+            }
+            SnapshotJob::Install { id: tid } => {
+                let result = host.install(tid.index, tid.term).map_err(|e| e.to_string());
+                installed = result.is_ok();
+                Some(SnapshotEvent::Installed { id: tid, result })
+            }
+        };
+        self.trace(|| format!("replica {id}: snapshot job {what}"));
+        let r = self.replicas.get_mut(&id).expect("replica");
+        let live = r.live.as_mut().expect("same incarnation is live");
+        if installed {
+            // The install is the commit point and is durable (staged files
+            // synced, the version switch fsynced): a crash now keeps it.
+            self.stats.snapshots_installed += 1;
+            r.durable_image = live.sm.raw_image().map_err(err("image"))?;
+            r.images.clear();
+        }
+        if let Some(ev) = ev {
+            live.core.on_snapshot_event(ev);
+        }
+        Ok(())
     }
 
     /// The maintenance thread's flush: make the state machine durable and
@@ -1344,6 +1471,33 @@ impl World {
                 Ok(())
             }
         }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Close every database before removing their files.
+        for r in self.replicas.values_mut() {
+            r.live = None;
+        }
+        let _ = std::fs::remove_dir_all(&self.base_dir);
+    }
+}
+
+/// A short description of what an envelope carries, for traces.
+fn describe_payload(env: &Envelope) -> String {
+    match &env.payload {
+        Payload::Raft(m) => format!(
+            "{:?} term={} idx={} logterm={} commit={} n={} reject={}",
+            m.msg_type,
+            m.term,
+            m.index,
+            m.log_term,
+            m.commit,
+            m.entries.len(),
+            m.reject
+        ),
+        Payload::SnapshotChunk(bytes) => format!("snapshot frame ({} bytes)", bytes.len()),
     }
 }
 

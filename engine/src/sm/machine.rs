@@ -283,8 +283,8 @@ impl StateMachine {
     }
 
     /// For the deterministic simulator ([`crate::sim`]): a state machine
-    /// over a *temporary* sled database in `dir` (deleted when dropped, no
-    /// background flusher) whose tree first receives `image`, as one atomic
+    /// over a new sled database in `dir` (no background flusher; the caller
+    /// removes the directory) whose tree first receives `image`, as one atomic
     /// batch — the state a crash left behind (see [`StateMachine::raw_image`]).
     /// Then it opens exactly as [`StateMachine::open`] does.
     ///
@@ -299,7 +299,6 @@ impl StateMachine {
         };
         let db = sled::Config::new()
             .path(&dir)
-            .temporary(true)
             .cache_capacity(1024 * 1024)
             .flush_every_ms(None)
             .open()?;
