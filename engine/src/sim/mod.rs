@@ -117,7 +117,7 @@ pub struct SimOptions {
     pub planted: PlantedBug,
     /// Events kept for the failure trace.
     pub trace_events: usize,
-    /// Where sled's temporary databases go (default: `/dev/shm` when it
+    /// Where each seed's directory (sled databases, snapshots) goes (default: `/dev/shm` when it
     /// exists, else the system temp directory).
     pub sled_dir: PathBuf,
 }
