@@ -11,8 +11,8 @@
 //!
 //! A new cluster is bootstrapped by writing the same first entries to every
 //! initial replica: one `AddNode` membership change per voter, committed at
-//! term 1. A replica added later starts empty and learns the whole
-//! membership history from the log, exactly as the others applied it.
+//! term 1. A replica added later starts empty, with no membership: raft
+//! asks the leader for a snapshot, which brings the state and membership.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

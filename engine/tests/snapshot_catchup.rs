@@ -275,8 +275,12 @@ fn a_transfer_cut_by_a_leader_change_is_restarted_by_the_new_leader() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config();
     // A slow transfer: one small chunk in flight at a time.
-    cfg.node.snapshot.writer.chunk_bytes = 1024;
+    cfg.node.snapshot.writer.chunk_bytes = 4096;
     cfg.node.snapshot.sender.window_chunks = 1;
+    // Every chunk is fsynced by the receiver: on a loaded disk an ack can
+    // take longer than the default 10 ticks of 5 ms.
+    cfg.node.snapshot.sender.retransmit_ticks = 40;
+    cfg.node.snapshot.sender.max_retries = 20;
     let cluster = Cluster::open(dir.path(), cfg).unwrap();
     let db = cluster.db();
     write_many(&db, "early", 100);

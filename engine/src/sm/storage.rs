@@ -6,7 +6,7 @@
 //! | hard state               | WAL (commit raised to the applied index)     |
 //! | entries, terms, indexes  | WAL                                          |
 //! | conf state               | state machine (as of its applied index)      |
-//! | snapshot metadata        | state machine                                |
+//! | snapshot offered to raft | `SnapshotCatalog` (newest local snapshot)    |
 //!
 //! The commit index is raised to the applied index because the state
 //! machine may have applied (and made durable) entries whose commit index
