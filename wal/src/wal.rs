@@ -85,6 +85,23 @@ struct Request {
     bytes: u64,
     notify: Option<Notify>,
     compaction: bool,
+    /// False for a lazy submission ([`Wal::set_hard_state_lazy`]): its
+    /// group is fdatasynced only if another submission of the group needs
+    /// it.
+    sync: bool,
+}
+
+/// How a submission is handed to the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Wake the writer thread (asynchronous submitters).
+    Wake,
+    /// Do not wake it: the caller leads the group commit itself
+    /// ([`Completion::lead`]).
+    Lead,
+    /// Do not wake it and do not require a sync: written with the next
+    /// group, durable with the next sync.
+    Lazy,
 }
 
 /// Submissions waiting for the writer. Drained only by whoever holds the
@@ -540,7 +557,7 @@ impl Wal {
     /// [`Error::Compacted`] if the first entry is at or below the compaction
     /// point, [`Error::InvalidArgument`] for gaps, [`Error::Poisoned`].
     pub fn submit(&self, entries: Vec<Entry>, hard_state: Option<HardState>) -> Result<Completion> {
-        let ticket = self.submit_inner(entries, hard_state, None, true)?;
+        let ticket = self.submit_inner(entries, hard_state, None, Mode::Wake)?;
         Ok(self.completion(ticket))
     }
 
@@ -557,7 +574,7 @@ impl Wal {
     /// # Errors
     /// As [`Wal::submit`] and [`Completion::wait`].
     pub fn submit_wait(&self, entries: Vec<Entry>, hard_state: Option<HardState>) -> Result<()> {
-        let ticket = self.submit_inner(entries, hard_state, None, false)?;
+        let ticket = self.submit_inner(entries, hard_state, None, Mode::Lead)?;
         self.completion(ticket).lead()
     }
 
@@ -572,7 +589,7 @@ impl Wal {
         hard_state: Option<HardState>,
         notify: Notify,
     ) -> Result<u64> {
-        self.submit_inner(entries, hard_state, Some(notify), true)
+        self.submit_inner(entries, hard_state, Some(notify), Mode::Wake)
     }
 
     /// Append entries built from the next free index, atomically with
@@ -582,7 +599,7 @@ impl Wal {
     /// # Errors
     /// As [`Wal::submit`].
     pub fn append_next(&self, build: impl FnOnce(u64) -> Vec<Entry>) -> Result<Completion> {
-        let ticket = self.append_next_inner(build, true)?;
+        let ticket = self.append_next_inner(build, Mode::Wake)?;
         Ok(self.completion(ticket))
     }
 
@@ -593,15 +610,11 @@ impl Wal {
     /// # Errors
     /// As [`Wal::submit_wait`].
     pub fn append_next_wait(&self, build: impl FnOnce(u64) -> Vec<Entry>) -> Result<()> {
-        let ticket = self.append_next_inner(build, false)?;
+        let ticket = self.append_next_inner(build, Mode::Lead)?;
         self.completion(ticket).lead()
     }
 
-    fn append_next_inner(
-        &self,
-        build: impl FnOnce(u64) -> Vec<Entry>,
-        wake_writer: bool,
-    ) -> Result<u64> {
+    fn append_next_inner(&self, build: impl FnOnce(u64) -> Vec<Entry>, mode: Mode) -> Result<u64> {
         // Holding the appender lock keeps index choice and submission atomic
         // without holding the state lock while `build` runs.
         let _g = self.shared.append_lock.lock();
@@ -613,7 +626,7 @@ impl Wal {
                 entries[0].index
             )));
         }
-        self.submit_inner(entries, None, None, wake_writer)
+        self.submit_inner(entries, None, None, mode)
     }
 
     fn completion(&self, ticket: u64) -> Completion {
@@ -628,7 +641,7 @@ impl Wal {
         entries: Vec<Entry>,
         hard_state: Option<HardState>,
         notify: Option<Notify>,
-        wake_writer: bool,
+        mode: Mode,
     ) -> Result<u64> {
         let opts = &self.shared.opts;
         for (k, e) in entries.iter().enumerate() {
@@ -667,7 +680,7 @@ impl Wal {
             });
         }
         self.shared.reserve(bytes)?;
-        let r = self.submit_locked(entries, hard_state, notify, records, bytes, wake_writer);
+        let r = self.submit_locked(entries, hard_state, notify, records, bytes, mode);
         if r.is_err() {
             self.shared.release(bytes);
         }
@@ -681,7 +694,7 @@ impl Wal {
         notify: Option<Notify>,
         records: Vec<EncodedRecord>,
         bytes: u64,
-        wake_writer: bool,
+        mode: Mode,
     ) -> Result<u64> {
         let opts = &self.shared.opts;
         let mut st = self.shared.state.lock();
@@ -733,10 +746,11 @@ impl Wal {
             bytes,
             notify,
             compaction: false,
+            sync: mode != Mode::Lazy,
         });
         st.evict(opts.cache_bytes_max);
         drop(st);
-        if wake_writer {
+        if mode == Mode::Wake {
             self.shared.queue_cv.notify_one();
         }
         Ok(ticket)
@@ -748,6 +762,26 @@ impl Wal {
     /// As [`Wal::submit`].
     pub fn set_hard_state(&self, hs: HardState) -> Result<Completion> {
         self.submit(Vec::new(), Some(hs))
+    }
+
+    /// Record a hard state that need not be durable on its own, e.g. one
+    /// whose only change is the commit index (which a replica can always
+    /// learn again): ordered with every other submission, but it neither
+    /// wakes the writer thread nor asks for an fdatasync. It is written
+    /// with the next group (and synced if that group needs a sync), so it
+    /// is durable once any later non-lazy submission is; a crash before
+    /// that may recover an earlier hard state.
+    ///
+    /// The [`Completion`] reports when it is *written* (not necessarily
+    /// synced); every earlier submission is then durable. Waiting on it
+    /// writes the pending groups if no one else does. [`Wal::flush`] and
+    /// any plain [`Wal::submit`] make it durable.
+    ///
+    /// # Errors
+    /// As [`Wal::submit`].
+    pub fn set_hard_state_lazy(&self, hs: HardState) -> Result<Completion> {
+        let ticket = self.submit_inner(Vec::new(), Some(hs), None, Mode::Lazy)?;
+        Ok(self.completion(ticket))
     }
 
     /// Drop entries below `index` (the new first index; at most
@@ -834,6 +868,7 @@ impl Wal {
             records: vec![rec],
             notify: None,
             compaction: true,
+            sync: true,
         });
         self.shared.queue_cv.notify_one();
         ticket
@@ -1006,13 +1041,14 @@ impl Wal {
         self.shared.pump()
     }
 
-    /// Block until every submission so far is durable.
+    /// Block until every submission so far is durable (lazy ones too: an
+    /// empty barrier submission asks for the sync).
     ///
     /// # Errors
-    /// As [`Completion::wait`].
+    /// As [`Wal::submit`] and [`Completion::wait`].
     pub fn flush(&self) -> Result<()> {
-        let ticket = self.shared.state.lock().next_ticket - 1;
-        self.completion(ticket).wait()
+        let ticket = self.submit_inner(Vec::new(), None, None, Mode::Lead)?;
+        self.completion(ticket).lead()
     }
 
     /// Counters and sizes.
@@ -1168,6 +1204,9 @@ impl Shared {
                 return Ok(());
             }
             if self.opts.background_threads {
+                // Lazy submissions do not wake the writer thread: make sure
+                // it drains what holds the budget.
+                self.queue_cv.notify_one();
                 self.space_cv.wait(&mut q);
             } else {
                 drop(q);

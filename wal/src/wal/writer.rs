@@ -283,7 +283,9 @@ impl Writer {
         let seq = self.active.seq;
         self.buf.clear();
         let mut preamble = Vec::new();
-        if !self.active.has_records {
+        // A group of empty submissions (barriers) writes nothing.
+        let has_records = batch.iter().any(|r| !r.records.is_empty());
+        if has_records && !self.active.has_records {
             // Each segment starts with the compaction point and hard state
             // as of its start, so older segments can be deleted whole.
             let st = shared.state.lock();
@@ -325,19 +327,28 @@ impl Writer {
             self.buf.resize((records_len + (target - end)) as usize, 0);
             self.active.zeroed_until = target;
         }
-        if let Err(e) = self.active.file.write_at(self.active.offset, &self.buf) {
-            shared.poison(format!("write to segment {seq}: {e}"));
-            return Self::fail(shared, batch);
+        if !self.buf.is_empty() {
+            if let Err(e) = self.active.file.write_at(self.active.offset, &self.buf) {
+                shared.poison(format!("write to segment {seq}: {e}"));
+                return Self::fail(shared, batch);
+            }
+            self.active.unsynced = true;
         }
-        self.active.unsynced = true;
         let compaction = batch.iter().any(|r| r.compaction);
+        // Lazy submissions (a commit-only hard state) are written but do not
+        // ask for a sync; they become durable with the next one. A group
+        // that holds any other submission syncs as the policy says.
+        let wants_sync = batch.iter().any(|r| r.sync);
         let must_sync = compaction
-            || match shared.opts.sync {
-                SyncPolicy::Always => true,
-                SyncPolicy::EveryMs(ms) => self.last_sync.elapsed() >= Duration::from_millis(ms),
-                SyncPolicy::Never => false,
-            };
-        if must_sync && !self.sync(shared) {
+            || (wants_sync
+                && match shared.opts.sync {
+                    SyncPolicy::Always => true,
+                    SyncPolicy::EveryMs(ms) => {
+                        self.last_sync.elapsed() >= Duration::from_millis(ms)
+                    }
+                    SyncPolicy::Never => false,
+                });
+        if must_sync && self.active.unsynced && !self.sync(shared) {
             return Self::fail(shared, batch);
         }
         let base = self.active.offset;
