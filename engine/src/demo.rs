@@ -395,11 +395,12 @@ pub fn bench(
     for st in cluster.status() {
         let c = st.counters;
         println!(
-            "node {} {:?}: readies {} wal submits {} entries {} ({:.1}/submit) msgs sent {} recv {}",
+            "node {} {:?}: readies {} wal submits {} (lazy {}) entries {} ({:.1}/submit) msgs sent {} recv {}",
             st.id,
             st.role,
             c.readies,
             c.persist_tasks,
+            c.persist_tasks_lazy,
             c.entries_persisted,
             c.entries_persisted as f64 / c.persist_tasks.max(1) as f64,
             c.messages_sent,

@@ -54,6 +54,15 @@ impl LogWriter for WalWriter {
                 .map_err(|e| Error::Storage(format!("wal reset to snapshot: {e}")))?;
             tracing::info!(index, term, "log reset to the installed snapshot");
         }
+        if task.lazy {
+            // Only the commit index changed: written with the next group,
+            // synced with the next sync; nothing waits for it.
+            let hs = task.hard_state.expect("a lazy task carries a hard state");
+            self.wal
+                .set_hard_state_lazy(hs)
+                .map_err(|e| Error::Storage(format!("wal: {e}")))?;
+            return Ok(());
+        }
         let number = task.number;
         let done = done.clone();
         self.wal

@@ -13,7 +13,9 @@
 //! 2. `persist` — entries and hard state for the WAL, each tagged with its
 //!    Ready number; the caller reports durability with
 //!    [`NodeCore::on_persisted`], which releases the messages that promised
-//!    that state (votes, append acknowledgements);
+//!    that state (votes, append acknowledgements). A Ready whose only change
+//!    is the commit index gives a [lazy](PersistTask::lazy) task: written in
+//!    order, never waited for;
 //! 3. `apply` — committed entries with the waiters of this replica's
 //!    proposals among them; the caller applies them and reports the new
 //!    applied index with [`NodeCore::on_applied`].
@@ -54,6 +56,13 @@ pub struct PersistTask {
     /// machine already holds it; reset the log to `(index, term)` first,
     /// then persist `entries` and `hard_state`.
     pub snapshot: Option<Snapshot>,
+    /// True if only the hard state's commit index changed (no entries, no
+    /// snapshot, same term and vote: raft's `must_sync` is false). Such a
+    /// task needs no fdatasync of its own — a lost commit index is learned
+    /// again, and on restart it is raised to the applied index — so it is
+    /// written in order with the other tasks but waits for no sync, and
+    /// the writer does not report it: nothing waits for it.
+    pub lazy: bool,
 }
 
 /// Committed entries for the apply thread.
@@ -140,6 +149,8 @@ pub struct Counters {
     pub reads: u64,
     /// WAL submissions handed out.
     pub persist_tasks: u64,
+    /// Of those, lazy ones (commit-only hard state: no fdatasync asked).
+    pub persist_tasks_lazy: u64,
     /// Entries handed to the WAL.
     pub entries_persisted: u64,
     /// Committed entries handed to the apply thread.
@@ -207,7 +218,8 @@ pub struct NodeCore<S: Storage, R> {
     reads: Reads,
     /// Readies handed to the WAL and not yet durable, with the messages
     /// that must wait for them. `needs_io == false` marks a Ready with
-    /// nothing to write, released as soon as everything before it is.
+    /// nothing to make durable (nothing to write, or a lazy commit-only
+    /// hard state), released as soon as everything before it is.
     awaiting_persist: VecDeque<(u64, Vec<Message>, bool)>,
     /// Messages released by `on_persisted`, sent at the next `poll`.
     outbox: Vec<Message>,
@@ -745,6 +757,13 @@ impl<S: Storage, R> NodeCore<S, R> {
                 );
             }
             let needs_io = !entries.is_empty() || hard_state.is_some() || snapshot.is_some();
+            // Only the commit index changed: write it, but nothing this
+            // Ready releases depends on it being durable (etcd's MustSync).
+            let lazy = needs_io && !rd.must_sync();
+            assert!(
+                !lazy || (entries.is_empty() && snapshot.is_none()),
+                "raft asks to sync every Ready with entries or a snapshot"
+            );
             let number = rd.number();
             let persisted_msgs = rd.take_persisted_messages();
             for rs in rd.take_read_states() {
@@ -755,18 +774,23 @@ impl<S: Storage, R> NodeCore<S, R> {
             self.raw.advance_append_async(rd);
             if needs_io {
                 self.counters.persist_tasks += 1;
+                self.counters.persist_tasks_lazy += u64::from(lazy);
                 self.counters.entries_persisted += entries.len() as u64;
                 self.compaction.bytes_since += entries.iter().map(Entry::size_bytes).sum::<u64>();
-                self.awaiting_persist
-                    .push_back((number, persisted_msgs, true));
                 fx.persist.push(PersistTask {
                     number,
                     entries,
                     hard_state,
                     snapshot,
+                    lazy,
                 });
+            }
+            if needs_io && !lazy {
+                self.awaiting_persist
+                    .push_back((number, persisted_msgs, true));
             } else if self.awaiting_persist.is_empty() {
-                // Nothing to write and nothing in flight: durable already.
+                // Nothing to make durable and nothing in flight: durable
+                // already.
                 fx.send.extend(persisted_msgs);
                 self.raw.on_persist_ready(number);
             } else {

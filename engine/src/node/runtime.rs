@@ -35,7 +35,9 @@ use crate::error::{Error, Result};
 use crate::transport::{Envelope, Inbox, Payload, Transport};
 
 /// Makes [`PersistTask`]s durable, in submission order, and reports each
-/// task's number on `done` once it is (never before).
+/// task's number on `done` once it is (never before). A
+/// [lazy](PersistTask::lazy) task is written in order but needs no sync of
+/// its own and is not reported.
 pub trait LogWriter: Send + 'static {
     /// Start persisting `task`.
     ///
@@ -73,7 +75,9 @@ impl LogWriter for MemLogWriter {
             w.set_hard_state(hs);
         }
         drop(w);
-        let _ = done.send(task.number);
+        if !task.lazy {
+            let _ = done.send(task.number);
+        }
         Ok(())
     }
 

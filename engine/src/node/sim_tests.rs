@@ -62,7 +62,10 @@ impl Sim {
             w.set_hard_state(hs);
         }
         drop(w);
-        node.on_persisted(t.number);
+        // Lazy tasks are not reported (see `LogWriter`).
+        if !t.lazy {
+            node.on_persisted(t.number);
+        }
     }
 
     /// Poll every node until it has nothing more to do, carrying out its effects.
@@ -344,4 +347,103 @@ fn messages_from_non_members_are_dropped_and_counted() {
     );
     assert_eq!(after.term, before.term, "a non-member moved the term");
     assert_eq!(after.leader, Some(1));
+}
+
+/// An append from leader 1 in term 1 after `(index, log_term)`.
+fn append_msg(index: u64, log_term: u64, entries: &[u64], commit: u64) -> Message {
+    Message {
+        msg_type: MessageType::MsgAppend,
+        from: 1,
+        to: 2,
+        term: 1,
+        index,
+        log_term,
+        commit,
+        entries: entries
+            .iter()
+            .map(|&i| tandem_raft::Entry {
+                index: i,
+                term: 1,
+                data: vec![i as u8],
+                ..tandem_raft::Entry::default()
+            })
+            .collect(),
+        ..Message::default()
+    }
+}
+
+fn acks(msgs: &[Message]) -> Vec<u64> {
+    msgs.iter()
+        .filter(|m| m.msg_type == MessageType::MsgAppendResponse && !m.reject)
+        .map(|m| m.index)
+        .collect()
+}
+
+#[test]
+fn a_commit_only_hard_state_is_lazy_and_releases_nothing_early() {
+    let mut sim = Sim::new(3);
+    let now = sim.now;
+    let f = sim.nodes.get_mut(&2).unwrap();
+    // Entries 1..=2 arrive; their write is in flight (not reported).
+    f.step(Envelope::raft(1, append_msg(0, 0, &[1, 2], 0)));
+    let fx = f.poll(now);
+    let a = fx
+        .persist
+        .into_iter()
+        .next()
+        .expect("a task for the entries");
+    assert!(!a.lazy, "entries (and a new term) must be synced");
+    assert!(acks(&fx.send).is_empty(), "the ack waits for durability");
+    // The same entries again, now with the commit index: only the commit
+    // index changes, which needs no sync...
+    f.step(Envelope::raft(1, append_msg(0, 0, &[1, 2], 2)));
+    let fx = f.poll(now);
+    assert_eq!(fx.persist.len(), 1);
+    let b = &fx.persist[0];
+    assert!(b.lazy, "a commit-only hard state is lazy: {b:?}");
+    assert!(b.entries.is_empty() && b.snapshot.is_none());
+    assert_eq!(b.hard_state.map(|hs| hs.commit), Some(2));
+    // ...but its ack promises entries 1..=2, whose write is still in
+    // flight: it must wait for that write, not for the lazy one.
+    assert!(
+        acks(&fx.send).is_empty(),
+        "acked before durable: {:?}",
+        fx.send
+    );
+    assert!(fx.apply.is_empty(), "nothing applies before it is durable");
+    Sim::persist(f, &a);
+    let fx = f.poll(now);
+    assert_eq!(acks(&fx.send), vec![2, 2]);
+    assert_eq!(fx.apply.len(), 1, "entries 1..=2 apply once durable");
+    // With nothing in flight, a lazy Ready's messages leave at once.
+    let mut hb = append_msg(0, 0, &[], 0);
+    hb.msg_type = MessageType::MsgHeartbeat;
+    hb.commit = 2;
+    f.step(Envelope::raft(1, hb));
+    let fx = f.poll(now);
+    assert!(fx.persist.iter().all(|t| t.lazy));
+    assert!(fx
+        .send
+        .iter()
+        .any(|m| m.msg_type == MessageType::MsgHeartbeatResponse));
+    assert!(f.counters().persist_tasks_lazy >= 1);
+}
+
+#[test]
+fn a_leader_writes_each_commit_lazily() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    let before = sim.nodes[&1].counters();
+    for k in 0..5u8 {
+        let rx = sim.propose(1, &[k]);
+        sim.settle();
+        assert!(rx.try_recv().unwrap().is_ok());
+    }
+    let c = sim.nodes[&1].counters();
+    let (tasks, lazy) = (
+        c.persist_tasks - before.persist_tasks,
+        c.persist_tasks_lazy - before.persist_tasks_lazy,
+    );
+    // One synced task for each write's entry, one lazy one for its commit.
+    assert_eq!((tasks, lazy), (10, 5), "{c:?}");
 }

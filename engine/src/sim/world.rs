@@ -860,6 +860,20 @@ impl World {
                     self.trace(|| format!("replica {id}: log reset to snapshot {index}@{term}"));
                 }
                 let live = self.live_mut(id).expect("polled, so live");
+                if task.lazy {
+                    // As the runtime's log writer: a commit-only hard state
+                    // rides with the next group, unsynced unless that group
+                    // syncs; nothing waits for it and nothing pumps for it.
+                    let hs = task.hard_state.expect("a lazy task carries a hard state");
+                    if let Err(e) = live.wal.set_hard_state_lazy(hs) {
+                        self.trace(|| format!("replica {id}: WAL refused a write ({e}); it stops"));
+                        self.crash(id)?;
+                        let down = self.sched.random_in(20_000, 300_000);
+                        self.sched.schedule_after(down, Event::Restart(id));
+                        return Ok(());
+                    }
+                    continue;
+                }
                 let res = live.wal.submit_notify(
                     task.entries,
                     task.hard_state,
