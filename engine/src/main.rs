@@ -291,5 +291,11 @@ fn wal_inspect(dir: &Path) -> Result<(), String> {
             s.sequence, s.file_bytes, s.used_bytes, s.records, s.entries, range, s.status
         );
     }
+    for s in &report.spares {
+        println!(
+            "{:>18x} {:>12} {:>12} {:>9} {:>9} {:>21}  Spare (recycled, not part of the log)",
+            s.sequence, s.file_bytes, "-", "-", "-", "-"
+        );
+    }
     Ok(())
 }

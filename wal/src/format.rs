@@ -15,7 +15,10 @@
 //!   9  payload len bytes
 //! ```
 //! All integers are little-endian. Nine zero bytes where a record header
-//! would start mark the end of the written part of a segment.
+//! would start (the *end marker*) end the records of a segment; the writer
+//! writes one after every group, in the same write, so the end is explicit
+//! even in a recycled segment whose later bytes are stale records of an
+//! older sequence.
 
 use tandem_raft::{Entry, EntryType, HardState};
 
@@ -23,6 +26,8 @@ use tandem_raft::{Entry, EntryType, HardState};
 pub const HEADER_BYTES: u64 = 32;
 /// Record header bytes (`len | crc | kind`).
 pub const RECORD_HEADER_BYTES: u64 = 9;
+/// Bytes of the end marker: a record header of zeros.
+pub const END_MARKER_BYTES: u64 = RECORD_HEADER_BYTES;
 /// Per-entry header bytes inside an entries payload
 /// (`type u8 | term u64 | data_len u32 | context_len u32`).
 pub const ENTRY_HEADER_BYTES: u64 = 17;
@@ -77,8 +82,26 @@ pub fn segment_name(seq: u64) -> String {
 /// Parse a segment file name.
 #[must_use]
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    let hex = name.strip_suffix(".wal")?;
-    if hex.len() != 16 {
+    parse_hex_name(name, ".wal")
+}
+
+/// File name of a spare segment file (a recycled segment waiting for
+/// reuse), named after the sequence it last had. Recovery never reads it as
+/// part of the log.
+#[must_use]
+pub fn spare_name(seq: u64) -> String {
+    format!("{seq:016x}.spare")
+}
+
+/// Parse a spare file name.
+#[must_use]
+pub fn parse_spare_name(name: &str) -> Option<u64> {
+    parse_hex_name(name, ".spare")
+}
+
+fn parse_hex_name(name: &str, suffix: &str) -> Option<u64> {
+    let hex = name.strip_suffix(suffix)?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
@@ -399,7 +422,8 @@ pub struct RawRecord<'a> {
 /// Where the valid records of a segment stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanEnd {
-    /// Records end at `end`; everything after it is zero.
+    /// Records end at `end`: an end marker (or the zero tail, or the end of
+    /// the file) is there, and no valid record of this segment follows.
     Clean {
         /// First byte after the last record.
         end: u64,
@@ -413,7 +437,8 @@ pub enum ScanEnd {
         /// Offset of a valid record found later in the segment, if any:
         /// then the damage is not a torn tail.
         later_valid: Option<u64>,
-        /// One past the last non-zero byte of the segment.
+        /// One past the last non-zero byte of the segment (in a recycled
+        /// segment, stale bytes count).
         nonzero_end: u64,
     },
 }
@@ -504,7 +529,20 @@ fn plausible(buf: &[u8], pos: usize) -> bool {
     }
 }
 
-/// Look for any valid record of segment `seq` starting after `from`.
+/// True if `pos` is where records may legitimately stop: the end of the
+/// image, or an end marker (nine zero bytes; fewer if the image ends first).
+fn is_end_at(buf: &[u8], pos: usize) -> bool {
+    let h = RECORD_HEADER_BYTES as usize;
+    buf[pos.min(buf.len())..(pos + h).min(buf.len())]
+        .iter()
+        .all(|&b| b == 0)
+}
+
+/// Look for a valid record of segment `seq` starting after `from` that is
+/// followed by another valid record or by an end: the bytes of a log the
+/// writer wrote. Requiring the second link makes a stale record of an older
+/// generation (in a recycled segment, millions of them) that happens to pass
+/// the 32-bit CRC under this sequence count only if its successor does too.
 fn find_valid_after(buf: &[u8], seq: u64, from: usize, nonzero_end: usize) -> Option<u64> {
     let end = nonzero_end.min(buf.len());
     let mut pos = from + 1;
@@ -515,8 +553,13 @@ fn find_valid_after(buf: &[u8], seq: u64, from: usize, nonzero_end: usize) -> Op
             .iter()
             .position(|&b| (1..=3).contains(&b))?;
         pos += k;
-        if plausible(buf, pos) && record_at(buf, seq, pos).is_ok() {
-            return Some(pos as u64);
+        if plausible(buf, pos) {
+            if let Ok((_, len)) = record_at(buf, seq, pos) {
+                let next = pos + len;
+                if is_end_at(buf, next) || record_at(buf, seq, next).is_ok() {
+                    return Some(pos as u64);
+                }
+            }
         }
         pos += 1;
     }
@@ -546,35 +589,49 @@ fn nonzero_end(buf: &[u8]) -> usize {
 }
 
 /// Validate every record of a segment image (header already checked),
-/// calling `f` for each, in order. Stops at the zero end or at the first
-/// damage; `f` returning an error stops the scan with that error.
+/// calling `f` for each, in order. Stops at the end of the records (an end
+/// marker, or the zero tail) or at the first damage; `f` returning an error
+/// stops the scan with that error.
+///
+/// An end marker followed by a valid record of this segment is damage (a
+/// zeroed region in the middle), not an end; any other bytes after it (the
+/// stale records of a recycled segment, the rest of a torn write that
+/// recovery cut) are not part of the log.
 pub fn scan_segment<'a, E>(
     buf: &'a [u8],
     seq: u64,
     mut f: impl FnMut(RawRecord<'a>) -> Result<(), E>,
 ) -> Result<ScanEnd, E> {
     let nonzero_end = nonzero_end(buf);
-    let h = RECORD_HEADER_BYTES as usize;
     let mut pos = HEADER_BYTES as usize;
     loop {
         if pos >= nonzero_end {
             return Ok(ScanEnd::Clean { end: pos as u64 });
         }
-        let damaged = |reason: String| ScanEnd::Damaged {
-            offset: pos as u64,
-            reason,
-            later_valid: find_valid_after(buf, seq, pos, nonzero_end),
-            nonzero_end: nonzero_end as u64,
-        };
-        if pos + h <= buf.len() && buf[pos..pos + h].iter().all(|&b| b == 0) {
-            return Ok(damaged("zeroed bytes followed by non-zero data".into()));
+        if is_end_at(buf, pos) {
+            return Ok(match find_valid_after(buf, seq, pos, nonzero_end) {
+                None => ScanEnd::Clean { end: pos as u64 },
+                Some(later) => ScanEnd::Damaged {
+                    offset: pos as u64,
+                    reason: "zeroed bytes followed by valid records".into(),
+                    later_valid: Some(later),
+                    nonzero_end: nonzero_end as u64,
+                },
+            });
         }
         match record_at(buf, seq, pos) {
             Ok((rec, len)) => {
                 f(rec)?;
                 pos += len;
             }
-            Err(reason) => return Ok(damaged(reason)),
+            Err(reason) => {
+                return Ok(ScanEnd::Damaged {
+                    offset: pos as u64,
+                    reason,
+                    later_valid: find_valid_after(buf, seq, pos, nonzero_end),
+                    nonzero_end: nonzero_end as u64,
+                })
+            }
         }
     }
 }
@@ -719,6 +776,114 @@ mod tests {
             matches!(end, ScanEnd::Damaged { offset: 32, .. }),
             "{end:?}"
         );
+    }
+
+    /// A segment image as the writer leaves it: header, records, end marker.
+    fn written(seq: u64, records: &mut [EncodedRecord]) -> Vec<u8> {
+        let mut buf = encode_header(seq).to_vec();
+        for r in records.iter_mut() {
+            r.seal(seq);
+            buf.extend_from_slice(&r.bytes);
+        }
+        buf.extend_from_slice(&[0u8; END_MARKER_BYTES as usize]);
+        buf
+    }
+
+    fn count(buf: &[u8], seq: u64) -> (usize, ScanEnd) {
+        let mut n = 0;
+        let end = scan_segment::<()>(buf, seq, |_| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        (n, end)
+    }
+
+    #[test]
+    fn a_recycled_segment_ends_at_its_end_marker_and_stale_records_never_count() {
+        // Segment 3, full of valid records of its own.
+        let mut old: Vec<EncodedRecord> = (1..=40)
+            .map(|i| encode_entries(&[entry(i, 1, b"old generation")]))
+            .collect();
+        let old_image = written(3, &mut old);
+        assert_eq!(count(&old_image, 3).0, 40);
+        // Reused as segment 9: new header and end marker over it, nothing else.
+        let mut image = old_image.clone();
+        let head = written(9, &mut []);
+        image[..head.len()].copy_from_slice(&head);
+        let (n, end) = count(&image, 9);
+        assert_eq!((n, end), (0, ScanEnd::Clean { end: HEADER_BYTES }));
+        // Two groups written into it, each followed by its end marker.
+        let mut new: Vec<EncodedRecord> = (100..=102)
+            .map(|i| encode_entries(&[entry(i, 4, b"new")]))
+            .collect();
+        let fresh = written(9, &mut new);
+        image[..fresh.len()].copy_from_slice(&fresh);
+        let (n, end) = count(&image, 9);
+        let records_end = (fresh.len() - END_MARKER_BYTES as usize) as u64;
+        assert_eq!((n, end), (3, ScanEnd::Clean { end: records_end }));
+        // A torn group over stale bytes: damage with nothing valid after it.
+        let mut torn = image.clone();
+        let second = 32 + new[0].len() as usize;
+        torn[second + 11..fresh.len()].fill(0x5a);
+        match count(&torn, 9) {
+            (
+                1,
+                ScanEnd::Damaged {
+                    offset,
+                    later_valid: None,
+                    ..
+                },
+            ) => {
+                assert_eq!(offset, second as u64);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Zeros in the middle with records of this segment after them are
+        // not an end: a zeroed region, reported with the record after it.
+        let mut zeroed = image.clone();
+        zeroed[second..second + 9].fill(0);
+        match count(&zeroed, 9) {
+            (
+                1,
+                ScanEnd::Damaged {
+                    offset,
+                    later_valid: Some(l),
+                    ..
+                },
+            ) => {
+                assert_eq!(offset, second as u64);
+                assert_eq!(l, (second + new[1].len() as usize) as u64);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The stale records do validate under their own sequence: only the
+        // salt keeps them out of segment 9.
+        let stale_at = fresh.len() + 64;
+        let p = find_valid_after(&old_image, 3, stale_at - 1, old_image.len());
+        assert!(p.is_some());
+        assert!(find_valid_after(&image, 9, fresh.len(), image.len()).is_none());
+    }
+
+    #[test]
+    fn a_lone_crc_match_among_stale_bytes_is_not_a_later_record() {
+        // A valid record of this segment followed by garbage (not a record,
+        // not an end) is what a stale record that passed the CRC by chance
+        // looks like: it does not make earlier damage corruption.
+        let mut r = [encode_entries(&[entry(5, 1, b"x")])];
+        let rec = written(2, &mut r);
+        let rec = &rec[32..32 + r[0].len() as usize];
+        let mut buf = encode_header(2).to_vec();
+        buf.extend_from_slice(&[0x77; 40]);
+        let at = buf.len();
+        buf.extend_from_slice(rec);
+        buf.extend_from_slice(&[0x66; 40]);
+        assert!(find_valid_after(&buf, 2, 32, buf.len()).is_none());
+        // Followed by an end marker it is a real record.
+        buf.truncate(at + rec.len());
+        buf.extend_from_slice(&[0; 9]);
+        buf.extend_from_slice(&[0x66; 40]);
+        assert_eq!(find_valid_after(&buf, 2, 32, buf.len()), Some(at as u64));
     }
 
     #[test]

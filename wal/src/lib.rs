@@ -104,10 +104,10 @@ mod wal;
 
 pub use error::{Error, Result};
 pub use fs::{DirLock, FileSystem, StdFs, WalFile};
-pub use options::{RecoveryMode, SyncPolicy, WalOptions};
+pub use options::{RecoveryMode, SyncPolicy, WalOptions, SPARES_MAX};
 pub use recovery::{
     inspect, inspect_with_fs, InspectReport, RecoveryReport, SegmentReport, SegmentStatus,
-    Truncation,
+    SpareReport, Truncation,
 };
 pub use simfs::{CrashSpec, SimFs};
 pub use wal::{Completion, Durable, Notify, Wal, WalStats};
@@ -116,4 +116,10 @@ pub use wal::{Completion, Durable, Notify, Wal, WalStats};
 #[must_use]
 pub fn segment_file_name(seq: u64) -> String {
     format::segment_name(seq)
+}
+
+/// File name of the spare file that was segment `seq` (for tests and tools).
+#[must_use]
+pub fn spare_file_name(seq: u64) -> String {
+    format::spare_name(seq)
 }

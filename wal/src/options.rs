@@ -68,7 +68,17 @@ pub struct WalOptions {
     /// [`crate::Wal::submit`]). At least `batch_bytes_max`, so one maximal
     /// submission always fits. Compaction markers are not counted.
     pub pending_bytes_max: u64,
+    /// Most spare files kept for recycling: segments freed by compaction are
+    /// renamed into this pool instead of being deleted, and the next segment
+    /// reuses one (new header, stale bytes after it) instead of allocating
+    /// and zero-filling a fresh file, so a compacted log writes every byte
+    /// once into blocks that already exist. 0 disables recycling. At most
+    /// [`SPARES_MAX`].
+    pub recycle_segments_max: usize,
 }
+
+/// Upper bound of [`WalOptions::recycle_segments_max`].
+pub const SPARES_MAX: usize = 1024;
 
 impl Default for WalOptions {
     fn default() -> Self {
@@ -82,6 +92,7 @@ impl Default for WalOptions {
             background_threads: true,
             prefill_segments: true,
             pending_bytes_max: 64 * 1024 * 1024,
+            recycle_segments_max: 4,
         }
     }
 }
@@ -123,6 +134,12 @@ impl WalOptions {
             return bad(format!(
                 "pending_bytes_max {} must be > 0 and >= batch_bytes_max {}",
                 self.pending_bytes_max, self.batch_bytes_max
+            ));
+        }
+        if self.recycle_segments_max > SPARES_MAX {
+            return bad(format!(
+                "recycle_segments_max {} must be at most {SPARES_MAX}",
+                self.recycle_segments_max
             ));
         }
         if let SyncPolicy::EveryMs(0) = self.sync {
@@ -184,6 +201,10 @@ mod tests {
             },
             WalOptions {
                 sync: SyncPolicy::EveryMs(0),
+                ..WalOptions::default()
+            },
+            WalOptions {
+                recycle_segments_max: SPARES_MAX + 1,
                 ..WalOptions::default()
             },
         ];

@@ -9,8 +9,8 @@ use tandem_raft::HardState;
 
 use crate::error::{Error, Result};
 use crate::format::{
-    check_header, encode_header, entries_header, parse_segment_name, scan_segment, segment_name,
-    Kind, ScanEnd, HEADER_BYTES,
+    check_header, encode_header, entries_header, parse_segment_name, parse_spare_name,
+    scan_segment, segment_name, spare_name, Kind, ScanEnd, END_MARKER_BYTES, HEADER_BYTES,
 };
 use crate::fs::{FileSystem, StdFs, WalFile};
 use crate::index::LogState;
@@ -27,9 +27,13 @@ pub struct RecoveryReport {
     pub records: u64,
     /// The torn tail that was cut off, if any.
     pub truncated: Option<Truncation>,
-    /// Segments removed because they held no record (a preallocated spare,
-    /// or one whose preparation was interrupted).
+    /// Segments removed from the log because they held no record (a
+    /// preallocated spare, or one whose preparation was interrupted): deleted,
+    /// or returned to the pool of spare files for recycling.
     pub removed_segments: Vec<u64>,
+    /// Spare files (recycled segments waiting for reuse) kept, by the
+    /// sequence in their name.
+    pub spares: Vec<u64>,
     /// First index after recovery.
     pub first_index: u64,
     /// Last index after recovery.
@@ -41,9 +45,12 @@ pub struct RecoveryReport {
 pub struct Truncation {
     /// The segment.
     pub segment: u64,
-    /// Offset of the first byte cut (the new end of the segment).
+    /// Offset of the first byte cut (the new end of the segment, where
+    /// recovery writes an end marker).
     pub offset: u64,
-    /// Bytes zeroed after `offset`.
+    /// Bytes from `offset` to the last non-zero byte of the segment, no
+    /// longer part of the log (in a recycled segment this includes the
+    /// stale bytes of its previous use).
     pub bytes: u64,
     /// Why the record at `offset` did not validate.
     pub reason: String,
@@ -52,7 +59,7 @@ pub struct Truncation {
 /// The state of one segment, as [`inspect`] sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SegmentStatus {
-    /// Every record validates; the rest of the file is zero.
+    /// Every record validates up to an end marker (or the zero tail).
     Ok,
     /// A valid header and no records.
     Empty,
@@ -97,11 +104,23 @@ pub struct SegmentReport {
     pub status: SegmentStatus,
 }
 
+/// A spare file in an [`InspectReport`]: a segment freed by compaction and
+/// kept for reuse (its bytes are stale; it is not part of the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpareReport {
+    /// The sequence the file had as a segment (the number in its name).
+    pub sequence: u64,
+    /// File size.
+    pub file_bytes: u64,
+}
+
 /// What [`inspect`] reports about a log directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InspectReport {
     /// Segments, ascending.
     pub segments: Vec<SegmentReport>,
+    /// Spare files waiting for reuse, ascending.
+    pub spares: Vec<SpareReport>,
     /// First index the log would recover with.
     pub first_index: u64,
     /// Last index the log would recover with.
@@ -159,6 +178,14 @@ pub fn inspect_with_fs(fs: &dyn FileSystem, dir: &Path) -> Result<InspectReport>
         .collect();
     Ok(InspectReport {
         segments,
+        spares: scan
+            .spares
+            .iter()
+            .map(|&(sequence, file_bytes)| SpareReport {
+                sequence,
+                file_bytes,
+            })
+            .collect(),
         first_index: scan.state.snapshot.index + 1,
         last_index: scan.state.last_index(),
         snapshot: (scan.state.snapshot.index, scan.state.snapshot.term),
@@ -193,6 +220,8 @@ pub(crate) struct SegScan {
 #[derive(Debug)]
 pub(crate) struct DirScan {
     pub segs: Vec<SegScan>,
+    /// Spare files `(sequence in the name, file bytes)`, ascending.
+    pub spares: Vec<(u64, u64)>,
     pub state: LogState,
     pub bytes_scanned: u64,
     pub max_seq: u64,
@@ -214,10 +243,23 @@ fn path_of(dir: &Path, seq: u64) -> PathBuf {
     dir.join(segment_name(seq))
 }
 
+fn spare_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(spare_name(seq))
+}
+
 pub(crate) fn scan_dir(fs: &dyn FileSystem, dir: &Path) -> Result<DirScan> {
     let names = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
     let mut seqs: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
     seqs.sort_unstable();
+    let mut spare_seqs: Vec<u64> = names.iter().filter_map(|n| parse_spare_name(n)).collect();
+    spare_seqs.sort_unstable();
+    let mut spares = Vec::with_capacity(spare_seqs.len());
+    for seq in spare_seqs {
+        let path = spare_path(dir, seq);
+        let file = fs.open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        spares.push((seq, len));
+    }
     let mut state = LogState::default();
     let mut segs = Vec::with_capacity(seqs.len());
     let mut buf = Vec::new();
@@ -302,11 +344,19 @@ pub(crate) fn scan_dir(fs: &dyn FileSystem, dir: &Path) -> Result<DirScan> {
         }
         segs.push(s);
     }
+    // New segments must be numbered above every name ever used, spares
+    // included: a recycled file holds records salted with its old numbers.
+    let max_seq = seqs
+        .last()
+        .copied()
+        .unwrap_or(0)
+        .max(spares.last().map_or(0, |s| s.0));
     Ok(DirScan {
         segs,
+        spares,
         state,
         bytes_scanned,
-        max_seq: seqs.last().copied().unwrap_or(0),
+        max_seq,
     })
 }
 
@@ -318,10 +368,18 @@ pub(crate) struct Recovered {
     /// The segment to append to: `(seq, file, end of records, has records)`.
     pub active: Option<(u64, Arc<dyn WalFile>, u64, bool)>,
     pub max_seq: u64,
+    /// Spare files kept for recycling, oldest first.
+    pub spares: Vec<u64>,
     pub report: RecoveryReport,
 }
 
-pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Result<Recovered> {
+pub(crate) fn recover(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    mode: RecoveryMode,
+    segment_bytes: u64,
+    spares_max: usize,
+) -> Result<Recovered> {
     let scan = scan_dir(fs, dir)?;
     let tail = scan.tail();
     let mut report = RecoveryReport {
@@ -332,14 +390,37 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
     let mut segments = BTreeMap::new();
     let mut active = None;
     let mut state = scan.state;
+    let mut dir_changed = false;
+    // Spares of the wrong size (the option changed) or beyond the pool's
+    // bound are deleted; the rest are kept, oldest first.
+    let mut spares = Vec::new();
+    for &(seq, len) in &scan.spares {
+        if len == segment_bytes && spares.len() < spares_max {
+            spares.push(seq);
+        } else {
+            let path = spare_path(dir, seq);
+            fs.remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+            dir_changed = true;
+        }
+    }
     for s in scan.segs {
         let is_tail = Some(s.seq) == tail;
         if tail.is_none_or(|t| s.seq > t) {
             // Nothing was ever written here: a spare prepared ahead of use,
             // or a preparation interrupted before its header was synced.
+            // A full-size one goes back to the pool (its name changes, so
+            // it is never read as log again); others are deleted.
             let path = path_of(dir, s.seq);
-            fs.remove(&path)
-                .map_err(|e| Error::io("remove", &path, e))?;
+            if s.file_bytes == segment_bytes && spares.len() < spares_max {
+                fs.rename(&path, &spare_path(dir, s.seq))
+                    .map_err(|e| Error::io("rename", &path, e))?;
+                spares.push(s.seq);
+            } else {
+                fs.remove(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
+            }
+            dir_changed = true;
             report.removed_segments.push(s.seq);
             state.seg_max.remove(&s.seq);
             continue;
@@ -351,7 +432,12 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
             if !is_tail || !d.torn || mode == RecoveryMode::Strict {
                 return Err(Error::corruption(s.seq, d.offset, d.reason.clone()));
             }
-            zero_range(&*s.file, d.offset, d.nonzero_end)
+            // An end marker at the damage ends the records there; nothing
+            // after it is a valid record of this segment (that is what made
+            // it a torn tail), so that is all the repair needed, whatever
+            // stale bytes of a recycled segment follow.
+            let marker_end = (d.offset + END_MARKER_BYTES).min(s.file_bytes);
+            zero_range(&*s.file, d.offset, marker_end)
                 .and_then(|()| s.file.sync_data())
                 .map_err(|e| Error::io("truncate torn tail", path_of(dir, s.seq), e))?;
             tracing::warn!(
@@ -374,7 +460,9 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
         report.segments.push(s.seq);
         segments.insert(s.seq, s.file);
     }
-    if !report.removed_segments.is_empty() {
+    spares.sort_unstable();
+    report.spares.clone_from(&spares);
+    if dir_changed {
         fs.sync_dir(dir)
             .map_err(|e| Error::io("sync dir", dir, e))?;
     }
@@ -404,6 +492,7 @@ pub(crate) fn recover(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Re
         segments,
         active,
         max_seq: scan.max_seq,
+        spares,
         report,
     })
 }
@@ -430,23 +519,76 @@ pub(crate) struct PrefillCtl {
     pub urgent: std::sync::atomic::AtomicBool,
 }
 
-/// Create segment `seq`: preallocate, optionally overwrite with zeros, write
-/// and sync the header, sync the directory. Only then may the writer use it.
-/// Returns the file and the offset below which its blocks are written.
+/// The pool of spare files: segments freed by compaction, renamed to
+/// `<seq>.spare` and kept (at most `max`) for reuse as new segments, so the
+/// log overwrites blocks that are already allocated and written instead of
+/// fallocating and zero-filling fresh ones. Owned by whoever prepares
+/// segments (the background thread, or the writer in manual mode).
+#[derive(Debug)]
+pub(crate) struct Spares {
+    /// Spare files by the sequence in their name, oldest first.
+    pub seqs: std::collections::VecDeque<u64>,
+    /// Most spares kept; 0 disables recycling.
+    pub max: usize,
+    /// Counts reuses. Bumped *before* a spare's old bytes are overwritten,
+    /// so a reader that read from a stale handle of the file and then sees
+    /// the count unchanged knows it read the old bytes (`Wal::entries`).
+    pub reused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Create segment `seq`, or make it out of a spare. Only then may the writer
+/// use it. Returns the file and the offset below which its blocks are
+/// written.
 ///
-/// `prefill`: write real zeros over the reserved blocks. `fallocate` leaves them "unwritten",
-/// and every later fdatasync that first touches such blocks also commits an
-/// extent conversion to the file-system journal; measured here, 1 MiB
-/// write+fdatasync cycles ran 1.5-1.9x faster on prefilled blocks. An
-/// aborted prefill leaves a file without a header, which recovery removes.
+/// From a spare: write the new header and an end marker right after it,
+/// fdatasync, rename `<old>.spare` to `<seq>.wal`, sync the directory. Until
+/// the rename is durable the file is a spare whatever its content; once it
+/// is, the header and end marker are durable, so recovery reads an empty
+/// segment, and the stale records after the marker are salted with older
+/// sequences and never validate.
+///
+/// Fresh: preallocate, optionally overwrite with zeros, write and sync the
+/// header, sync the directory. `prefill`: write real zeros over the reserved
+/// blocks. `fallocate` leaves them "unwritten", and every later fdatasync
+/// that first touches such blocks also commits an extent conversion to the
+/// file-system journal; measured here, 1 MiB write+fdatasync cycles ran
+/// 1.5-1.9x faster on prefilled blocks. An aborted prefill leaves a file
+/// without a header, which recovery removes.
 pub(crate) fn prepare_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     seq: u64,
     segment_bytes: u64,
     prefill: Option<&PrefillCtl>,
+    spares: Option<&mut Spares>,
 ) -> Result<(Arc<dyn WalFile>, u64)> {
-    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+    if let Some(spares) = spares {
+        if let Some(old) = spares.seqs.pop_front() {
+            let from = spare_path(dir, old);
+            let file = fs.open(&from).map_err(|e| Error::io("open", &from, e))?;
+            let len = file.len().map_err(|e| Error::io("stat", &from, e))?;
+            if len == segment_bytes {
+                assert!(old < seq, "spare {old} is older than new segment {seq}");
+                spares.reused.fetch_add(1, SeqCst);
+                let mut head = [0u8; (HEADER_BYTES + END_MARKER_BYTES) as usize];
+                head[..HEADER_BYTES as usize].copy_from_slice(&encode_header(seq));
+                file.write_at(0, &head)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| Error::io("write header", &from, e))?;
+                let path = path_of(dir, seq);
+                fs.rename(&from, &path)
+                    .map_err(|e| Error::io("rename", &from, e))?;
+                fs.sync_dir(dir)
+                    .map_err(|e| Error::io("sync dir", dir, e))?;
+                tracing::debug!(spare = old, segment = seq, "wal recycled a segment file");
+                return Ok((file, segment_bytes));
+            }
+            // Another size (not kept by recovery; defensive): drop it.
+            fs.remove(&from)
+                .map_err(|e| Error::io("remove", &from, e))?;
+        }
+    }
     let path = path_of(dir, seq);
     let file = fs
         .create(&path)
@@ -478,12 +620,29 @@ pub(crate) fn prepare_segment(
     Ok((file, at))
 }
 
-/// Remove segments (oldest first) and sync the directory.
-pub(crate) fn remove_segments(fs: &dyn FileSystem, dir: &Path, seqs: &[u64]) -> Result<()> {
+/// Take segments freed by compaction out of the log (oldest first): rename
+/// each into the spare pool while it has room, delete the rest; then sync
+/// the directory. A crash before the sync leaves some of them under their
+/// segment names, which recovery replays (the durable compaction marker
+/// covers them) as before the compaction.
+pub(crate) fn remove_segments(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    seqs: &[u64],
+    mut spares: Option<&mut Spares>,
+) -> Result<()> {
     for &seq in seqs {
         let path = path_of(dir, seq);
-        fs.remove(&path)
-            .map_err(|e| Error::io("remove", &path, e))?;
+        match spares.as_deref_mut() {
+            Some(sp) if sp.seqs.len() < sp.max => {
+                fs.rename(&path, &spare_path(dir, seq))
+                    .map_err(|e| Error::io("rename", &path, e))?;
+                sp.seqs.push_back(seq);
+            }
+            _ => fs
+                .remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?,
+        }
     }
     fs.sync_dir(dir).map_err(|e| Error::io("sync dir", dir, e))
 }

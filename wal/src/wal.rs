@@ -20,7 +20,7 @@ use crate::format::{
 use crate::fs::{DirLock, FileSystem, StdFs, WalFile};
 use crate::index::LogState;
 use crate::options::WalOptions;
-use crate::recovery::{prepare_segment, recover, PrefillCtl, RecoveryReport};
+use crate::recovery::{prepare_segment, recover, PrefillCtl, RecoveryReport, Spares};
 
 mod writer;
 
@@ -154,6 +154,8 @@ pub struct WalStats {
     /// Encoded bytes submitted and not yet written (never above
     /// `pending_bytes_max`).
     pub pending_bytes: u64,
+    /// New segments made out of spare files (recycled) since open.
+    pub segments_recycled: u64,
 }
 
 struct State {
@@ -244,6 +246,9 @@ struct Shared {
     /// Wakes submitters waiting for pending bytes to drain (with `queue`).
     space_cv: Condvar,
     writer: Mutex<Writer>,
+    /// Spare files reused so far; bumped before a reuse overwrites a file
+    /// that a reader may still hold a handle of (see [`Wal::entries`]).
+    recycled: Arc<AtomicU64>,
 }
 
 /// A handle on one submission; see [`Wal::submit`].
@@ -401,17 +406,30 @@ impl Wal {
                 Error::io("lock", &dir, e)
             }
         })?;
-        let rec = recover(&*fs, &dir, opts.recovery)?;
+        let rec = recover(
+            &*fs,
+            &dir,
+            opts.recovery,
+            opts.segment_bytes,
+            opts.recycle_segments_max,
+        )?;
         let report = rec.report;
         let mut segments = rec.segments;
         let mut log = rec.state;
         let mut next_seq = rec.max_seq + 1;
+        let recycled = Arc::new(AtomicU64::new(0));
+        let mut spares = Spares {
+            seqs: rec.spares.into_iter().collect(),
+            max: opts.recycle_segments_max,
+            reused: recycled.clone(),
+        };
         let active = match rec.active {
             Some((seq, file, offset, has_records)) => (seq, file, offset, has_records),
             None => {
                 let seq = next_seq;
                 next_seq += 1;
-                let (file, _) = prepare_segment(&*fs, &dir, seq, opts.segment_bytes, None)?;
+                let (file, _) =
+                    prepare_segment(&*fs, &dir, seq, opts.segment_bytes, None, Some(&mut spares))?;
                 segments.insert(seq, file.clone());
                 (seq, file, HEADER_BYTES, false)
             }
@@ -437,6 +455,7 @@ impl Wal {
         };
         let mut threads = Vec::new();
         let bg_stop = Arc::new(PrefillCtl::default());
+        let mut manual_spares = None;
         let bg = if opts.background_threads {
             let (btx, brx) = crossbeam_channel::unbounded::<BgMsg>();
             let (ptx, prx) = crossbeam_channel::bounded(1);
@@ -447,7 +466,7 @@ impl Wal {
             threads.push(
                 std::thread::Builder::new()
                     .name("wal-prepare".into())
-                    .spawn(move || background(&*fs2, &dir2, seg_bytes, &stop, &brx, &ptx))
+                    .spawn(move || background(&*fs2, &dir2, seg_bytes, &stop, spares, &brx, &ptx))
                     .map_err(|e| Error::io("spawn", &dir, e))?,
             );
             // The first spare is only fallocated: a log that never fills a
@@ -463,6 +482,7 @@ impl Wal {
                 ctl: bg_stop.clone(),
             })
         } else {
+            manual_spares = Some(spares);
             None
         };
         let writer = Writer {
@@ -482,6 +502,7 @@ impl Wal {
                 },
             },
             next_seq,
+            spares: manual_spares,
             bg,
             buf: Vec::with_capacity(1 << 20),
             last_sync: Instant::now(),
@@ -501,6 +522,7 @@ impl Wal {
             queue_cv: Condvar::new(),
             space_cv: Condvar::new(),
             writer: Mutex::new(writer),
+            recycled,
         });
         if opts.background_threads {
             let s = shared.clone();
@@ -933,6 +955,30 @@ impl Wal {
     /// [`Error::Corruption`] if bytes on disk no longer decode,
     /// [`Error::Io`], [`Error::Poisoned`].
     pub fn entries(&self, lo: u64, hi: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
+        loop {
+            let mut reused = 0;
+            let r = self.entries_inner(lo, hi, max_size, &mut reused);
+            // Disk reads run outside the state lock through handles taken
+            // under it. A segment compacted away meanwhile may have become a
+            // spare and been reused, its bytes overwritten; a reuse bumps the
+            // counter before it writes, so an unchanged count means the read
+            // saw the bytes the index pointed at. Otherwise read again (the
+            // range is then compacted, or lives in other segments).
+            if self.shared.recycled.load(Ordering::SeqCst) == reused {
+                return r;
+            }
+        }
+    }
+
+    /// One attempt of [`Wal::entries`]; sets `reused` to the reuse count
+    /// seen under the state lock.
+    fn entries_inner(
+        &self,
+        lo: u64,
+        hi: u64,
+        max_size: Option<u64>,
+        reused: &mut u64,
+    ) -> Result<Vec<Entry>> {
         enum Item {
             Mem(Entry),
             Disk(u64, Arc<dyn WalFile>, u64, u32, u32),
@@ -940,6 +986,7 @@ impl Wal {
         let mut items = Vec::new();
         {
             let st = self.shared.state.lock();
+            *reused = self.shared.recycled.load(Ordering::SeqCst);
             st.check_poison()?;
             if lo > hi {
                 return Err(Error::InvalidArgument(format!("entries({lo}, {hi})")));
@@ -982,7 +1029,8 @@ impl Wal {
             }
         }
         // Disk reads happen outside the lock: bytes at an indexed location
-        // never change, and an open handle outlives a deleted file.
+        // never change while the segment is live, and an open handle
+        // outlives a deleted file (a recycled one: see `entries`).
         let mut out = Vec::with_capacity(items.len());
         let mut k = 0;
         let mut buf = Vec::new();
@@ -1065,6 +1113,7 @@ impl Wal {
         s.cache_bytes = st.mem_bytes;
         drop(st);
         s.pending_bytes = self.shared.queue.lock().pending_bytes;
+        s.segments_recycled = self.shared.recycled.load(Ordering::SeqCst);
         s
     }
 

@@ -56,7 +56,9 @@ fn workload() -> Vec<Step> {
         if k % 2 == 0 {
             steps.push(Step::Wait);
         }
-        if k == 12 || k == 24 || k == 45 {
+        // Compactions free segments into the spare pool; later rotations
+        // reuse them, so crashes also hit every step of a recycling.
+        if [12, 24, 30, 36, 45, 58, 64].contains(&k) {
             steps.push(Step::Compact(next - 4));
             steps.push(Step::Wait);
         }
@@ -122,8 +124,14 @@ fn opts_with(threads: bool) -> WalOptions {
 /// Run until the first failure; returns how many submissions were accepted
 /// and how many were acknowledged durable.
 fn run(fs: &SimFs, steps: &[Step], threads: bool) -> (usize, usize) {
+    let (submitted, acked, _) = run_counting(fs, steps, threads);
+    (submitted, acked)
+}
+
+/// [`run`], also returning how many segments were made out of spares.
+fn run_counting(fs: &SimFs, steps: &[Step], threads: bool) -> (usize, usize, u64) {
     let Ok(wal) = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", opts_with(threads)) else {
-        return (0, 0);
+        return (0, 0, 0);
     };
     let mut submitted = Vec::new();
     let mut acked = 0;
@@ -148,7 +156,7 @@ fn run(fs: &SimFs, steps: &[Step], threads: bool) -> (usize, usize) {
             Err(_) => break,
         }
     }
-    (submitted.len(), acked)
+    (submitted.len(), acked, wal.stats().segments_recycled)
 }
 
 fn recovered(fs: &SimFs) -> Snap {
@@ -170,8 +178,12 @@ fn every_crash_point_recovers_a_prefix_holding_every_acknowledged_submission() {
     let states = model_states(&steps);
     // A clean run: how many operations the workload takes.
     let fs = SimFs::new();
-    let (n, acked) = run(&fs, &steps, false);
+    let (n, acked, recycled) = run_counting(&fs, &steps, false);
     assert_eq!((n, acked), (states.len() - 1, states.len() - 1));
+    assert!(
+        recycled >= 2,
+        "the workload reuses spare segments: {recycled}"
+    );
     assert_eq!(recovered(&fs), *states.last().unwrap());
     let total_ops = fs.op_count();
     assert!(total_ops > 100, "{total_ops}");

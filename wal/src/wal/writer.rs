@@ -12,11 +12,12 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{Request, Shared};
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_hard_state, encode_marker, Kind, Marker, RawRecord, HEADER_BYTES, RECORD_HEADER_BYTES,
+    encode_hard_state, encode_marker, Kind, Marker, RawRecord, END_MARKER_BYTES, HEADER_BYTES,
+    RECORD_HEADER_BYTES,
 };
 use crate::fs::{FileSystem, WalFile};
 use crate::options::SyncPolicy;
-use crate::recovery::{prepare_segment, remove_segments, PrefillCtl};
+use crate::recovery::{prepare_segment, remove_segments, PrefillCtl, Spares};
 
 /// The segment the writer appends to.
 pub(super) struct Active {
@@ -67,6 +68,9 @@ pub(super) struct Writer {
     /// Sequence of the next segment to prepare (manual mode only; the
     /// background thread numbers its own).
     pub(super) next_seq: u64,
+    /// The spare pool (manual mode only; the background thread owns it
+    /// otherwise).
+    pub(super) spares: Option<Spares>,
     pub(super) bg: Option<Bg>,
     pub(super) buf: Vec<u8>,
     pub(super) last_sync: Instant,
@@ -77,21 +81,29 @@ pub(super) fn background(
     dir: &Path,
     segment_bytes: u64,
     ctl: &PrefillCtl,
+    mut spares: Spares,
     rx: &Receiver<BgMsg>,
     prepared: &Sender<Prepared>,
 ) {
     while let Ok(msg) = rx.recv() {
         match msg {
             BgMsg::Prepare { seq, prefill } => {
-                let r = prepare_segment(fs, dir, seq, segment_bytes, prefill.then_some(ctl))
-                    .map(|(f, zeroed_until)| (seq, f, zeroed_until));
+                let r = prepare_segment(
+                    fs,
+                    dir,
+                    seq,
+                    segment_bytes,
+                    prefill.then_some(ctl),
+                    Some(&mut spares),
+                )
+                .map(|(f, zeroed_until)| (seq, f, zeroed_until));
                 // The writer may be gone (shutdown): keep going, a queued
                 // deletion must still happen; the unused spare is removed by
                 // the next recovery.
                 let _ = prepared.send(r);
             }
             BgMsg::Delete(seqs) => {
-                if let Err(e) = remove_segments(fs, dir, &seqs) {
+                if let Err(e) = remove_segments(fs, dir, &seqs, Some(&mut spares)) {
                     // A segment left behind is replayed and compacted away
                     // again on the next open: not a reason to stop.
                     tracing::warn!(error = %e, "wal could not delete compacted segments");
@@ -227,18 +239,15 @@ impl Writer {
             None => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                (
+                let (file, zeroed_until) = prepare_segment(
+                    &*shared.fs,
+                    &shared.dir,
                     seq,
-                    prepare_segment(
-                        &*shared.fs,
-                        &shared.dir,
-                        seq,
-                        shared.opts.segment_bytes,
-                        None,
-                    )?
-                    .0,
-                    HEADER_BYTES,
-                )
+                    shared.opts.segment_bytes,
+                    None,
+                    self.spares.as_mut(),
+                )?;
+                (seq, file, zeroed_until)
             }
         };
         assert!(seq > self.active.seq, "segments are used in sequence order");
@@ -307,8 +316,8 @@ impl Writer {
             self.buf.extend_from_slice(&rec.bytes);
         }
         assert!(
-            self.active.offset + self.buf.len() as u64 <= self.active.capacity,
-            "a group fits the segment after rotation"
+            self.active.offset + self.buf.len() as u64 + END_MARKER_BYTES <= self.active.capacity,
+            "a group and its end marker fit the segment after rotation"
         );
         // Check before writing what recovery will check after reading back.
         debug_assert!(
@@ -320,10 +329,17 @@ impl Writer {
         );
         let records_len = self.buf.len() as u64;
         let end = self.active.offset + records_len;
-        if end > self.active.zeroed_until {
-            // Same write, zeros after the records: recovery reads them as
-            // the end of the segment, torn or not.
-            let target = (end + ZERO_AHEAD_BYTES).min(self.active.capacity);
+        // The end marker, in the same write: the records of the segment end
+        // here even if the bytes after it are stale (a recycled segment).
+        // The next group overwrites it.
+        self.buf
+            .resize((records_len + END_MARKER_BYTES) as usize, 0);
+        if end + END_MARKER_BYTES > self.active.zeroed_until {
+            // More zeros after the records, so the extent conversion of
+            // unwritten blocks is paid once per ZERO_AHEAD_BYTES.
+            let target = (end + ZERO_AHEAD_BYTES)
+                .min(self.active.capacity)
+                .max(end + END_MARKER_BYTES);
             self.buf.resize((records_len + (target - end)) as usize, 0);
             self.active.zeroed_until = target;
         }
@@ -415,7 +431,9 @@ impl Writer {
                     let _ = bg.tx.send(BgMsg::Delete(delete));
                 }
                 None => {
-                    if let Err(e) = remove_segments(&*shared.fs, &shared.dir, &delete) {
+                    if let Err(e) =
+                        remove_segments(&*shared.fs, &shared.dir, &delete, self.spares.as_mut())
+                    {
                         tracing::warn!(error = %e, "wal could not delete compacted segments");
                     }
                 }
