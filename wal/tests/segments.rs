@@ -99,3 +99,184 @@ fn spares_are_prepared_ahead_and_compaction_deletes_whole_segments() {
     assert_eq!(wal.term(1000).unwrap(), 5);
     assert_eq!(wal.recovery_report().segments.len(), 1);
 }
+
+fn spare_files(fs: &SimFs) -> Vec<String> {
+    fs.list(Path::new("/wal"))
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".spare"))
+        .collect()
+}
+
+#[test]
+fn compaction_fills_a_bounded_spare_pool_and_new_segments_reuse_it() {
+    let fs = SimFs::new();
+    let opts = WalOptions {
+        background_threads: false,
+        recycle_segments_max: 2,
+        ..WalOptions::small_for_tests()
+    };
+    let open = |o: &WalOptions| Wal::open_with_fs(Arc::new(fs.clone()), "/wal", o.clone()).unwrap();
+    let wal = open(&opts);
+    // About 25 entries of 600 bytes fit a 16 KiB segment: 5 segments.
+    for k in 0..120u64 {
+        wal.submit(entries(1 + k, 1, 1, 600), None)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let segments = wal.stats().segments;
+    assert!(segments >= 5, "{segments}");
+    wal.compact(118).unwrap().wait().unwrap();
+    // Every closed segment left the log; two became spares, the rest were
+    // deleted.
+    assert_eq!(wal.stats().segments, 1);
+    assert_eq!(segment_files(&fs).len(), 1);
+    let spares = spare_files(&fs);
+    assert_eq!(spares.len(), 2, "{spares:?}");
+    let ins = inspect_with_fs(&fs, Path::new("/wal")).unwrap();
+    let names: Vec<String> = ins
+        .spares
+        .iter()
+        .map(|s| tandem_wal::spare_file_name(s.sequence))
+        .collect();
+    assert_eq!(names, spares);
+    assert!(ins
+        .spares
+        .iter()
+        .all(|s| s.file_bytes == opts.segment_bytes));
+    assert_eq!((ins.first_index, ins.last_index), (118, 120));
+
+    // The next two segments are made out of the spares; their stale bytes
+    // (valid records of their old sequences) are never read as log.
+    for k in 0..60u64 {
+        wal.submit(entries(121 + k, 1, 2, 600), None)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    assert_eq!(wal.stats().segments_recycled, 2);
+    assert!(spare_files(&fs).is_empty());
+    let expect = |wal: &Wal| {
+        let mut all = entries(118, 3, 1, 600);
+        all.extend(entries(121, 60, 2, 600));
+        assert_eq!(
+            (wal.first_index().unwrap(), wal.last_index().unwrap()),
+            (118, 180)
+        );
+        assert_eq!(wal.entries(118, 181, None).unwrap(), all);
+    };
+    expect(&wal);
+    drop(wal);
+    let ins = inspect_with_fs(&fs, Path::new("/wal")).unwrap();
+    let used: Vec<_> = ins.segments.iter().filter(|s| s.records > 0).collect();
+    assert!(
+        used.iter().all(|s| s.status == SegmentStatus::Ok),
+        "{used:?}"
+    );
+    // Only this generation's records are read: the segments' index ranges
+    // tile the log (the active one at the compaction also holds the
+    // compacted 101..=117), with no stale entries of the older sequences.
+    let mut next = used[0].first_index.unwrap();
+    for s in &used {
+        assert_eq!(s.first_index, Some(next), "{used:?}");
+        assert_eq!(s.entries, s.last_index.unwrap() - next + 1, "{used:?}");
+        next = s.last_index.unwrap() + 1;
+    }
+    assert_eq!(next, 181);
+    assert!(used.len() >= 3, "{used:?}");
+    // A cleanly closed log with recycled segments opens in strict mode.
+    let strict = WalOptions {
+        recovery: tandem_wal::RecoveryMode::Strict,
+        ..opts.clone()
+    };
+    let wal = open(&strict);
+    assert!(wal.recovery_report().truncated.is_none());
+    expect(&wal);
+    // Compact everything again: spares come back (bounded), and a reopen
+    // keeps them.
+    wal.compact(180).unwrap().wait().unwrap();
+    assert_eq!(spare_files(&fs).len(), 2);
+    drop(wal);
+    let wal = open(&strict);
+    assert_eq!(wal.recovery_report().spares.len(), 2);
+    assert_eq!(wal.last_index().unwrap(), 180);
+    drop(wal);
+    // With recycling off, recovery deletes the spares.
+    let off = WalOptions {
+        recycle_segments_max: 0,
+        ..opts
+    };
+    let wal = open(&off);
+    assert!(wal.recovery_report().spares.is_empty());
+    assert!(spare_files(&fs).is_empty());
+    assert_eq!(wal.last_index().unwrap(), 180);
+}
+
+#[test]
+fn a_torn_group_in_a_recycled_segment_is_cut_at_its_end_marker() {
+    let fs = SimFs::new();
+    let opts = WalOptions {
+        background_threads: false,
+        ..WalOptions::small_for_tests()
+    };
+    let wal = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", opts.clone()).unwrap();
+    for k in 0..60u64 {
+        wal.submit(entries(1 + k, 1, 1, 600), None)
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    wal.compact(59).unwrap().wait().unwrap();
+    // Fill until a spare is in use, then tear the next group.
+    let mut next = 61;
+    while wal.stats().segments_recycled == 0 {
+        wal.submit(entries(next, 2, 2, 600), None)
+            .unwrap()
+            .wait()
+            .unwrap();
+        next += 1;
+    }
+    wal.submit(entries(next, 1, 2, 600), None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let acked = next;
+    // The group is written (not synced) and then torn after 100 bytes.
+    let fs2 = fs.clone();
+    let wal2 = wal;
+    fs2.fail_after_ops(2);
+    let _ = wal2
+        .submit(entries(acked + 1, 1, 2, 600), None)
+        .unwrap()
+        .wait();
+    drop(wal2);
+    fs.crash(tandem_wal::CrashSpec {
+        keep_writes: 0,
+        torn_bytes: 100,
+    });
+    let strict = WalOptions {
+        recovery: tandem_wal::RecoveryMode::Strict,
+        ..opts.clone()
+    };
+    assert!(matches!(
+        Wal::open_with_fs(Arc::new(fs.clone()), "/wal", strict.clone()),
+        Err(tandem_wal::Error::Corruption { .. })
+    ));
+    let wal = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", opts).unwrap();
+    let t = wal
+        .recovery_report()
+        .truncated
+        .clone()
+        .expect("a torn tail");
+    assert!(t.bytes > 0);
+    assert_eq!(wal.last_index().unwrap(), acked);
+    assert_eq!(
+        wal.entries(acked, acked + 1, None).unwrap(),
+        entries(acked, 1, 2, 600)
+    );
+    drop(wal);
+    // The cut is durable: strict mode now opens it.
+    let wal = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", strict).unwrap();
+    assert_eq!(wal.last_index().unwrap(), acked);
+}
