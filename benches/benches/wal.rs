@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tandem_benches::compare::{self, Comparison, Contender, Metric, Target, Verdict};
-use tandem_benches::logstore::LogStore;
+use tandem_benches::logstore::{LogStore, TailCompaction};
 use tandem_benches::raft_engine_log::RaftEngineLog;
 use tandem_benches::raw::{Prealloc, RawSyncLog};
 use tandem_benches::sled_log::SledLog;
@@ -86,11 +86,22 @@ fn open_stores(root: &Path, appenders: usize) -> (Arc<WalLog>, Vec<Arc<dyn LogSt
         std::fs::create_dir_all(&p).expect("store dir");
         p
     };
-    let wal = Arc::new(WalLog::open(&sub("tandem")).expect("open tandem wal"));
+    // The two raft logs are compacted as they grow, keeping a bounded tail,
+    // as in production; the freed files are recycled (Tandem's spare pool,
+    // raft-engine's purge + recycling). The raw baseline loops inside one
+    // file; sled is not compacted (its tree would only get the deletes).
+    let wal = Arc::new(
+        WalLog::open(&sub("tandem"))
+            .expect("open tandem wal")
+            .with_tail_compaction(TailCompaction::bench()),
+    );
     let mut stores: Vec<Arc<dyn LogStore>> = vec![
         wal.clone(),
         Arc::new(RawSyncLog::create(&sub("raw"), RAW_FILE_BYTES).expect("raw file")),
-        Arc::new(RaftEngineLog::open(&sub("raft_engine")).expect("open raft-engine")),
+        Arc::new(
+            RaftEngineLog::open_with_tail_compaction(&sub("raft_engine"), TailCompaction::bench())
+                .expect("open raft-engine"),
+        ),
         Arc::new(SledLog::open(&sub("sled")).expect("open sled")),
     ];
     if appenders == 1 {

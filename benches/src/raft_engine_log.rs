@@ -10,7 +10,7 @@ use protobuf::well_known_types::BytesValue;
 use raft_engine::{Config, Engine, LogBatch, MessageExt, ReadableSize};
 use tandem_raft::Entry;
 
-use crate::logstore::LogStore;
+use crate::logstore::{LogStore, TailCompaction};
 use crate::{Error, Result};
 
 /// Bytes of the `index | term` prefix of an encoded entry.
@@ -58,8 +58,27 @@ pub fn from_message(m: &BytesValue) -> Entry {
 }
 
 /// A raft-engine instance holding raft entries.
+///
+/// With [`RaftEngineLog::open_with_tail_compaction`] the streams are
+/// compacted as they grow, as [`crate::wal_log::WalLog`] is: the appender
+/// that crosses the threshold calls `compact_to` on every stream (a write
+/// without sync, as Tandem's marker is not waited for), and a purge thread,
+/// woken then, calls `purge_expired_files` off the append path (raft-engine's
+/// own purge, which then recycles the freed files; TiKV runs it on a timer).
 pub struct RaftEngineLog {
-    engine: Engine,
+    engine: std::sync::Arc<Engine>,
+    compaction: Option<(TailCompaction, std::sync::mpsc::Sender<()>)>,
+    purger: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RaftEngineLog {
+    fn drop(&mut self) {
+        // Closing the channel ends the purge thread.
+        self.compaction = None;
+        if let Some(t) = self.purger.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for RaftEngineLog {
@@ -81,15 +100,54 @@ impl RaftEngineLog {
     /// # Errors
     /// `RaftEngine` when the engine cannot open or recover.
     pub fn open(dir: &Path) -> Result<Self> {
-        let cfg = Config {
+        Ok(RaftEngineLog {
+            engine: std::sync::Arc::new(Engine::open(Self::config(dir)).map_err(engine_err)?),
+            compaction: None,
+            purger: None,
+        })
+    }
+
+    fn config(dir: &Path) -> Config {
+        Config {
             dir: dir.to_string_lossy().into_owned(),
             target_file_size: ReadableSize::mb(64),
             // Larger than any batch of the benches: never compress.
             batch_compression_threshold: ReadableSize::gb(1),
             ..Config::default()
+        }
+    }
+
+    /// [`RaftEngineLog::open`], compacting the streams as they grow (see
+    /// the type's docs). `purge_threshold` is lowered from 10 GiB to
+    /// 128 MiB: raft-engine purges (and so recycles) only above it, and
+    /// its recycling pool is then 3 files (`threshold / file size * 1.5`),
+    /// like Tandem's default of 4 spares.
+    ///
+    /// # Errors
+    /// `RaftEngine` when the engine cannot open or recover.
+    pub fn open_with_tail_compaction(dir: &Path, c: TailCompaction) -> Result<Self> {
+        let cfg = Config {
+            purge_threshold: ReadableSize::mb(128),
+            ..Self::config(dir)
         };
+        let engine = std::sync::Arc::new(Engine::open(cfg).map_err(engine_err)?);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let e = engine.clone();
+        let purger = std::thread::Builder::new()
+            .name("raft-engine-purge".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    // Coalesce wake-ups that queued up meanwhile.
+                    while rx.try_recv().is_ok() {}
+                    if let Err(err) = e.purge_expired_files() {
+                        eprintln!("raft-engine purge failed: {err}");
+                    }
+                }
+            })?;
         Ok(RaftEngineLog {
-            engine: Engine::open(cfg).map_err(engine_err)?,
+            engine,
+            compaction: Some((c, tx)),
+            purger: Some(purger),
         })
     }
 
@@ -123,6 +181,22 @@ impl LogStore for RaftEngineLog {
             .add_entries::<EntryExt>(stream, &msgs)
             .map_err(engine_err)?;
         self.engine.write(&mut batch, true).map_err(engine_err)?;
+        if let Some((c, purge)) = &self.compaction {
+            let entry_bytes = entries.first().map_or(0, |e| e.data.len() as u64);
+            if c.due(entry_bytes * entries.len() as u64) {
+                // The same tail as Tandem's single log, shared by the streams.
+                let streams = self.engine.raft_groups();
+                let keep = (c.keep_entries(entry_bytes) / streams.len().max(1) as u64).max(1);
+                for s in streams {
+                    if let Some(last) = self.engine.last_index(s) {
+                        if last > keep {
+                            self.engine.compact_to(s, last + 1 - keep);
+                        }
+                    }
+                }
+                let _ = purge.send(());
+            }
+        }
         Ok(())
     }
 }
@@ -144,6 +218,27 @@ mod tests {
         assert_eq!(EntryExt::index(&m), e.index);
         let back = from_message(&m);
         assert_eq!((back.index, back.term, back.data), (e.index, 9, e.data));
+    }
+
+    #[test]
+    fn tail_compaction_drops_old_entries_of_every_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            RaftEngineLog::open_with_tail_compaction(dir.path(), TailCompaction::new(4000, 2000))
+                .unwrap();
+        let mut a = EntryBatch::new(100, 5);
+        let mut b = EntryBatch::new(100, 5);
+        for _ in 0..20 {
+            log.append_durable(1, a.next_batch()).unwrap();
+            log.append_durable(2, b.next_batch()).unwrap();
+        }
+        // 20 000 bytes appended: compacted 5 times, each stream keeping 10
+        // entries then; at most 40 appended since.
+        for s in [1, 2] {
+            let first = log.engine.first_index(s).unwrap();
+            assert_eq!(log.last_index(s), Some(100));
+            assert!(first > 40 && first <= 91, "stream {s}: first {first}");
+        }
     }
 
     #[test]

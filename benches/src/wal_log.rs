@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tandem_raft::Entry;
 use tandem_wal::{SyncPolicy, Wal, WalOptions};
 
-use crate::logstore::LogStore;
+use crate::logstore::{LogStore, TailCompaction};
 use crate::workload::EntryBatch;
 use crate::{Error, Result};
 
@@ -22,9 +22,16 @@ fn wal_err(e: tandem_wal::Error) -> Error {
 /// ([`Wal::append_next_wait`]) and the appender waits for its completion
 /// outside it. Concurrent appenders therefore meet in the WAL's group commit, which
 /// is what the 8-appender scenario measures.
+///
+/// With [`WalLog::with_tail_compaction`] the log is also compacted as it
+/// grows ([`TailCompaction`]): the appender that crosses the threshold
+/// submits `compact(last_index + 1 - keep)` without waiting for it (the
+/// marker rides with the next group), and the segments it frees go to the
+/// WAL's spare pool for reuse.
 #[derive(Debug)]
 pub struct WalLog {
     wal: Wal,
+    compaction: Option<TailCompaction>,
 }
 
 impl WalLog {
@@ -44,7 +51,15 @@ impl WalLog {
     pub fn open_with(dir: &Path, opts: WalOptions) -> Result<Self> {
         Ok(WalLog {
             wal: Wal::open(dir, opts).map_err(wal_err)?,
+            compaction: None,
         })
+    }
+
+    /// Compact the log as it grows, keeping a bounded tail.
+    #[must_use]
+    pub fn with_tail_compaction(mut self, c: TailCompaction) -> Self {
+        self.compaction = Some(c);
+        self
     }
 
     /// The WAL itself.
@@ -59,6 +74,8 @@ impl LogStore for WalLog {
     }
 
     fn append_durable(&self, _stream: u64, mut entries: Vec<Entry>) -> Result<()> {
+        let entry_bytes = entries.first().map_or(0, |e| e.data.len() as u64);
+        let payload = entry_bytes * entries.len() as u64;
         // The synchronous call: the appender writes its own group when no
         // one else is writing, without waking the WAL's writer thread.
         self.wal
@@ -68,7 +85,18 @@ impl LogStore for WalLog {
                 }
                 entries
             })
-            .map_err(wal_err)
+            .map_err(wal_err)?;
+        if let Some(c) = &self.compaction {
+            if c.due(payload) {
+                let last = self.wal.last_index().map_err(wal_err)?;
+                let keep = c.keep_entries(entry_bytes);
+                if last > keep {
+                    // Not waited for: durable with the next group.
+                    self.wal.compact(last + 1 - keep).map_err(wal_err)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -190,6 +218,30 @@ mod tests {
         assert_eq!(all.len(), 60);
         assert!(all.iter().enumerate().all(|(k, e)| e.index == k as u64 + 1));
         assert!(all.iter().all(|e| e.data.len() == 40));
+    }
+
+    #[test]
+    fn tail_compaction_bounds_the_log_and_recycles_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions::small_for_tests();
+        let log = Arc::new(
+            WalLog::open_with(dir.path(), opts.clone())
+                .unwrap()
+                .with_tail_compaction(TailCompaction::new(8 << 10, 4 << 10)),
+        );
+        let mut d = AppendDriver::new(log.clone(), 2, 100, 4).unwrap();
+        d.run_batches(400).unwrap();
+        drop(d);
+        let wal = log.wal();
+        wal.flush().unwrap();
+        let (first, last) = (wal.first_index().unwrap(), wal.last_index().unwrap());
+        assert_eq!(last, 1600);
+        // At most one compaction period plus the kept tail (entries of
+        // 100 bytes) behind the last index.
+        assert!(last + 1 - first <= 40 + 82 + 8, "{first}..={last}");
+        let st = wal.stats();
+        assert!(st.segments_recycled > 0, "{st:?}");
+        assert!(st.segments <= 3, "{st:?}");
     }
 
     #[test]
