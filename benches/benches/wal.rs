@@ -192,6 +192,7 @@ fn wal_amplification(s: &Scenario, wal: &WalLog) -> serde_json::Value {
         "appends_per_write_group": appends as f64 / stats.write_groups.max(1) as f64,
         "fsyncs_per_write_group": stats.fsyncs as f64 / stats.write_groups.max(1) as f64,
         "segments": stats.segments,
+        "segments_recycled": stats.segments_recycled,
     });
     eprintln!("tandem wal stats {}: {v}", s.name());
     v
