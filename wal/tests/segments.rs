@@ -280,3 +280,44 @@ fn a_torn_group_in_a_recycled_segment_is_cut_at_its_end_marker() {
     let wal = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", strict).unwrap();
     assert_eq!(wal.last_index().unwrap(), acked);
 }
+
+#[test]
+fn a_barrier_that_rotates_leaves_the_preamble_to_the_next_group() {
+    // The first group of segment 1 fills it to within the rotation margin,
+    // so the next group, a barrier (flush), rotates to segment 2 writing
+    // nothing there. The group after it must still start segment 2 with
+    // the preamble (compaction point, hard state): once segment 1 is
+    // compacted away, the hard state lives only there.
+    let fs = SimFs::new();
+    let opts = WalOptions {
+        background_threads: false,
+        segment_bytes: 8192,
+        batch_bytes_max: 8192 - 114,
+        entry_bytes_max: 8000,
+        cache_bytes_max: 1024,
+        ..WalOptions::default()
+    };
+    let hs = tandem_raft::HardState {
+        term: 1,
+        vote: 1,
+        commit: 1,
+    };
+    let wal = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", opts.clone()).unwrap();
+    wal.submit(entries(1, 1, 1, 7920), Some(hs))
+        .unwrap()
+        .wait()
+        .unwrap();
+    wal.flush().unwrap();
+    wal.submit(entries(2, 2, 1, 100), None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(wal.stats().segments, 2, "the barrier rotated");
+    wal.compact(3).unwrap().wait().unwrap();
+    assert_eq!(wal.stats().segments, 1);
+    drop(wal);
+    let wal = Wal::open_with_fs(Arc::new(fs.clone()), "/wal", opts).unwrap();
+    assert_eq!(wal.hard_state().unwrap(), hs);
+    assert_eq!(wal.snapshot_point().unwrap(), (2, 1));
+    assert_eq!(wal.entries(3, 4, None).unwrap(), entries(3, 1, 1, 100));
+}

@@ -331,10 +331,14 @@ impl Writer {
         let end = self.active.offset + records_len;
         // The end marker, in the same write: the records of the segment end
         // here even if the bytes after it are stale (a recycled segment).
-        // The next group overwrites it.
-        self.buf
-            .resize((records_len + END_MARKER_BYTES) as usize, 0);
-        if end + END_MARKER_BYTES > self.active.zeroed_until {
+        // The next group overwrites it. A group of barriers writes nothing:
+        // the marker of the previous group (or of the segment's
+        // preparation) is still in place.
+        if records_len > 0 {
+            self.buf
+                .resize((records_len + END_MARKER_BYTES) as usize, 0);
+        }
+        if records_len > 0 && end + END_MARKER_BYTES > self.active.zeroed_until {
             // More zeros after the records, so the extent conversion of
             // unwritten blocks is paid once per ZERO_AHEAD_BYTES.
             let target = (end + ZERO_AHEAD_BYTES)
@@ -369,7 +373,10 @@ impl Writer {
         }
         let base = self.active.offset;
         self.active.offset += records_len;
-        self.active.has_records = true;
+        // Only a group that wrote records (and so the preamble) makes the
+        // segment's preamble present: a barrier-only first group in a new
+        // segment must leave it to the next group.
+        self.active.has_records |= has_records;
         let last_ticket = batch.last().expect("non-empty batch").ticket;
         let mut delete = Vec::new();
         {
