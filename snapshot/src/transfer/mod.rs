@@ -148,7 +148,11 @@ pub enum TransferMsg {
         /// Encoded manifest.
         manifest: Vec<u8>,
     },
-    /// Receiver → sender: staging has begun; send chunks.
+    /// Receiver → sender: staging has begun; send chunks. Also the
+    /// receiver's sign of life while it is busy with its own disk: it
+    /// answers a copy of a chunk it is still writing, and a repeated offer
+    /// while it verifies, with `Accept`, so a slow fsync or a long
+    /// verification does not look like a lost message to the sender.
     Accept {
         /// The transfer.
         id: TransferId,

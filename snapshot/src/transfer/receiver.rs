@@ -230,7 +230,12 @@ impl Receiver {
                             out.push(ReceiverAction::Send(TransferMsg::Accept { id }))
                         }
                         State::Done => out.push(ReceiverAction::Send(TransferMsg::Done { id })),
-                        _ => {}
+                        // Still verifying (a long re-read for a large
+                        // snapshot): tell the sender it is being worked on.
+                        State::Verifying => {
+                            out.push(ReceiverAction::Send(TransferMsg::Accept { id }));
+                        }
+                        State::Beginning => {}
                     }
                     return out;
                 }
@@ -297,8 +302,11 @@ impl Receiver {
                     out.push(ReceiverAction::Send(TransferMsg::Ack { id, chunk_no }));
                 } else if c.requested[i] {
                     // A retransmission while the first copy is being staged:
-                    // its ack follows from `on_staged`.
+                    // its ack follows from `on_staged`. Meanwhile tell the
+                    // sender its chunks are being written (a slow fsync is
+                    // not a loss).
                     self.stats.chunks_duplicate += 1;
+                    out.push(ReceiverAction::Send(TransferMsg::Accept { id }));
                 } else {
                     c.requested[i] = true;
                     out.push(ReceiverAction::Stage {
@@ -543,8 +551,12 @@ mod tests {
             &a[..],
             [ReceiverAction::Stage { chunk_no: 1, .. }]
         ));
-        // A copy arriving while the first is being staged: no second Stage.
-        assert!(r.on_message(chunk(1)).is_empty());
+        // A copy arriving while the first is being staged: no second Stage,
+        // only a sign of life for the sender.
+        assert_eq!(
+            r.on_message(chunk(1)),
+            vec![send(TransferMsg::Accept { id: id() })]
+        );
         assert_eq!(
             r.on_staged(id(), 1, Ok(())),
             vec![send(TransferMsg::Ack {
@@ -572,6 +584,11 @@ mod tests {
             ]
         );
         assert!(!r.is_idle());
+        // A repeated offer while verifying: still working.
+        assert_eq!(
+            r.on_message(offer(id(), &m)),
+            vec![send(TransferMsg::Accept { id: id() })]
+        );
         assert_eq!(
             r.on_verified(id(), Ok(())),
             vec![

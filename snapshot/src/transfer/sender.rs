@@ -18,11 +18,17 @@ pub struct SenderConfig {
     /// Ticks without an acknowledgement after which a chunk (or the offer)
     /// is sent again.
     pub retransmit_ticks: u32,
-    /// Retransmissions of one chunk (or of the offer) before the transfer is
-    /// given up with [`AbortReason::TimedOut`].
+    /// Retransmissions of one chunk (or of the offer) without any sign of
+    /// life from the receiver before the transfer is given up with
+    /// [`AbortReason::TimedOut`]. The receiver answers a copy of a chunk it
+    /// is still writing with `Accept`, which resets the count of every
+    /// chunk in flight: a slow disk on the receiver is waited for, a
+    /// silent receiver is not.
     pub max_retries: u32,
-    /// Ticks to wait for `Done` after the last ack (the receiver re-reads
-    /// and verifies the whole snapshot meanwhile).
+    /// Ticks to wait for `Done` after the last ack without hearing from the
+    /// receiver (it re-reads and verifies the whole snapshot meanwhile, and
+    /// answers the repeated offer with `Accept`, which restarts the wait:
+    /// the bound is on silence, not on the length of the verification).
     pub done_timeout_ticks: u32,
 }
 
@@ -90,6 +96,9 @@ pub struct SenderStats {
     pub offers_sent: u64,
     /// Messages ignored (other transfer, unexpected in this state).
     pub ignored: u64,
+    /// `Accept`s received after the first: signs of life of a receiver busy
+    /// staging or verifying.
+    pub keepalives: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -307,6 +316,24 @@ impl Sender {
                     self.stats.ignored += 1;
                 }
             }
+            (TransferMsg::Accept { .. }, State::Sending) => {
+                // The receiver is alive and still writing chunks it has (a
+                // copy of one of them arrived while it was being staged):
+                // its disk is slow, nothing was lost. Retransmissions go on
+                // at the same pace, but do not count towards giving up.
+                self.stats.keepalives += 1;
+                for f in self.inflight.values_mut() {
+                    f.retries = 0;
+                }
+            }
+            (TransferMsg::Accept { .. }, State::AwaitDone { probed, .. }) => {
+                // Still verifying: the wait for `Done` starts over.
+                self.stats.keepalives += 1;
+                self.state = State::AwaitDone {
+                    since: self.now,
+                    probed,
+                };
+            }
             (TransferMsg::Done { .. }, State::AwaitDone { .. }) => self.finish(Ok(()), &mut out),
             (TransferMsg::Abort { reason, .. }, _) => self.finish(Err(*reason), &mut out),
             _ => self.stats.ignored += 1,
@@ -508,7 +535,9 @@ mod tests {
             s.on_message(&TransferMsg::Accept { id }),
             vec![SenderAction::SendChunk(0)]
         );
+        // A repeated Accept is a sign of life, not a state change.
         assert!(s.on_message(&TransferMsg::Accept { id }).is_empty());
+        assert_eq!(s.stats().keepalives, 1);
         assert!(s
             .on_message(&TransferMsg::Ack { id, chunk_no: 1 })
             .is_empty());
@@ -523,8 +552,72 @@ mod tests {
         assert!(s
             .on_message(&TransferMsg::Ack { id, chunk_no: 0 })
             .is_empty());
-        assert_eq!(s.stats().ignored, 5);
+        assert_eq!(s.stats().ignored, 4);
         assert_eq!(s.inflight(), 1);
+    }
+
+    #[test]
+    fn a_receiver_busy_staging_is_waited_for_a_silent_one_is_not() {
+        let (id, mut s) = setup(1, 1);
+        s.start();
+        s.on_message(&TransferMsg::Accept { id });
+        // retransmit_ticks = 2, max_retries = 2: resends at ticks 2 and 4.
+        for _ in 0..2 {
+            s.tick();
+            assert_eq!(s.tick(), vec![SenderAction::SendChunk(0)]);
+        }
+        // The receiver answers a copy with Accept: it is still writing the
+        // chunk. The retries start over, the resends go on.
+        assert!(s.on_message(&TransferMsg::Accept { id }).is_empty());
+        for _ in 0..2 {
+            s.tick();
+            assert_eq!(s.tick(), vec![SenderAction::SendChunk(0)]);
+        }
+        // Then silence: the third resend without a sign of life gives up.
+        s.tick();
+        assert_eq!(
+            s.tick().last(),
+            Some(&SenderAction::Finished(Err(AbortReason::TimedOut)))
+        );
+        assert_eq!(s.stats().keepalives, 1);
+    }
+
+    #[test]
+    fn a_receiver_still_verifying_restarts_the_wait_for_done() {
+        let (id, mut s) = setup(1, 1);
+        s.start();
+        s.on_message(&TransferMsg::Accept { id });
+        s.on_message(&TransferMsg::Ack { id, chunk_no: 0 });
+        // done_timeout_ticks = 5: answered offers keep the transfer alive
+        // well past it.
+        for _ in 0..4 {
+            s.tick();
+            s.tick();
+            assert!(s.on_message(&TransferMsg::Accept { id }).is_empty());
+        }
+        assert!(!s.is_finished());
+        assert_eq!(
+            s.on_message(&TransferMsg::Done { id }),
+            vec![SenderAction::Finished(Ok(()))]
+        );
+        // Without answers it times out after 5 ticks of silence.
+        let (id, mut s) = setup(1, 1);
+        s.start();
+        s.on_message(&TransferMsg::Accept { id });
+        s.on_message(&TransferMsg::Ack { id, chunk_no: 0 });
+        s.tick();
+        s.tick();
+        s.tick();
+        s.on_message(&TransferMsg::Accept { id });
+        for _ in 0..4 {
+            assert!(!s
+                .tick()
+                .contains(&SenderAction::Finished(Err(AbortReason::TimedOut))));
+        }
+        assert_eq!(
+            s.tick().last(),
+            Some(&SenderAction::Finished(Err(AbortReason::TimedOut)))
+        );
     }
 
     #[test]
