@@ -246,6 +246,8 @@ struct Compaction {
     flush_inflight: bool,
     /// Bytes of entries handed to the WAL since the last compaction.
     bytes_since: u64,
+    /// `bytes_since` when the last flush was asked for.
+    bytes_at_flush: u64,
     /// First index of the last compaction asked for.
     requested: u64,
 }
@@ -832,14 +834,24 @@ impl<S: Storage, R> NodeCore<S, R> {
         };
         // Flush when compaction is due but the durable index holds it back:
         // at first, and then every half threshold of newly applied entries
-        // (a follower may hold compaction back while the floor moves up).
+        // or newly appended bytes (a follower may hold compaction back while
+        // the floor moves up). The bytes rule matters for large entries: a
+        // byte-triggered compaction makes `due` true at any index, so
+        // without it the durable index would wait for half of
+        // `compact_log_entries` entries (5 000 by default: 2.5 GiB of 512 KiB
+        // batches) and the log would not be compacted at all meanwhile.
         let stale = self.applied.saturating_sub(c.durable);
+        let stale_bytes = c.bytes_since.saturating_sub(c.bytes_at_flush);
         if !c.flush_inflight
             && stale > 0
             && due(self.applied)
-            && (!due(c.durable) || stale >= cfg.compact_log_entries.div_ceil(2))
+            && (!due(c.durable)
+                || stale >= cfg.compact_log_entries.div_ceil(2)
+                || (c.bytes_since >= cfg.compact_log_bytes
+                    && stale_bytes >= cfg.compact_log_bytes.div_ceil(2)))
         {
             c.flush_inflight = true;
+            c.bytes_at_flush = c.bytes_since;
             fx.flush_durable = true;
         }
         if !due(c.durable) {
@@ -875,6 +887,7 @@ impl<S: Storage, R> NodeCore<S, R> {
         }
         c.requested = new_first;
         c.bytes_since = 0;
+        c.bytes_at_flush = 0;
         self.counters.compactions += 1;
         tracing::debug!(
             id = self.id,
