@@ -92,6 +92,7 @@ pub mod node;
 pub mod replica;
 pub mod sim;
 pub mod sm;
+pub mod snapbench;
 pub mod transport;
 pub mod verify;
 

@@ -49,6 +49,22 @@ enum Command {
         #[arg(long)]
         csv: Option<PathBuf>,
     },
+    /// Measure a follower catching up by snapshot: build, transfer and
+    /// install throughput, apply stall, process RSS during the transfer.
+    Snapbench {
+        /// Where the replicas keep their data (wiped first).
+        #[arg(long, default_value = "./tandem-snapbench")]
+        dir: PathBuf,
+        /// MiB of values loaded before the follower restarts.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Size of each loaded value, in KiB.
+        #[arg(long, default_value_t = 64)]
+        value_kib: usize,
+        /// Skip comparing the replicas' data after the catch-up.
+        #[arg(long)]
+        no_verify: bool,
+    },
     /// Show a replica's on-disk state (a `node-<id>` directory) or a cluster directory's replicas.
     Status {
         /// The replica or cluster directory.
@@ -135,6 +151,23 @@ fn main() -> ExitCode {
             json.as_deref(),
             csv.as_deref(),
         ),
+        Command::Snapbench {
+            dir,
+            mib,
+            value_kib,
+            no_verify,
+        } => {
+            let opts = tandem::snapbench::SnapBenchOptions {
+                state_bytes: mib << 20,
+                value_bytes: value_kib << 10,
+                progress: true,
+                verify: !no_verify,
+                ..tandem::snapbench::SnapBenchOptions::new(dir)
+            };
+            tandem::snapbench::run(&opts)
+                .map(|r| print!("{}", r.table()))
+                .map_err(|e| e.to_string())
+        }
         Command::Status { dir } => status(&dir),
         Command::Sim {
             seeds,

@@ -31,7 +31,9 @@ use crate::node::{
     wait, Applied, Applier, LogWriter, Node, NodeCore, NodeStatus, PersistTask, SnapshotCatalog,
     SnapshotHost,
 };
-use crate::sm::{CommandResult, DiskStorage, SmOptions, SnapshotStore, StateMachine};
+use crate::sm::{
+    CommandResult, DiskStorage, SmOptions, SnapshotStore, SnapshotTimings, StateMachine,
+};
 use crate::transport::{Inbox, Transport};
 
 /// Hands persist tasks to the WAL's group-commit writer and reports
@@ -156,6 +158,7 @@ pub struct Replica {
     node: Node<CommandResult>,
     sm: Arc<StateMachine>,
     wal: Arc<Wal>,
+    snapshots: Arc<SnapshotStore>,
     _lock: DirLock,
 }
 
@@ -231,6 +234,7 @@ impl Replica {
         }
         let (store, newest) =
             SnapshotStore::open(Arc::clone(&sm), &dir.join("snap"), &cfg.snapshot)?;
+        let store = Arc::new(store);
         let catalog = Arc::new(SnapshotCatalog::default());
         let storage = DiskStorage::open(Arc::clone(&wal), Arc::clone(&sm))?
             .with_catalog(Arc::clone(&catalog));
@@ -254,7 +258,7 @@ impl Replica {
             },
             Arc::clone(&sm),
             transport,
-            Some(Arc::new(store) as Arc<dyn SnapshotHost>),
+            Some(Arc::clone(&store) as Arc<dyn SnapshotHost>),
         )?;
         Ok(Replica {
             id: cfg.id,
@@ -263,8 +267,16 @@ impl Replica {
             node,
             sm,
             wal,
+            snapshots: store,
             _lock: lock,
         })
+    }
+
+    /// Durations and sizes of this replica's last snapshot build, receive
+    /// and install (since it was opened).
+    #[must_use]
+    pub fn snapshot_timings(&self) -> SnapshotTimings {
+        self.snapshots.timings()
     }
 
     /// This replica's id.

@@ -45,5 +45,5 @@ pub use error::{Error, Result};
 pub use machine::{
     AppliedConfChange, ApplyOutput, EntryResult, Iter, SmOptions, SnapshotCapture, StateMachine,
 };
-pub use snapshot_store::SnapshotStore;
+pub use snapshot_store::{SnapshotStore, SnapshotTimings};
 pub use storage::{DiskStorage, Replay};

@@ -8,6 +8,7 @@
 //! No side ever holds the whole snapshot.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tandem_snapshot::{Manifest, SnapshotReader, Stager, Staging};
@@ -28,6 +29,58 @@ pub struct SnapshotStore {
     staging: Mutex<Option<Staging>>,
     /// The local snapshot being sent (kept open across chunk reads).
     sending: Mutex<Option<SnapshotReader>>,
+    /// Durations of the last build, receive and install.
+    timings: Mutex<SnapshotTimings>,
+}
+
+/// How long this replica's last snapshot build, receive and install took,
+/// and how many bytes each moved (the snapshot's encoded size: chunk
+/// headers and pairs). Zero until the first of each. Also logged at info
+/// level when each phase ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotTimings {
+    /// Builds that published a snapshot.
+    pub builds: u64,
+    /// Wall time of the last build (state machine → published chunk files),
+    /// in µs.
+    pub build_us: u64,
+    /// Encoded bytes of the last build.
+    pub build_bytes: u64,
+    /// Longest time one apply call spent recording before-images during the
+    /// last build (the apply stall a build causes), in µs.
+    pub build_apply_stall_us_max: u64,
+    /// Snapshots received, verified and published.
+    pub receives: u64,
+    /// When the last incoming transfer began staging (its offer accepted).
+    pub receive_started_at: Option<Instant>,
+    /// When the last incoming transfer was verified and published.
+    pub receive_finished_at: Option<Instant>,
+    /// Wall time of the last receive, from the accepted offer to the
+    /// verified and published snapshot (every chunk fsynced, then re-read),
+    /// in µs.
+    pub receive_us: u64,
+    /// Encoded bytes of the last receive.
+    pub receive_bytes: u64,
+    /// Snapshots installed.
+    pub installs: u64,
+    /// Wall time of the last install (published snapshot → new state
+    /// machine version, flushed, fsynced, switched), in µs.
+    pub install_us: u64,
+    /// Encoded bytes of the last install.
+    pub install_bytes: u64,
+}
+
+/// MB/s (10^6 bytes per second) of `bytes` in `us` microseconds.
+#[must_use]
+pub fn mb_per_s(bytes: u64, us: u64) -> f64 {
+    if us == 0 {
+        return 0.0;
+    }
+    bytes as f64 / us as f64
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 impl SnapshotStore {
@@ -51,6 +104,7 @@ impl SnapshotStore {
                 cfg: cfg.clone(),
                 staging: Mutex::new(None),
                 sending: Mutex::new(None),
+                timings: Mutex::new(SnapshotTimings::default()),
             },
             manifest,
         ))
@@ -60,6 +114,12 @@ impl SnapshotStore {
     #[must_use]
     pub fn stager(&self) -> &Stager {
         &self.stager
+    }
+
+    /// Durations of the last build, receive and install.
+    #[must_use]
+    pub fn timings(&self) -> SnapshotTimings {
+        *self.timings.lock()
     }
 
     /// Keep only the newest two complete snapshots: one may still be being
@@ -88,11 +148,30 @@ impl SnapshotHost for SnapshotStore {
     }
 
     fn build(&self) -> Result<Manifest> {
+        let started = Instant::now();
         let reader = self.sm.build_snapshot(
             &self.stager,
             &self.cfg.writer,
             self.cfg.before_images.clone(),
         )?;
+        let us = elapsed_us(started);
+        let bytes = reader.manifest().total_bytes;
+        let stall = self.sm.capture_record_us_max();
+        {
+            let mut t = self.timings.lock();
+            t.builds += 1;
+            t.build_us = us;
+            t.build_bytes = bytes;
+            t.build_apply_stall_us_max = stall;
+        }
+        info!(
+            index = reader.manifest().index,
+            bytes,
+            ms = us / 1000,
+            mb_per_s = format_args!("{:.1}", mb_per_s(bytes, us)),
+            apply_stall_us_max = stall,
+            "snapshot build timed"
+        );
         self.prune();
         Ok(reader.manifest().clone())
     }
@@ -122,6 +201,9 @@ impl SnapshotHost for SnapshotStore {
             let _ = old.abort();
         }
         *staging = Some(self.stager.begin(manifest)?);
+        let mut t = self.timings.lock();
+        t.receive_started_at = Some(Instant::now());
+        t.receive_finished_at = None;
         Ok(())
     }
 
@@ -139,9 +221,23 @@ impl SnapshotHost for SnapshotStore {
         match staging {
             Some(s) => {
                 let reader = s.finish()?;
+                let now = Instant::now();
+                let bytes = reader.manifest().total_bytes;
+                let mut t = self.timings.lock();
+                let us = t.receive_started_at.map_or(0, |at| {
+                    u64::try_from(now.duration_since(at).as_micros()).unwrap_or(u64::MAX)
+                });
+                t.receives += 1;
+                t.receive_finished_at = Some(now);
+                t.receive_us = us;
+                t.receive_bytes = bytes;
+                drop(t);
                 info!(
                     index = reader.manifest().index,
                     chunks = reader.manifest().chunk_count,
+                    bytes,
+                    ms = us / 1000,
+                    mb_per_s = format_args!("{:.1}", mb_per_s(bytes, us)),
                     "incoming snapshot verified and published"
                 );
                 Ok(())
@@ -168,7 +264,23 @@ impl SnapshotHost for SnapshotStore {
             .ok_or_else(|| {
                 Error::Storage(format!("no snapshot at ({index}, {term}) to install"))
             })?;
+        let started = Instant::now();
         self.sm.install_snapshot(&reader)?;
+        let us = elapsed_us(started);
+        let bytes = reader.manifest().total_bytes;
+        {
+            let mut t = self.timings.lock();
+            t.installs += 1;
+            t.install_us = us;
+            t.install_bytes = bytes;
+        }
+        info!(
+            index,
+            bytes,
+            ms = us / 1000,
+            mb_per_s = format_args!("{:.1}", mb_per_s(bytes, us)),
+            "snapshot install timed"
+        );
         self.prune();
         Ok(())
     }
