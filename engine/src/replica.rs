@@ -67,9 +67,43 @@ impl LogWriter for WalWriter {
         }
         let number = task.number;
         let done = done.clone();
+        // One Ready can carry more entries than one WAL submission may hold
+        // (a follower back from an install, or a slow one, receives many
+        // appends at once: up to `max_inflight_msgs` messages of
+        // `max_size_per_msg_bytes`). Leading pieces go first with no hard
+        // state and nobody waiting; the WAL writes submissions in order and
+        // the last one's fsync covers them all, so its callback reports the
+        // whole Ready durable. A crash in between leaves a prefix of the
+        // entries, which is a valid log (nothing was acknowledged).
+        let budget = self
+            .wal
+            .options()
+            .batch_bytes_max
+            .saturating_sub(4096)
+            .max(1);
+        let mut entries = task.entries;
+        while entries.len() > 1 {
+            let mut bytes = 0u64;
+            let fits = entries
+                .iter()
+                .take_while(|e| {
+                    bytes += e.size_bytes();
+                    bytes <= budget
+                })
+                .count()
+                .max(1);
+            if fits == entries.len() {
+                break;
+            }
+            let rest = entries.split_off(fits);
+            self.wal
+                .submit_notify(entries, None, Notify::Callback(Box::new(|_, _| {})))
+                .map_err(|e| Error::Storage(format!("wal: {e}")))?;
+            entries = rest;
+        }
         self.wal
             .submit_notify(
-                task.entries,
+                entries,
                 task.hard_state,
                 Notify::Callback(Box::new(move |_, res| match res {
                     Ok(()) => {
@@ -366,5 +400,61 @@ impl Replica {
 impl Drop for Replica {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Ready whose entries exceed one WAL submission is written in
+    /// pieces and reported durable once, with everything readable.
+    #[test]
+    fn a_ready_larger_than_one_wal_submission_is_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config {
+            wal_segment_bytes: 1 << 20,
+            ..Config::default()
+        };
+        let opts = wal_options(&cfg);
+        assert!(opts.batch_bytes_max < 1 << 20);
+        let wal = Arc::new(Wal::open(dir.path().join("wal"), opts).unwrap());
+        let sm =
+            Arc::new(StateMachine::open(dir.path().join("sm"), &SmOptions::default()).unwrap());
+        let storage = DiskStorage::open(Arc::clone(&wal), sm).unwrap();
+        let mut w = WalWriter {
+            wal: Arc::clone(&wal),
+            storage,
+        };
+        // 3 MiB of entries against a submission limit under 1 MiB.
+        let entries: Vec<Entry> = (1..=30u64)
+            .map(|index| Entry {
+                entry_type: EntryType::EntryNormal,
+                term: 1,
+                index,
+                data: vec![index as u8; 100 << 10],
+                context: Vec::new(),
+            })
+            .collect();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        w.submit(
+            PersistTask {
+                number: 7,
+                entries: entries.clone(),
+                hard_state: Some(HardState {
+                    term: 1,
+                    vote: 1,
+                    commit: 30,
+                }),
+                snapshot: None,
+                lazy: false,
+            },
+            &tx,
+        )
+        .unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 7);
+        assert!(rx.try_recv().is_err(), "reported once");
+        assert_eq!(wal.last_index().unwrap(), 30);
+        assert_eq!(wal.entries(1, 31, None).unwrap(), entries);
     }
 }
