@@ -64,6 +64,10 @@ enum Command {
         /// Skip comparing the replicas' data after the catch-up.
         #[arg(long)]
         no_verify: bool,
+        /// The client writing during the catch-up only inserts new keys
+        /// (by default every 4th batch also overwrites a loaded key).
+        #[arg(long)]
+        no_overwrites: bool,
     },
     /// Show a replica's on-disk state (a `node-<id>` directory) or a cluster directory's replicas.
     Status {
@@ -156,12 +160,14 @@ fn main() -> ExitCode {
             mib,
             value_kib,
             no_verify,
+            no_overwrites,
         } => {
             let opts = tandem::snapbench::SnapBenchOptions {
                 state_bytes: mib << 20,
                 value_bytes: value_kib << 10,
                 progress: true,
                 verify: !no_verify,
+                overwrites: !no_overwrites,
                 ..tandem::snapbench::SnapBenchOptions::new(dir)
             };
             tandem::snapbench::run(&opts)

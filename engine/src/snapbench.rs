@@ -48,6 +48,10 @@ pub struct SnapBenchOptions {
     pub progress: bool,
     /// After the catch-up, check the three replicas hold the same data.
     pub verify: bool,
+    /// The live client also overwrites a random loaded key every 4th batch
+    /// (the build must then keep its old value: the apply thread reads it
+    /// first). Without, it only inserts new keys.
+    pub overwrites: bool,
 }
 
 impl SnapBenchOptions {
@@ -62,6 +66,7 @@ impl SnapBenchOptions {
             load_clients: 2,
             progress: false,
             verify: true,
+            overwrites: true,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct SnapBenchReport {
     pub live_batches: u64,
     /// Longest client-observed batch latency while the follower caught up.
     pub live_batch_us_max: u64,
+    /// When that batch started, counted from the follower's restart.
+    pub live_batch_max_at: Duration,
     /// True if the replicas' data was compared after the catch-up and
     /// found equal.
     pub verified: bool,
@@ -181,10 +188,11 @@ impl SnapBenchReport {
         );
         let _ = writeln!(
             s,
-            "client during catch-up: {} batches, longest {:.1} ms; leader: {} build(s), \
-             {} transfer(s), {} failed",
+            "client during catch-up: {} batches, longest {:.1} ms (began {:.1} s into the \
+             catch-up); leader: {} build(s), {} transfer(s), {} failed",
             self.live_batches,
             ms(self.live_batch_us_max),
+            self.live_batch_max_at.as_secs_f64(),
             self.builds_started,
             self.sends_started,
             self.sends_failed
@@ -412,6 +420,8 @@ pub fn run(opts: &SnapBenchOptions) -> Result<SnapBenchReport> {
     let samples = parking_lot::Mutex::new(Vec::<(Instant, u64)>::new());
     let live_batches = AtomicU64::new(0);
     let live_us_max = AtomicU64::new(0);
+    let live_max_at = parking_lot::Mutex::new(Duration::ZERO);
+    let writer_started = Instant::now();
     let result = std::thread::scope(|s| -> Result<()> {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
@@ -426,12 +436,13 @@ pub fn run(opts: &SnapBenchOptions) -> Result<SnapBenchReport> {
         // random loaded key (so the builder's before-images must keep its
         // old value and the apply thread reads it first: the apply stall).
         let writer = {
-            let (db, noise, stop, live_batches, live_us_max) = (
+            let (db, noise, stop, live_batches, live_us_max, live_max_at) = (
                 db.clone(),
                 Arc::clone(&noise),
                 &stop,
                 &live_batches,
                 &live_us_max,
+                &live_max_at,
             );
             s.spawn(move || -> Result<()> {
                 let mut x = 0x2545_F491_4F6C_DD1Du64;
@@ -445,7 +456,7 @@ pub fn run(opts: &SnapBenchOptions) -> Result<SnapBenchReport> {
                         );
                         n += 1;
                     }
-                    if n % 16 == 0 {
+                    if opts.overwrites && n % 16 == 0 {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
@@ -458,7 +469,9 @@ pub fn run(opts: &SnapBenchOptions) -> Result<SnapBenchReport> {
                     let t = Instant::now();
                     db.apply_batch(b)?;
                     let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    live_us_max.fetch_max(us, Ordering::Relaxed);
+                    if live_us_max.fetch_max(us, Ordering::Relaxed) < us {
+                        *live_max_at.lock() = t.duration_since(writer_started);
+                    }
                     live_batches.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(5));
                 }
@@ -474,6 +487,7 @@ pub fn run(opts: &SnapBenchOptions) -> Result<SnapBenchReport> {
     result?;
     report.live_batches = live_batches.load(Ordering::Relaxed);
     report.live_batch_us_max = live_us_max.load(Ordering::Relaxed);
+    report.live_batch_max_at = live_max_at.into_inner();
 
     // Memory: the sample just before staging began, the peak while it ran.
     let samples = samples.into_inner();
