@@ -16,7 +16,10 @@
 //! (500), `TANDEM_BENCH_FILTER` (substring of scenario names for the
 //! interleaved pass), `TANDEM_BENCH_SKIP_CRITERION=1`,
 //! `TANDEM_BENCH_RECOVERY_MIB` (1024), `TANDEM_BENCH_DIR` (where the logs
-//! live; the default temp dir is on the root disk here).
+//! live; the default temp dir is on the root disk here),
+//! `TANDEM_BENCH_WARMUP_MS` (0: each contender runs this long, unmeasured,
+//! before the interleaved pass), `TANDEM_BENCH_WAL_AB_RECYCLE=1` (adds `tandem_norecycle`: the same WAL
+//! with `recycle_segments_max: 0`, to measure what recycling does).
 
 // criterion's macros and this binary's helpers need no public docs.
 #![allow(missing_docs)]
@@ -104,6 +107,20 @@ fn open_stores(root: &Path, appenders: usize) -> (Arc<WalLog>, Vec<Arc<dyn LogSt
         ),
         Arc::new(SledLog::open(&sub("sled")).expect("open sled")),
     ];
+    if std::env::var_os("TANDEM_BENCH_WAL_AB_RECYCLE").is_some() {
+        // A/B of segment recycling: the same WAL and compaction with the
+        // spare pool off (fresh, prefilled segments as before recycling).
+        let opts = tandem_wal::WalOptions {
+            recycle_segments_max: 0,
+            ..tandem_wal::WalOptions::default()
+        };
+        stores.push(Arc::new(
+            WalLog::open_with(&sub("tandem_norecycle"), opts)
+                .expect("open tandem wal")
+                .with_tail_compaction(TailCompaction::bench())
+                .named("tandem_norecycle"),
+        ));
+    }
     if appenders == 1 {
         stores.push(Arc::new(
             RawSyncLog::create_with(
@@ -144,6 +161,7 @@ struct Settings {
     slice: Duration,
     filter: Option<String>,
     skip_criterion: bool,
+    warmup: Duration,
     recovery_bytes: u64,
     root: PathBuf,
 }
@@ -169,6 +187,7 @@ fn settings() -> Settings {
         }),
         filter: std::env::var("TANDEM_BENCH_FILTER").ok(),
         skip_criterion: std::env::var_os("TANDEM_BENCH_SKIP_CRITERION").is_some(),
+        warmup: Duration::from_millis(env_u64("TANDEM_BENCH_WARMUP_MS", 0)),
         recovery_bytes: if full {
             env_u64("TANDEM_BENCH_RECOVERY_MIB", 1024) << 20
         } else {
@@ -221,6 +240,14 @@ fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> (Comparison, s
         group.finish();
     }
 
+    // Optional warm-up, not measured: a log that has run for a while has
+    // rotated, compacted and (Tandem, raft-engine) refilled its pool of
+    // files to recycle; a fresh one writes new files first.
+    if !st.warmup.is_zero() {
+        for d in &mut drivers {
+            d.run_for(st.warmup).expect("warm-up");
+        }
+    }
     let mut contenders: Vec<Contender<'_>> = drivers
         .iter_mut()
         .map(|d| {

@@ -32,6 +32,7 @@ fn wal_err(e: tandem_wal::Error) -> Error {
 pub struct WalLog {
     wal: Wal,
     compaction: Option<TailCompaction>,
+    name: &'static str,
 }
 
 impl WalLog {
@@ -52,7 +53,15 @@ impl WalLog {
         Ok(WalLog {
             wal: Wal::open(dir, opts).map_err(wal_err)?,
             compaction: None,
+            name: "tandem",
         })
+    }
+
+    /// Report under another contender name (for A/B runs of options).
+    #[must_use]
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     /// Compact the log as it grows, keeping a bounded tail.
@@ -70,7 +79,7 @@ impl WalLog {
 
 impl LogStore for WalLog {
     fn name(&self) -> &str {
-        "tandem"
+        self.name
     }
 
     fn append_durable(&self, _stream: u64, mut entries: Vec<Entry>) -> Result<()> {
