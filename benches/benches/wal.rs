@@ -83,7 +83,7 @@ impl Scenario {
 /// `root`. Single-appender scenarios add `raw_fallocate`: the raw loop into
 /// an `fallocate`d (not zero-filled) file, which shows what unwritten-extent
 /// conversion costs each `fdatasync`.
-fn open_stores(root: &Path, appenders: usize) -> (Arc<WalLog>, Vec<Arc<dyn LogStore>>) {
+fn open_stores(root: &Path, appenders: usize) -> (Vec<Arc<WalLog>>, Vec<Arc<dyn LogStore>>) {
     let sub = |name: &str| {
         let p = root.join(name);
         std::fs::create_dir_all(&p).expect("store dir");
@@ -98,8 +98,9 @@ fn open_stores(root: &Path, appenders: usize) -> (Arc<WalLog>, Vec<Arc<dyn LogSt
             .expect("open tandem wal")
             .with_tail_compaction(TailCompaction::bench()),
     );
+    let mut wals = vec![wal.clone()];
     let mut stores: Vec<Arc<dyn LogStore>> = vec![
-        wal.clone(),
+        wal,
         Arc::new(RawSyncLog::create(&sub("raw"), RAW_FILE_BYTES).expect("raw file")),
         Arc::new(
             RaftEngineLog::open_with_tail_compaction(&sub("raft_engine"), TailCompaction::bench())
@@ -114,12 +115,14 @@ fn open_stores(root: &Path, appenders: usize) -> (Arc<WalLog>, Vec<Arc<dyn LogSt
             recycle_segments_max: 0,
             ..tandem_wal::WalOptions::default()
         };
-        stores.push(Arc::new(
+        let off = Arc::new(
             WalLog::open_with(&sub("tandem_norecycle"), opts)
                 .expect("open tandem wal")
                 .with_tail_compaction(TailCompaction::bench())
                 .named("tandem_norecycle"),
-        ));
+        );
+        wals.push(off.clone());
+        stores.push(off);
     }
     if appenders == 1 {
         stores.push(Arc::new(
@@ -131,7 +134,7 @@ fn open_stores(root: &Path, appenders: usize) -> (Arc<WalLog>, Vec<Arc<dyn LogSt
             .expect("raw fallocated file"),
         ));
     }
-    (wal, stores)
+    (wals, stores)
 }
 
 fn targets_for(s: &Scenario) -> Vec<Target> {
@@ -206,20 +209,22 @@ fn wal_amplification(s: &Scenario, wal: &WalLog) -> serde_json::Value {
     let appends = stats.submits.max(1);
     let v = serde_json::json!({
         "scenario": s.name(),
+        "contender": wal.name(),
         "entries": entries,
         "bytes_written_per_payload_byte": stats.bytes_written as f64 / payload.max(1) as f64,
+        "prefill_bytes_per_payload_byte": stats.prefill_bytes as f64 / payload.max(1) as f64,
         "appends_per_write_group": appends as f64 / stats.write_groups.max(1) as f64,
         "fsyncs_per_write_group": stats.fsyncs as f64 / stats.write_groups.max(1) as f64,
         "segments": stats.segments,
         "segments_recycled": stats.segments_recycled,
     });
-    eprintln!("tandem wal stats {}: {v}", s.name());
+    eprintln!("{} wal stats {}: {v}", wal.name(), s.name());
     v
 }
 
 fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> (Comparison, serde_json::Value) {
     let dir = tempfile::tempdir_in(&st.root).expect("bench dir");
-    let (wal, stores) = open_stores(dir.path(), s.appenders);
+    let (wals, stores) = open_stores(dir.path(), s.appenders);
     let mut drivers: Vec<AppendDriver> = stores
         .iter()
         .map(|store| {
@@ -258,7 +263,11 @@ fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> (Comparison, s
     let cmp =
         compare::interleave(&s.name(), st.rounds, st.slice, &mut contenders).expect("interleave");
     drop(contenders);
-    (cmp, wal_amplification(&s, &wal))
+    // The first is `tandem`; the others (A/B variants) are printed only.
+    let mut amps = wals.iter().map(|w| wal_amplification(&s, w));
+    let amp = amps.next().expect("tandem is first");
+    amps.for_each(drop);
+    (cmp, amp)
 }
 
 /// Recovery scan of a WAL holding `bytes` of 256-byte entries, warm and cold

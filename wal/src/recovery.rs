@@ -517,6 +517,8 @@ pub(crate) struct PrefillCtl {
     /// The writer is waiting for this spare: finish it now, unfilled part
     /// and all (the writer then zeroes ahead of itself there).
     pub urgent: std::sync::atomic::AtomicBool,
+    /// Bytes of zeros written by prefills so far (`WalStats::prefill_bytes`).
+    pub prefilled_bytes: std::sync::atomic::AtomicU64,
 }
 
 /// The pool of spare files: segments freed by compaction, renamed to
@@ -609,6 +611,7 @@ pub(crate) fn prepare_segment(
             let n = CHUNK.min(segment_bytes - at);
             file.write_at(at, &zeros[..n as usize])
                 .map_err(|e| Error::io("prefill", &path, e))?;
+            ctl.prefilled_bytes.fetch_add(n, Relaxed);
             at += n;
         }
     }

@@ -156,6 +156,9 @@ pub struct WalStats {
     pub pending_bytes: u64,
     /// New segments made out of spare files (recycled) since open.
     pub segments_recycled: u64,
+    /// Zeros written by the background thread to prefill new segments
+    /// (`prefill_segments`), not counted in `bytes_written`.
+    pub prefill_bytes: u64,
 }
 
 struct State {
@@ -1114,6 +1117,7 @@ impl Wal {
         drop(st);
         s.pending_bytes = self.shared.queue.lock().pending_bytes;
         s.segments_recycled = self.shared.recycled.load(Ordering::SeqCst);
+        s.prefill_bytes = self.bg_stop.prefilled_bytes.load(Ordering::Relaxed);
         s
     }
 
