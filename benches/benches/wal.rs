@@ -17,6 +17,8 @@
 //! interleaved pass), `TANDEM_BENCH_SKIP_CRITERION=1`,
 //! `TANDEM_BENCH_RECOVERY_MIB` (1024), `TANDEM_BENCH_DIR` (where the logs
 //! live; the default temp dir is on the root disk here),
+//! `TANDEM_BENCH_ONLY` (comma-separated contender names to run; a target
+//! whose baseline is left out shows as a miss without a ratio),
 //! `TANDEM_BENCH_WARMUP_MS` (0: each contender runs this long, unmeasured,
 //! before the interleaved pass), `TANDEM_BENCH_WAL_AB_RECYCLE=1` (adds `tandem_norecycle`: the same WAL
 //! with `recycle_segments_max: 0`, to measure what recycling does).
@@ -165,6 +167,7 @@ struct Settings {
     filter: Option<String>,
     skip_criterion: bool,
     warmup: Duration,
+    only: Option<Vec<String>>,
     recovery_bytes: u64,
     root: PathBuf,
 }
@@ -191,6 +194,9 @@ fn settings() -> Settings {
         filter: std::env::var("TANDEM_BENCH_FILTER").ok(),
         skip_criterion: std::env::var_os("TANDEM_BENCH_SKIP_CRITERION").is_some(),
         warmup: Duration::from_millis(env_u64("TANDEM_BENCH_WARMUP_MS", 0)),
+        only: std::env::var("TANDEM_BENCH_ONLY")
+            .ok()
+            .map(|v| v.split(',').map(str::to_string).collect()),
         recovery_bytes: if full {
             env_u64("TANDEM_BENCH_RECOVERY_MIB", 1024) << 20
         } else {
@@ -224,7 +230,10 @@ fn wal_amplification(s: &Scenario, wal: &WalLog) -> serde_json::Value {
 
 fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> (Comparison, serde_json::Value) {
     let dir = tempfile::tempdir_in(&st.root).expect("bench dir");
-    let (wals, stores) = open_stores(dir.path(), s.appenders);
+    let (wals, mut stores) = open_stores(dir.path(), s.appenders);
+    if let Some(only) = &st.only {
+        stores.retain(|store| only.iter().any(|n| n == store.name()));
+    }
     let mut drivers: Vec<AppendDriver> = stores
         .iter()
         .map(|store| {
