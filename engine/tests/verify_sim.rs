@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::unbounded;
+use tandem::node::oneshot;
 use tandem::node::{NodeCore, PersistTask};
 use tandem::raft::{ConfState, MemStorage, Message, StateRole};
 use tandem::verify::invariants::{check_progress, EntryId, InvariantChecker, ReplicaView};
@@ -138,7 +138,8 @@ impl Sim {
                         w.set_hard_state(hs);
                     }
                     drop(w);
-                    if !self.ack_before_durable {
+                    // Lazy tasks are not reported (see `LogWriter`).
+                    if !self.ack_before_durable && !task.lazy {
                         replica
                             .core
                             .as_mut()
@@ -184,7 +185,7 @@ impl Sim {
                     r.core.as_mut().filter(|c| c.is_leader()).map(|c| (id, c))
                 });
                 if let Some((id, core)) = leader {
-                    let (tx, _rx) = unbounded();
+                    let (tx, _rx) = oneshot::channel();
                     core.propose(data, tx, now);
                     touched = Some(id);
                 }

@@ -2,6 +2,7 @@
 //! tracking, and the threads around them.
 
 pub mod core;
+pub mod oneshot;
 pub mod proposals;
 pub mod reads;
 pub mod runtime;

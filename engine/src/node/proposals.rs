@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crate::node::oneshot::Sender;
 use tandem_raft::Entry;
 
 use crate::error::{Error, Result};
@@ -273,7 +273,7 @@ impl<T> Proposals<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::{unbounded, Receiver};
+    use crate::node::oneshot::{channel, Receiver};
 
     type Rx = Receiver<Result<u32>>;
 
@@ -291,7 +291,7 @@ mod tests {
     }
 
     fn reg(p: &mut Proposals<u32>, now: Instant) -> (ProposalId, Rx) {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = channel();
         (p.register(tx, now, Duration::from_secs(1)).unwrap(), rx)
     }
 
@@ -391,7 +391,7 @@ mod tests {
         let (a, ra) = reg(&mut p, now);
         let (_b, rb) = reg(&mut p, now);
         let (_c, rc) = reg(&mut p, now);
-        let (tx, _rx) = unbounded();
+        let (tx, _rx) = channel();
         assert!(matches!(
             p.register(tx, now, Duration::from_secs(1)),
             Err(Error::Overloaded(3))

@@ -193,10 +193,10 @@ impl Reads {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossbeam_channel::{unbounded, Receiver};
+    use crate::node::oneshot::{channel, Receiver};
 
     fn reg(r: &mut Reads, now: Instant) -> (Vec<u8>, Receiver<Result<u64>>) {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = channel();
         (r.register(tx, now, Duration::from_secs(1)).unwrap(), rx)
     }
 
@@ -242,7 +242,7 @@ mod tests {
         let mut r = Reads::new(1, 5, 2);
         let (a, ra) = reg(&mut r, now);
         let (b, rb) = reg(&mut r, now);
-        let (tx, _) = unbounded();
+        let (tx, _) = channel();
         assert!(matches!(
             r.register(tx, now, Duration::from_secs(1)),
             Err(Error::Overloaded(2))

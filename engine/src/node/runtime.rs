@@ -28,6 +28,7 @@ use tandem_raft::{ConfChangeV2, Entry, EntryType, MemStorage, Storage};
 use tandem_snapshot::{Manifest, TransferMsg};
 
 use super::core::{ApplyTask, NodeCore, NodeStatus, PersistTask};
+use super::oneshot;
 use super::proposals::Responder;
 use super::snapshots::{SnapshotEvent, SnapshotJob};
 use crate::config::{Config, ReadConsistency};
@@ -166,9 +167,9 @@ enum Cmd<R> {
     Propose(Vec<u8>, Responder<R>),
     ConfChange(ConfChangeV2, Responder<R>),
     Read(ReadConsistency, Responder<u64>),
-    Transfer(u64, Sender<Result<()>>),
-    Campaign(Sender<Result<()>>),
-    Status(Sender<NodeStatus>),
+    Transfer(u64, oneshot::Sender<Result<()>>),
+    Campaign(oneshot::Sender<Result<()>>),
+    Status(oneshot::Sender<NodeStatus>),
 }
 
 /// A running replica: the raft loop and apply threads, and the handle to
@@ -336,8 +337,8 @@ impl<R: Send + 'static> Node<R> {
 
     /// Propose an encoded command; the receiver gets exactly one answer.
     #[must_use]
-    pub fn propose(&self, data: Vec<u8>) -> Receiver<Result<R>> {
-        let (tx, rx) = bounded(1);
+    pub fn propose(&self, data: Vec<u8>) -> oneshot::Receiver<Result<R>> {
+        let (tx, rx) = oneshot::channel();
         if let Err(e) = self.send(Cmd::Propose(data, tx.clone())) {
             let _ = tx.send(Err(e));
         }
@@ -346,8 +347,8 @@ impl<R: Send + 'static> Node<R> {
 
     /// Propose a membership change; the receiver gets exactly one answer.
     #[must_use]
-    pub fn propose_conf_change(&self, cc: ConfChangeV2) -> Receiver<Result<R>> {
-        let (tx, rx) = bounded(1);
+    pub fn propose_conf_change(&self, cc: ConfChangeV2) -> oneshot::Receiver<Result<R>> {
+        let (tx, rx) = oneshot::channel();
         if let Err(e) = self.send(Cmd::ConfChange(cc, tx.clone())) {
             let _ = tx.send(Err(e));
         }
@@ -360,7 +361,7 @@ impl<R: Send + 'static> Node<R> {
     /// # Errors
     /// `NotLeader`, `Timeout`, `ShuttingDown`.
     pub fn read_barrier(&self, consistency: ReadConsistency, timeout: Duration) -> Result<u64> {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         self.send(Cmd::Read(consistency, tx))?;
         wait(&rx, timeout)
     }
@@ -370,7 +371,7 @@ impl<R: Send + 'static> Node<R> {
     /// # Errors
     /// `NotLeader`, `UnknownNode`, `ShuttingDown`.
     pub fn transfer_leader(&self, to: u64) -> Result<()> {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         self.send(Cmd::Transfer(to, tx))?;
         wait_flat(&rx)
     }
@@ -380,7 +381,7 @@ impl<R: Send + 'static> Node<R> {
     /// # Errors
     /// `ShuttingDown`, or the consensus core's refusal.
     pub fn campaign(&self) -> Result<()> {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         self.send(Cmd::Campaign(tx))?;
         wait_flat(&rx)
     }
@@ -390,7 +391,7 @@ impl<R: Send + 'static> Node<R> {
     /// # Errors
     /// `ShuttingDown` if the loop has stopped.
     pub fn status(&self) -> Result<NodeStatus> {
-        let (tx, rx) = bounded(1);
+        let (tx, rx) = oneshot::channel();
         self.send(Cmd::Status(tx))?;
         rx.recv_timeout(Duration::from_secs(30))
             .map_err(|_| Error::ShuttingDown)
@@ -415,20 +416,20 @@ impl<R: Send + 'static> Drop for Node<R> {
     }
 }
 
-/// Wait for one answer on `rx`.
+/// Wait for one answer on `rx`, parked (see [`oneshot`]).
 ///
 /// # Errors
 /// The answer's error; `Timeout` after `timeout`; `ShuttingDown` if the
 /// sender vanished without answering.
-pub fn wait<T>(rx: &Receiver<Result<T>>, timeout: Duration) -> Result<T> {
+pub fn wait<T>(rx: &oneshot::Receiver<Result<T>>, timeout: Duration) -> Result<T> {
     match rx.recv_timeout(timeout) {
         Ok(r) => r,
-        Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(timeout)),
-        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::ShuttingDown),
+        Err(oneshot::RecvTimeoutError::Timeout) => Err(Error::Timeout(timeout)),
+        Err(oneshot::RecvTimeoutError::Disconnected) => Err(Error::ShuttingDown),
     }
 }
 
-fn wait_flat<T>(rx: &Receiver<Result<T>>) -> Result<T> {
+fn wait_flat<T>(rx: &oneshot::Receiver<Result<T>>) -> Result<T> {
     wait(rx, Duration::from_secs(30))
 }
 
@@ -482,7 +483,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             select! {
                 recv(stop_rx) -> _ => break,
-                recv(cmd_rx) -> c => if let Ok(c) = c { self.on_cmd(c) },
+                recv(cmd_rx) -> c => if let Ok(c) = c { self.on_cmd_after_applied(c, applied_rx) },
                 recv(msg_rx) -> m => if let Ok(m) = m { self.core.step(m) },
                 recv(done_rx) -> n => if let Ok(n) = n { self.core.on_persisted(n) },
                 recv(applied_rx) -> a => if let Ok((i, cc)) = a { self.core.on_applied(i, &cc) },
@@ -510,7 +511,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                     any = true;
                 }
                 if let Ok(c) = cmd_rx.try_recv() {
-                    self.on_cmd(c);
+                    self.on_cmd_after_applied(c, applied_rx);
                     any = true;
                 }
                 if let Ok(e) = host_rx.try_recv() {
@@ -566,6 +567,16 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
             HostEvent::Durable(index) => self.core.on_durable(index),
             HostEvent::Snapshot(ev) => self.core.on_snapshot_event(ev),
         }
+    }
+
+    /// Handle a command after every apply report already queued: the
+    /// apply thread reports before it answers clients (see `apply_loop`),
+    /// so a client's next command sees its own writes applied.
+    fn on_cmd_after_applied(&mut self, c: Cmd<R>, applied_rx: &Receiver<(u64, Vec<ConfChangeV2>)>) {
+        while let Ok((i, cc)) = applied_rx.try_recv() {
+            self.core.on_applied(i, &cc);
+        }
+        self.on_cmd(c);
     }
 
     fn on_cmd(&mut self, c: Cmd<R>) {
@@ -839,6 +850,13 @@ fn apply_loop<A: Applier>(
     while let Some(task) = queue.next_group() {
         match applier.apply(&task.entries) {
             Ok(out) => {
+                // Report to the raft loop before answering: a client that
+                // has its answer and then asks the replica (status, a
+                // membership change's effect) finds the report queued, and
+                // the loop takes queued reports before any command.
+                let loop_gone = applied_tx
+                    .send((out.applied_index, out.conf_changes))
+                    .is_err();
                 let mut waiters = task.waiters.into_iter().peekable();
                 for (index, result) in out.results {
                     while waiters.peek().is_some_and(|w| w.index < index) {
@@ -860,10 +878,7 @@ fn apply_loop<A: Applier>(
                         w.index
                     ))));
                 }
-                if applied_tx
-                    .send((out.applied_index, out.conf_changes))
-                    .is_err()
-                {
+                if loop_gone {
                     return;
                 }
             }
@@ -1030,7 +1045,7 @@ mod tests {
                 .collect(),
             waiters: vec![CommittedProposal {
                 index: first,
-                tx: bounded(1).0,
+                tx: oneshot::channel().0,
             }],
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver};
+use super::oneshot::{channel, Receiver};
 use tandem_raft::{ConfState, MemStorage, Message, MessageType};
 
 use super::core::{NodeCore, PersistTask};
@@ -144,7 +144,7 @@ impl Sim {
     }
 
     fn propose(&mut self, id: u64, data: &[u8]) -> Receiver<Result<u64>> {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = channel();
         let now = self.now;
         self.nodes
             .get_mut(&id)
@@ -154,7 +154,7 @@ impl Sim {
     }
 
     fn read(&mut self, id: u64, c: ReadConsistency) -> Receiver<Result<u64>> {
-        let (tx, rx) = unbounded();
+        let (tx, rx) = channel();
         let now = self.now;
         self.nodes.get_mut(&id).unwrap().read(c, tx, now);
         rx

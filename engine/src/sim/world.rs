@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender, TryRecvError};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use sled::IVec;
 use tandem_raft::{ConfChange, ConfChangeType, ConfState, HardState, StateRole};
 use tandem_wal::{CrashSpec, Durable, Notify, SimFs, Wal, WalOptions};
@@ -15,6 +15,7 @@ use super::{replay_command, PlantedBug, SeedStats, SimFailure, SimOptions};
 use crate::config::{Config, ReadConsistency, SnapshotConfig};
 use crate::error::Error;
 use crate::node::core::conf_change_v2;
+use crate::node::oneshot::{self, TryRecvError};
 use crate::node::{
     ApplyTask, Effects, NodeCore, SnapshotCatalog, SnapshotEvent, SnapshotHost, SnapshotJob,
 };
@@ -118,13 +119,13 @@ struct Replica {
 enum Pending {
     Write {
         op: OpId,
-        rx: Receiver<crate::Result<CommandResult>>,
+        rx: oneshot::Receiver<crate::Result<CommandResult>>,
     },
     Read {
         op: OpId,
         key: Vec<u8>,
         replica: u64,
-        rx: Receiver<crate::Result<u64>>,
+        rx: oneshot::Receiver<crate::Result<u64>>,
     },
 }
 
@@ -630,7 +631,7 @@ impl World {
             node_id,
             context: Vec::new(),
         });
-        let (tx, _rx) = bounded(1);
+        let (tx, _rx) = oneshot::channel();
         self.trace(|| format!("leader {l} proposes {change_type:?} {node_id}"));
         self.live_mut(l)
             .expect("leader is live")
@@ -687,7 +688,7 @@ impl World {
             .expect("checked live");
         let pending = match op {
             Op::Get { key } => {
-                let (tx, rx) = bounded(1);
+                let (tx, rx) = oneshot::channel();
                 // ReadIndex, or the leader lease (check-quorum) a third of the time.
                 let consistency = if lease {
                     ReadConsistency::Lease
@@ -1516,7 +1517,7 @@ fn describe_payload(env: &Envelope) -> String {
 }
 
 fn propose(core: &mut Core, op: OpId, cmd: &Command, now: Instant) -> Pending {
-    let (tx, rx) = bounded(1);
+    let (tx, rx) = oneshot::channel();
     core.propose(cmd.encode(), tx, now);
     let _ = op;
     Pending::Write { op, rx }
