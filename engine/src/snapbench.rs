@@ -288,6 +288,12 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// How long a phase may take before the run is declared stuck: a minute,
+/// plus a second per MiB of state (far above the 5–30 s a GiB takes).
+fn phase_bound(state_bytes: u64) -> Duration {
+    Duration::from_secs(60 + state_bytes / (1 << 20))
+}
+
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -400,7 +406,7 @@ pub fn run(opts: &SnapBenchOptions) -> Result<SnapBenchReport> {
     let sp = spinner(opts.progress, "compacting the leader's log");
     wait_for(
         "the leader's log to be compacted past the stopped follower",
-        Duration::from_secs(600),
+        phase_bound(opts.state_bytes),
         || {
             let Some(l) = cluster.leader().and_then(|l| cluster.replica(l)) else {
                 return false;
@@ -521,7 +527,7 @@ pub fn run(opts: &SnapBenchOptions) -> Result<SnapBenchReport> {
             .commit;
         wait_for(
             "every replica to apply the commit index",
-            Duration::from_secs(300),
+            phase_bound(opts.state_bytes),
             || cluster.status().iter().all(|s| s.applied >= commit),
         )?;
         let sums = cluster
@@ -560,7 +566,7 @@ fn catch_up(
         .replica(follower)
         .ok_or(Error::UnknownNode(follower))?;
     let sp = spinner(progress, "leader building a snapshot");
-    let bound = Duration::from_secs(1800);
+    let bound = phase_bound(report.state_bytes);
     wait_for("the leader to build a snapshot", bound, || {
         l.snapshot_timings().builds > builds_before
     })?;
