@@ -224,6 +224,8 @@ pub struct StateMachine {
     /// Longest time one apply call spent recording before-images during the
     /// current (or last) snapshot capture, in microseconds.
     capture_record_us_max: AtomicU64,
+    /// Of which: the longest single old-value read (`tree.get`).
+    capture_read_us_max: AtomicU64,
 }
 
 /// Name of the version directory of a state installed at `index`.
@@ -377,6 +379,7 @@ impl StateMachine {
             dir: RwLock::new(dir),
             db: RwLock::new(db),
             capture_record_us_max: AtomicU64::new(0),
+            capture_read_us_max: AtomicU64::new(0),
             state: Mutex::new(ApplyState {
                 applied_index,
                 applied_term,
@@ -489,6 +492,7 @@ impl StateMachine {
         let images = Arc::new(BeforeImages::new(cfg));
         st.capture = Some(Arc::clone(&images));
         self.capture_record_us_max.store(0, Ordering::Relaxed);
+        self.capture_read_us_max.store(0, Ordering::Relaxed);
         Ok(SnapshotCapture {
             metadata: SnapshotMetadata {
                 conf_state: st.conf_state.clone(),
@@ -652,7 +656,13 @@ impl StateMachine {
             // Before-images are recorded BEFORE the batch writes the keys.
             let started = std::time::Instant::now();
             for (key, _) in &group.pending {
-                images.record_with(&key[1..], || db.get(key))?;
+                images.record_with(&key[1..], || {
+                    let read = std::time::Instant::now();
+                    let old = db.get(key);
+                    let us = u64::try_from(read.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.capture_read_us_max.fetch_max(us, Ordering::Relaxed);
+                    old
+                })?;
             }
             let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.capture_record_us_max.fetch_max(us, Ordering::Relaxed);
@@ -705,6 +715,14 @@ impl StateMachine {
         self.capture_record_us_max.load(Ordering::Relaxed)
     }
 
+    /// Of [`StateMachine::capture_record_us_max`]: the longest single read
+    /// of an old value (µs). The rest of the stall is the record's lock and
+    /// bookkeeping.
+    #[must_use]
+    pub fn capture_read_us_max(&self) -> u64 {
+        self.capture_read_us_max.load(Ordering::Relaxed)
+    }
+
     /// Build a snapshot of the state at the current applied index into
     /// `stager` (`building-*`, then published as `snapshot-*`), while
     /// applying continues: before-images keep the view at exactly that
@@ -741,6 +759,7 @@ impl StateMachine {
                 bytes = r.manifest().total_bytes,
                 before_images = recorded,
                 apply_stall_us_max = self.capture_record_us_max(),
+                old_value_read_us_max = self.capture_read_us_max(),
                 "snapshot built"
             );
         }
