@@ -23,6 +23,18 @@ fn open(fs: &SimFs) -> Wal {
     Wal::open_with_fs(Arc::new(fs.clone()), DIR, manual()).unwrap()
 }
 
+/// A fresh log holding entries 1..=3 and commit 0, all synced; returns it
+/// with the sync count at that point.
+fn open_with_three_synced(fs: &SimFs) -> (Wal, u64) {
+    let wal = open(fs);
+    wal.submit(entries(1, 3, 1, 40), Some(hs(0)))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let syncs = fs.sync_count();
+    (wal, syncs)
+}
+
 fn hs(commit: u64) -> HardState {
     HardState {
         term: 1,
@@ -43,12 +55,7 @@ fn power_loss(fs: &SimFs) {
 fn a_lazy_hard_state_alone_is_written_but_not_synced_and_a_power_loss_may_drop_it() {
     let fs = SimFs::new();
     {
-        let wal = open(&fs);
-        wal.submit(entries(1, 3, 1, 40), Some(hs(0)))
-            .unwrap()
-            .wait()
-            .unwrap();
-        let syncs = fs.sync_count();
+        let (wal, syncs) = open_with_three_synced(&fs);
         let c = wal.set_hard_state_lazy(hs(3)).unwrap();
         assert_eq!(wal.hard_state().unwrap(), hs(3), "visible at once");
         assert!(c.poll().is_none(), "nothing wrote it yet");
@@ -69,12 +76,7 @@ fn a_lazy_hard_state_alone_is_written_but_not_synced_and_a_power_loss_may_drop_i
 fn a_lazy_hard_state_is_synced_with_the_next_group_that_syncs() {
     let fs = SimFs::new();
     {
-        let wal = open(&fs);
-        wal.submit(entries(1, 3, 1, 40), Some(hs(0)))
-            .unwrap()
-            .wait()
-            .unwrap();
-        let syncs = fs.sync_count();
+        let (wal, syncs) = open_with_three_synced(&fs);
         wal.set_hard_state_lazy(hs(2)).unwrap();
         // Queued behind it; one group, one sync for both.
         let c = wal.submit(entries(4, 1, 1, 40), None).unwrap();
@@ -103,12 +105,7 @@ fn a_lazy_hard_state_is_synced_with_the_next_group_that_syncs() {
 fn flush_makes_a_lazy_hard_state_durable() {
     let fs = SimFs::new();
     {
-        let wal = open(&fs);
-        wal.submit(entries(1, 3, 1, 40), Some(hs(0)))
-            .unwrap()
-            .wait()
-            .unwrap();
-        let syncs = fs.sync_count();
+        let (wal, syncs) = open_with_three_synced(&fs);
         wal.set_hard_state_lazy(hs(3)).unwrap();
         wal.flush().unwrap();
         assert_eq!(fs.sync_count(), syncs + 1);
