@@ -108,8 +108,9 @@ pub struct Config {
 /// back at that index and every later entry must still be in the log. A
 /// leader keeps the entries a follower being sent a snapshot will need after
 /// it, and those a replicating or probing follower still needs, but the
-/// latter only down to `lag_entries_max` below the durable index: a
-/// follower further behind is sent a snapshot instead. (A follower that
+/// latter only down to `lag_entries_max` below the durable index and
+/// `lag_bytes_max` bytes of log: a follower further behind is sent a
+/// snapshot instead. (A follower that
 /// takes longer to install a snapshot than the cluster takes to write
 /// `lag_entries_max` entries needs another one: keep the bound well above
 /// a snapshot's worth of writes.)
@@ -124,6 +125,11 @@ pub struct SnapshotConfig {
     /// Entries below the durable applied index kept for a lagging follower,
     /// at most. Default 50 000.
     pub lag_entries_max: u64,
+    /// ... and bytes of log (`Entry::size_bytes` of the entries after the
+    /// follower's index, counted per persisted batch) kept for it, at most:
+    /// with large entries the entry bound alone could keep gigabytes.
+    /// Default 512 MiB; at least 4096.
+    pub lag_bytes_max: u64,
     /// How snapshots are cut into chunks (default 1 MiB chunks).
     pub writer: WriterConfig,
     /// Window, retransmission and patience of a sending leader (in ticks).
@@ -141,6 +147,7 @@ impl Default for SnapshotConfig {
             compact_log_entries: 10_000,
             compact_log_bytes: 64 << 20,
             lag_entries_max: 50_000,
+            lag_bytes_max: 512 << 20,
             writer: WriterConfig::default(),
             sender: SenderConfig::default(),
             receiver: ReceiverConfig::default(),
@@ -164,6 +171,12 @@ impl SnapshotConfig {
             return Err(Error::Config(format!(
                 "snapshot.compact_log_bytes must be at least 4096, got {}",
                 self.compact_log_bytes
+            )));
+        }
+        if self.lag_bytes_max < 4096 {
+            return Err(Error::Config(format!(
+                "snapshot.lag_bytes_max must be at least 4096, got {}",
+                self.lag_bytes_max
             )));
         }
         let sub = |what: &str, r: tandem_snapshot::Result<()>| {
@@ -434,6 +447,10 @@ mod tests {
             (
                 "compact_log_bytes",
                 Box::new(|c| c.snapshot.compact_log_bytes = 1),
+            ),
+            (
+                "lag_bytes_max",
+                Box::new(|c| c.snapshot.lag_bytes_max = 100),
             ),
             (
                 "snapshot.writer",

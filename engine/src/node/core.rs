@@ -250,6 +250,40 @@ struct Compaction {
     bytes_at_flush: u64,
     /// First index of the last compaction asked for.
     requested: u64,
+    /// Bytes of log per persisted batch: `(last index, bytes of every
+    /// entry up to it)`, oldest first, for the lagging-follower byte bound.
+    /// Pruned at compaction: one mark per batch still in the log.
+    marks: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Compaction {
+    /// Entries `first..=last` of `bytes` bytes were handed to the WAL; a
+    /// batch that overwrites a suffix replaces the marks of that suffix.
+    fn record(&mut self, first: u64, last: u64, bytes: u64) {
+        while self.marks.back().is_some_and(|&(i, _)| i >= first) {
+            self.marks.pop_back();
+        }
+        let before = self.marks.back().map_or(0, |&(_, b)| b);
+        self.marks.push_back((last, before + bytes));
+    }
+
+    /// Bytes of the log after `index` (from the marks, so a batch that
+    /// straddles `index` counts whole).
+    fn bytes_after(&self, index: u64) -> u64 {
+        let total = self.marks.back().map_or(0, |&(_, b)| b);
+        // The marks up to `index` are the prefix `..n`.
+        let n = self.marks.partition_point(|&(i, _)| i <= index);
+        let upto = n.checked_sub(1).map_or(0, |k| self.marks[k].1);
+        total - upto
+    }
+
+    /// The log now starts at `first`: drop marks no bound can ask about
+    /// (keeping the last one below `first` as the base of the next).
+    fn prune(&mut self, first: u64) {
+        while self.marks.len() >= 2 && self.marks[1].0 < first {
+            self.marks.pop_front();
+        }
+    }
 }
 
 impl<S: Storage, R> std::fmt::Debug for NodeCore<S, R> {
@@ -778,7 +812,14 @@ impl<S: Storage, R> NodeCore<S, R> {
                 self.counters.persist_tasks += 1;
                 self.counters.persist_tasks_lazy += u64::from(lazy);
                 self.counters.entries_persisted += entries.len() as u64;
-                self.compaction.bytes_since += entries.iter().map(Entry::size_bytes).sum::<u64>();
+                let bytes = entries.iter().map(Entry::size_bytes).sum::<u64>();
+                self.compaction.bytes_since += bytes;
+                if snapshot.is_some() {
+                    self.compaction.marks.clear();
+                }
+                if let (Some(f), Some(l)) = (entries.first(), entries.last()) {
+                    self.compaction.record(f.index, l.index, bytes);
+                }
                 fx.persist.push(PersistTask {
                     number,
                     entries,
@@ -816,8 +857,9 @@ impl<S: Storage, R> NodeCore<S, R> {
     /// the log holds `compact_log_entries` applied entries, or
     /// `compact_log_bytes` were appended since the last compaction, ask for
     /// the state machine to be made durable; once it is, compact up to the
-    /// durable applied index, held back (by at most `lag_entries_max`) for
-    /// followers that are replicating or being sent a snapshot.
+    /// durable applied index, held back (by at most `lag_entries_max`
+    /// entries and `lag_bytes_max` bytes) for followers that are
+    /// replicating or being sent a snapshot.
     fn maybe_compact(&mut self, fx: &mut Effects<R>) {
         if self.snap.is_building() {
             // The snapshot being built must still cover the compaction
@@ -874,7 +916,7 @@ impl<S: Storage, R> NodeCore<S, R> {
                     // from its index): keep what it needs within the bound.
                     ProgressState::Replicate | ProgressState::Probe => {
                         let needs = pr.matched.max(pr.next_idx.saturating_sub(1));
-                        if needs >= floor {
+                        if needs >= floor && c.bytes_after(needs) <= cfg.lag_bytes_max {
                             upto = upto.min(needs);
                         }
                     }
@@ -886,6 +928,7 @@ impl<S: Storage, R> NodeCore<S, R> {
             return;
         }
         c.requested = new_first;
+        c.prune(new_first);
         c.bytes_since = 0;
         c.bytes_at_flush = 0;
         self.counters.compactions += 1;
@@ -996,4 +1039,36 @@ impl<S: Storage, R> NodeCore<S, R> {
 #[must_use]
 pub fn conf_change_v2(cc: impl ConfChangeI) -> ConfChangeV2 {
     cc.into_v2()
+}
+
+#[cfg(test)]
+mod compaction_tests {
+    use super::Compaction;
+
+    #[test]
+    fn bytes_after_counts_whole_batches_and_follows_overwrites() {
+        let mut c = Compaction::default();
+        assert_eq!(c.bytes_after(0), 0);
+        c.record(1, 3, 300); // entries 1..=3
+        c.record(4, 4, 50); // entry 4
+        c.record(5, 9, 500); // entries 5..=9
+        assert_eq!(c.bytes_after(0), 850);
+        assert_eq!(c.bytes_after(3), 550);
+        assert_eq!(c.bytes_after(4), 500);
+        // A batch straddling the index counts whole.
+        assert_eq!(c.bytes_after(6), 500);
+        assert_eq!(c.bytes_after(9), 0);
+        assert_eq!(c.bytes_after(100), 0);
+        // A new leader's entries overwrite 5..: the old batch is dropped.
+        c.record(5, 5, 10);
+        assert_eq!(c.bytes_after(4), 10);
+        assert_eq!(c.bytes_after(0), 360);
+        // Compaction keeps the base below the new first index.
+        c.prune(5);
+        assert_eq!(c.marks.len(), 2);
+        assert_eq!(c.bytes_after(4), 10);
+        c.record(6, 7, 20);
+        assert_eq!(c.bytes_after(4), 30);
+        assert_eq!(c.bytes_after(5), 20);
+    }
 }

@@ -25,20 +25,28 @@ struct Sim {
     hold_disk: HashSet<u64>,
     /// Everything each node applied, in order.
     applied: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
+    /// The first index of the last compaction each node asked for (the
+    /// in-memory log is not compacted: only the request is recorded).
+    compacted: BTreeMap<u64, u64>,
     now: Instant,
 }
 
 impl Sim {
     fn new(n: u64) -> Sim {
+        Sim::with_config(n, |_| {})
+    }
+
+    fn with_config(n: u64, tweak: impl Fn(&mut Config)) -> Sim {
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let store = MemStorage::new_with_conf_state(ConfState::from_voters(1..=n));
-            let cfg = Config {
+            let mut cfg = Config {
                 election_ticks: 10,
                 heartbeat_ticks: 2,
                 request_timeout: Duration::from_secs(5),
                 ..Config::new(id)
             };
+            tweak(&mut cfg);
             nodes.insert(id, NodeCore::new(&cfg, store, 0, 100 + id).unwrap());
         }
         Sim {
@@ -48,6 +56,7 @@ impl Sim {
             held: BTreeMap::new(),
             hold_disk: HashSet::new(),
             applied: BTreeMap::new(),
+            compacted: BTreeMap::new(),
             now: Instant::now(),
         }
     }
@@ -79,6 +88,9 @@ impl Sim {
                     break;
                 }
                 self.net.extend(fx.send);
+                if let Some(first) = fx.compact {
+                    self.compacted.insert(id, first);
+                }
                 for t in fx.persist {
                     if self.hold_disk.contains(&id) {
                         self.held.entry(id).or_default().push(t);
@@ -96,6 +108,15 @@ impl Sim {
                         let _ = w.tx.send(Ok(w.index));
                     }
                     node.on_applied(last, &[]);
+                }
+                if fx.flush_durable {
+                    // Everything applied is durable at once.
+                    let applied = self
+                        .applied
+                        .get(&id)
+                        .and_then(|l| l.last())
+                        .map_or(0, |e| e.0);
+                    node.on_durable(applied);
                 }
             }
         }
@@ -446,4 +467,45 @@ fn a_leader_writes_each_commit_lazily() {
     );
     // One synced task for each write's entry, one lazy one for its commit.
     assert_eq!((tasks, lazy), (10, 5), "{c:?}");
+}
+
+/// A leader with follower 3 cut off since before the election (so it stays
+/// probing at the election's index) and 40 entries of ~1 KB applied:
+/// the first index of the compaction the leader asks for.
+fn compaction_with_a_lagging_follower(lag_entries_max: u64, lag_bytes_max: u64) -> u64 {
+    let mut sim = Sim::with_config(3, |c| {
+        c.snapshot.compact_log_entries = 8;
+        c.snapshot.lag_entries_max = lag_entries_max;
+        c.snapshot.lag_bytes_max = lag_bytes_max;
+    });
+    sim.cut.insert(3);
+    sim.elect(1);
+    for k in 0..40u8 {
+        let rx = sim.propose(1, &[k; 1000]);
+        sim.settle();
+        assert!(rx.try_recv().unwrap().is_ok());
+    }
+    sim.heartbeat();
+    let applied = sim.applied[&1].last().unwrap().0;
+    let first = sim.compacted.get(&1).copied().unwrap_or(1);
+    assert!(first <= applied + 1, "compacted past the durable index");
+    first
+}
+
+#[test]
+fn a_lagging_follower_holds_compaction_back_within_both_bounds_only() {
+    // Within both bounds: the leader keeps everything the follower needs
+    // (it probes from the election's index, so nothing is compacted).
+    assert_eq!(compaction_with_a_lagging_follower(1_000, 1 << 30), 1);
+    // Past the byte bound (40 KB of entries after its index, 8 KiB
+    // allowed): compacted as if the follower were not there; it will get a
+    // snapshot.
+    let by_bytes = compaction_with_a_lagging_follower(1_000, 8 << 10);
+    assert!(by_bytes > 30, "not compacted past the follower: {by_bytes}");
+    // Past the entry bound: the same, as before.
+    let by_entries = compaction_with_a_lagging_follower(4, 1 << 30);
+    assert!(
+        by_entries > 30,
+        "not compacted past the follower: {by_entries}"
+    );
 }
