@@ -912,10 +912,17 @@ impl<S: Storage, R> NodeCore<S, R> {
                     // it has it: keep what follows it however long the
                     // transfer takes (it is bounded by its own timeouts).
                     ProgressState::Snapshot => upto = upto.min(pr.pending_snapshot),
-                    // Replicating, or probing (e.g. right after a snapshot,
-                    // from its index): keep what it needs within the bound.
+                    // Replicating: keep what it has not acknowledged (entries
+                    // in flight may still be lost and re-sent), within the
+                    // bounds. Probing (e.g. right after a snapshot or a
+                    // leader change, when `matched` is not known yet): keep
+                    // from the probe's index.
                     ProgressState::Replicate | ProgressState::Probe => {
-                        let needs = pr.matched.max(pr.next_idx.saturating_sub(1));
+                        let needs = if pr.state == ProgressState::Replicate {
+                            pr.matched
+                        } else {
+                            pr.matched.max(pr.next_idx.saturating_sub(1))
+                        };
                         if needs >= floor && c.bytes_after(needs) <= cfg.lag_bytes_max {
                             upto = upto.min(needs);
                         }

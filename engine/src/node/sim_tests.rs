@@ -509,3 +509,33 @@ fn a_lagging_follower_holds_compaction_back_within_both_bounds_only() {
         "not compacted past the follower: {by_entries}"
     );
 }
+
+#[test]
+fn a_replicating_follower_keeps_its_unacknowledged_entries() {
+    // Follower 3 replicates, then its traffic is dropped: the leader keeps
+    // sending (its next index runs ahead), but nothing past what it
+    // acknowledged may be compacted while it is within the bounds.
+    let mut sim = Sim::with_config(3, |c| c.snapshot.compact_log_entries = 8);
+    sim.elect(1);
+    for k in 0..3u8 {
+        let rx = sim.propose(1, &[k; 100]);
+        sim.settle();
+        assert!(rx.try_recv().unwrap().is_ok());
+    }
+    // A heartbeat round tells follower 3 the commit index: it has applied
+    // exactly what it acknowledged.
+    sim.heartbeat();
+    let acked = sim.applied[&3].last().unwrap().0;
+    sim.cut.insert(3);
+    for k in 0..40u8 {
+        let rx = sim.propose(1, &[k; 100]);
+        sim.settle();
+        assert!(rx.try_recv().unwrap().is_ok());
+    }
+    sim.heartbeat();
+    let first = sim.compacted.get(&1).copied().unwrap_or(1);
+    assert!(
+        first <= acked + 1,
+        "compacted to {first}, past what follower 3 acknowledged ({acked})"
+    );
+}
