@@ -174,6 +174,16 @@ impl Sim {
         rx
     }
 
+    /// Propose `n` writes of `bytes` bytes on leader `id`, one at a time,
+    /// each settled and committed before the next.
+    fn write_committed(&mut self, id: u64, n: u8, bytes: usize) {
+        for k in 0..n {
+            let rx = self.propose(id, &vec![k; bytes]);
+            self.settle();
+            assert!(rx.try_recv().unwrap().is_ok(), "write {k} did not commit");
+        }
+    }
+
     fn read(&mut self, id: u64, c: ReadConsistency) -> Receiver<Result<u64>> {
         let (tx, rx) = channel();
         let now = self.now;
@@ -455,11 +465,7 @@ fn a_leader_writes_each_commit_lazily() {
     let mut sim = Sim::new(3);
     sim.elect(1);
     let before = sim.nodes[&1].counters();
-    for k in 0..5u8 {
-        let rx = sim.propose(1, &[k]);
-        sim.settle();
-        assert!(rx.try_recv().unwrap().is_ok());
-    }
+    sim.write_committed(1, 5, 1);
     let c = sim.nodes[&1].counters();
     let (tasks, lazy) = (
         c.persist_tasks - before.persist_tasks,
@@ -480,11 +486,7 @@ fn compaction_with_a_lagging_follower(lag_entries_max: u64, lag_bytes_max: u64) 
     });
     sim.cut.insert(3);
     sim.elect(1);
-    for k in 0..40u8 {
-        let rx = sim.propose(1, &[k; 1000]);
-        sim.settle();
-        assert!(rx.try_recv().unwrap().is_ok());
-    }
+    sim.write_committed(1, 40, 1000);
     sim.heartbeat();
     let applied = sim.applied[&1].last().unwrap().0;
     let first = sim.compacted.get(&1).copied().unwrap_or(1);
@@ -517,21 +519,13 @@ fn a_replicating_follower_keeps_its_unacknowledged_entries() {
     // acknowledged may be compacted while it is within the bounds.
     let mut sim = Sim::with_config(3, |c| c.snapshot.compact_log_entries = 8);
     sim.elect(1);
-    for k in 0..3u8 {
-        let rx = sim.propose(1, &[k; 100]);
-        sim.settle();
-        assert!(rx.try_recv().unwrap().is_ok());
-    }
+    sim.write_committed(1, 3, 100);
     // A heartbeat round tells follower 3 the commit index: it has applied
     // exactly what it acknowledged.
     sim.heartbeat();
     let acked = sim.applied[&3].last().unwrap().0;
     sim.cut.insert(3);
-    for k in 0..40u8 {
-        let rx = sim.propose(1, &[k; 100]);
-        sim.settle();
-        assert!(rx.try_recv().unwrap().is_ok());
-    }
+    sim.write_committed(1, 40, 100);
     sim.heartbeat();
     let first = sim.compacted.get(&1).copied().unwrap_or(1);
     assert!(
