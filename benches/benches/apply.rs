@@ -67,6 +67,13 @@ fn entries_at(index: &mut u64, next: &mut u64, group: u64, writes: usize) -> Vec
         .collect()
 }
 
+/// The writes of `calls` raw apply calls of `group` entries each.
+fn raw_calls(next: &mut u64, calls: usize, group: u64, writes: usize) -> Vec<Vec<Writes>> {
+    (0..calls)
+        .map(|_| (0..group).map(|_| writes_at(next, writes)).collect())
+        .collect()
+}
+
 fn raw_batch(entries: Vec<Writes>) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for (k, v) in entries.into_iter().flatten() {
@@ -104,13 +111,7 @@ fn interleaved_ratio(writes: usize, group: u64) {
         let groups: Vec<_> = (0..calls_per_round)
             .map(|_| entries_at(&mut index, &mut next_sm, group, writes))
             .collect();
-        let raws: Vec<_> = (0..calls_per_round)
-            .map(|_| {
-                (0..group)
-                    .map(|_| writes_at(&mut next_raw, writes))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let raws = raw_calls(&mut next_raw, calls_per_round, group, writes);
         let run_sm = |groups: Vec<Vec<Entry>>| {
             let start = Instant::now();
             for entries in groups {
@@ -118,13 +119,7 @@ fn interleaved_ratio(writes: usize, group: u64) {
             }
             start.elapsed()
         };
-        let ixs: Vec<_> = (0..calls_per_round)
-            .map(|_| {
-                (0..group)
-                    .map(|_| writes_at(&mut next_ix, writes))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let ixs = raw_calls(&mut next_ix, calls_per_round, group, writes);
         let run_raw = |raws: Vec<Vec<Writes>>| {
             let start = Instant::now();
             for entries in raws {

@@ -333,7 +333,12 @@ fn checksum(cluster: &Cluster, id: u64) -> Result<(u64, u64)> {
 /// If `value_bytes` or `batch_values` is 0.
 #[allow(clippy::too_many_lines)]
 pub fn run(opts: &SnapBenchOptions) -> Result<SnapBenchReport> {
-    assert!(opts.value_bytes > 0 && opts.batch_values > 0);
+    if opts.state_bytes == 0 || opts.value_bytes == 0 || opts.batch_values == 0 {
+        return Err(Error::Config(format!(
+            "snapbench: state, value and batch sizes must be positive (state {} B, value {} B, batch {})",
+            opts.state_bytes, opts.value_bytes, opts.batch_values
+        )));
+    }
     let io = |e: std::io::Error| Error::Storage(format!("snapbench dir: {e}"));
     if opts.dir.exists() {
         std::fs::remove_dir_all(&opts.dir).map_err(io)?;

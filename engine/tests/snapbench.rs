@@ -47,3 +47,20 @@ fn snapbench_runs_at_a_small_size() {
     assert!(r.verified, "the replicas were compared");
     assert!(r.table().contains("apply_stall_us_max"));
 }
+
+#[test]
+fn snapbench_refuses_empty_sizes_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (state, value, batch) in [(0, 1024, 4), (1 << 20, 0, 4), (1 << 20, 1024, 0)] {
+        let opts = SnapBenchOptions {
+            state_bytes: state,
+            value_bytes: value,
+            batch_values: batch,
+            ..SnapBenchOptions::new(dir.path().join("c"))
+        };
+        let err = run(&opts).unwrap_err().to_string();
+        assert!(err.contains("must be positive"), "{err}");
+    }
+    // Nothing was created or wiped for a refused run.
+    assert!(!dir.path().join("c").exists());
+}
