@@ -6,7 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tandem::{Cluster, ClusterConfig, Db, ReadConsistency};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tandem::raft::Entry;
+use tandem::sm::{Command, SmOptions, StateMachine};
+use tandem::{Cluster, ClusterConfig, Db, ReadConsistency, WriteBatch};
 
 /// Concurrent writers the demo uses.
 const DEMO_CLIENTS: usize = 16;
@@ -276,6 +280,86 @@ fn raw_fdatasync_us(dir: &Path, value_bytes: usize, run_for: Duration) -> Result
     Ok(percentile(&lat, 0.5))
 }
 
+/// p50, in µs, of the time until the *second* of three concurrent
+/// `write` + `fdatasync`s (one zero-filled file each, started together)
+/// completes: the durability part of a 3-replica commit on this one disk
+/// (the leader and one follower), with no consensus work at all. Concurrent
+/// syncs of one device are slower than a lone one, so this — not the lone
+/// fdatasync — is the floor under a 3-replica write here.
+fn quorum_fdatasync_us(dir: &Path, value_bytes: usize, run_for: Duration) -> Result<u64, String> {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::sync::Barrier;
+    const FILE_BYTES: u64 = 4 << 20;
+    const REPLICAS: usize = 3;
+    let mut files = Vec::new();
+    for i in 0..REPLICAS {
+        let path = dir.join(format!("quorum-probe-{i}"));
+        let err = |e: std::io::Error| format!("fdatasync probe in {}: {e}", path.display());
+        let mut f = std::fs::File::create(&path).map_err(err)?;
+        f.write_all(&vec![0u8; FILE_BYTES as usize])
+            .and_then(|()| f.sync_all())
+            .map_err(err)?;
+        files.push((path, f));
+    }
+    let buf = vec![7u8; value_bytes.max(1)];
+    let stop = AtomicBool::new(false);
+    let start = Barrier::new(REPLICAS + 1);
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<Instant, String>>();
+    let mut lat = Vec::new();
+    std::thread::scope(|s| {
+        for (path, f) in &mut files {
+            let (buf, start, stop, done_tx) = (&buf, &start, &stop, done_tx.clone());
+            let path = path.clone();
+            s.spawn(move || {
+                let mut at = 0u64;
+                loop {
+                    start.wait();
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if at + buf.len() as u64 > FILE_BYTES {
+                        at = 0;
+                    }
+                    let r = f
+                        .seek(SeekFrom::Start(at))
+                        .and_then(|_| f.write_all(buf))
+                        .and_then(|()| f.sync_data())
+                        .map(|()| Instant::now())
+                        .map_err(|e| format!("fdatasync probe in {}: {e}", path.display()));
+                    at += buf.len() as u64;
+                    let _ = done_tx.send(r);
+                }
+            });
+        }
+        let end = Instant::now() + run_for;
+        let mut result = Ok(());
+        while result.is_ok() && (Instant::now() < end || lat.len() < 20) {
+            let t0 = Instant::now();
+            start.wait();
+            let mut done = Vec::with_capacity(REPLICAS);
+            for _ in 0..REPLICAS {
+                match done_rx.recv().expect("probe threads live") {
+                    Ok(t) => done.push(t),
+                    Err(e) => result = Err(e),
+                }
+            }
+            done.sort_unstable();
+            if let Some(second) = done.get(1) {
+                lat.push(second.duration_since(t0).as_micros() as u64);
+            }
+        }
+        stop.store(true, Ordering::Release);
+        start.wait();
+        result
+    })?;
+    for (path, f) in files {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+    }
+    lat.sort_unstable();
+    Ok(percentile(&lat, 0.5))
+}
+
 /// CPU time (user + system) this process has used so far, if the platform
 /// tells (Linux: `/proc/self/stat`, in clock ticks of 10 ms).
 fn process_cpu() -> Option<Duration> {
@@ -288,12 +372,107 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// What the state machines alone cost: three [`StateMachine`]s (one per
+/// replica, each on its own thread, as in the cluster) apply the same
+/// stream of one-write entries (fresh keys, `value_bytes` values) in groups
+/// of `group`, with nothing else running — no raft, no WAL, no clients.
+/// Returns the process CPU time per write (all three replicas applying it,
+/// sled's IO thread pool included) and the wall time per write.
+///
+/// CPU per write bounds the cluster's throughput on this machine from
+/// above: `cores / cpu_per_write` writes/s even if everything else were
+/// free.
+fn apply_floor(dir: &Path, value_bytes: usize, group: u64) -> Result<(Duration, Duration), String> {
+    const WRITES: u64 = 16_384;
+    let v = vec![b'v'; value_bytes];
+    let entries: Vec<Vec<Entry>> = (0..WRITES / group)
+        .map(|g| {
+            (0..group)
+                .map(|i| {
+                    let index = g * group + i + 1;
+                    let mut batch = WriteBatch::new();
+                    batch.insert(format!("floor/{index}").into_bytes(), v.clone());
+                    Entry {
+                        index,
+                        term: 1,
+                        data: Command::Batch(batch).encode(),
+                        ..Entry::default()
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let machines = (1..=3)
+        .map(|i| StateMachine::open(dir.join(format!("floor-{i}")), &SmOptions::default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let cpu_before = process_cpu();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = machines
+            .iter()
+            .map(|sm| {
+                let entries = &entries;
+                s.spawn(move || entries.iter().try_for_each(|g| sm.apply(g).map(drop)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("apply thread").map_err(|e| e.to_string()))
+    })?;
+    let wall = start.elapsed();
+    let cpu = process_cpu()
+        .zip(cpu_before)
+        .map_or(Duration::ZERO, |(a, b)| a.saturating_sub(b));
+    drop(machines);
+    for i in 1..=3 {
+        let _ = std::fs::remove_dir_all(dir.join(format!("floor-{i}")));
+    }
+    Ok((cpu / WRITES as u32, wall / WRITES as u32))
+}
+
+/// Key `n` of the key space of `tandem bench --keys`.
+fn bench_key(n: u64) -> String {
+    format!("bench/{n:010}")
+}
+
+/// Write every key of `0..keys` once, in batches, before the timed runs.
+fn preload_keys(db: &Db, keys: u64, value_bytes: usize) -> Result<(), String> {
+    const PER_BATCH: u64 = 1000;
+    if keys == 0 {
+        return Ok(());
+    }
+    let bar = ProgressBar::new(keys);
+    bar.set_style(
+        ProgressStyle::with_template("loading {pos}/{len} keys {wide_bar} {eta}")
+            .map_err(|e| e.to_string())?,
+    );
+    let v = vec![b'v'; value_bytes];
+    for start in (0..keys).step_by(PER_BATCH as usize) {
+        let mut batch = WriteBatch::new();
+        for n in start..(start + PER_BATCH).min(keys) {
+            batch.insert(bench_key(n).into_bytes(), v.clone());
+        }
+        db.apply_batch(batch).map_err(|e| e.to_string())?;
+        bar.set_position((start + PER_BATCH).min(keys));
+    }
+    bar.finish_and_clear();
+    println!("loaded {keys} keys of {value_bytes} B; each write overwrites one drawn at random");
+    Ok(())
+}
+
 /// `tandem bench`.
+///
+/// `keys`: 0 gives every write a fresh key (the tree only grows, so the
+/// state machine keeps splitting leaves); `n > 0` first loads `n` keys and
+/// then overwrites keys drawn uniformly from them (each client with its own
+/// seeded generator), the steady state of an update-heavy workload.
 pub fn bench(
     dir: &Path,
     clients: &[usize],
     seconds: u64,
     value_bytes: usize,
+    keys: u64,
     json_out: Option<&Path>,
     csv_out: Option<&Path>,
 ) -> Result<(), String> {
@@ -305,12 +484,13 @@ pub fn bench(
     let cluster = Cluster::open(dir, demo_config()).map_err(e)?;
     let db = cluster.db();
     cluster.wait_leader(Duration::from_secs(30)).map_err(e)?;
+    preload_keys(&db, keys, value_bytes)?;
     println!(
-        "raw fdatasync: {value_bytes} B appends + fdatasync into a zero-filled file in {}, 500 ms before each level",
+        "raw fdatasync: {value_bytes} B appends + fdatasync into a zero-filled file in {}, 500 ms before each level; quorum: the second of three such syncs started together (3 files)",
         dir.display()
     );
     println!(
-        "{:>8} {:>12} {:>10} {:>10} {:>10} {:>12} {:>14} {:>13}",
+        "{:>8} {:>12} {:>10} {:>10} {:>10} {:>12} {:>14} {:>13} {:>10} {:>11}",
         "clients",
         "writes/s",
         "p50 ms",
@@ -318,13 +498,16 @@ pub fn bench(
         "p999 ms",
         "fdatasync ms",
         "p50/fdatasync",
-        "CPU us/write"
+        "CPU us/write",
+        "quorum ms",
+        "p50/quorum"
     );
     let mut rows = Vec::new();
     for (run, &n) in clients.iter().enumerate() {
         // The disk's speed drifts within minutes here: measure the baseline
         // right before the level it is compared with.
         let fsync_us = raw_fdatasync_us(dir, value_bytes, Duration::from_millis(500))?;
+        let quorum_us = quorum_fdatasync_us(dir, value_bytes, Duration::from_millis(500))?;
         let cpu_before = process_cpu();
         let stop = Arc::new(AtomicBool::new(false));
         let lat = Arc::new(Mutex::new(Vec::new()));
@@ -336,8 +519,13 @@ pub fn bench(
                     let mut mine = Vec::new();
                     let v = vec![b'v'; value_bytes];
                     let mut i = 0u64;
+                    let mut rng = ChaCha8Rng::seed_from_u64(((run as u64) << 32) | c as u64);
                     while !stop.load(Ordering::Relaxed) {
-                        let k = format!("bench/{run}/{c}/{i}");
+                        let k = if keys == 0 {
+                            format!("bench/{run}/{c}/{i}")
+                        } else {
+                            bench_key(rng.gen_range(0..keys))
+                        };
                         i += 1;
                         let t = Instant::now();
                         if db.insert(k.as_bytes(), &v).is_ok() {
@@ -366,10 +554,11 @@ pub fn bench(
             latency_us_p99: percentile(&lat, 0.99),
             latency_us_p999: percentile(&lat, 0.999),
             fdatasync_us_p50: fsync_us,
+            quorum_fdatasync_us_p50: Some(quorum_us),
             cpu_us_per_write: cpu.map(|c| c.as_secs_f64() * 1e6 / lat.len().max(1) as f64),
         };
         println!(
-            "{:>8} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>12.3} {:>14.2} {:>13}",
+            "{:>8} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>12.3} {:>14.2} {:>13} {:>10.3} {:>11.2}",
             n,
             row.writes_per_s,
             row.latency_us_p50 as f64 / 1000.0,
@@ -378,7 +567,9 @@ pub fn bench(
             fsync_us as f64 / 1000.0,
             row.latency_us_p50 as f64 / fsync_us.max(1) as f64,
             row.cpu_us_per_write
-                .map_or_else(|| "-".to_string(), |c| format!("{c:.0}"))
+                .map_or_else(|| "-".to_string(), |c| format!("{c:.0}")),
+            quorum_us as f64 / 1000.0,
+            row.latency_us_p50 as f64 / quorum_us.max(1) as f64,
         );
         rows.push(row);
     }
@@ -408,6 +599,19 @@ pub fn bench(
         );
     }
     cluster.shutdown();
+    // After the runs: what the writes it leaves behind cost the disk must
+    // not slow the measured levels.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    for group in [8, 64] {
+        let (cpu, wall) = apply_floor(dir, value_bytes, group)?;
+        println!(
+            "state machines alone (3 replicas applying one-write entries, groups of {group}): \
+             {:.1} us CPU per write ({:.1} us wall): at most {:.0} writes/s on {cores} cores",
+            cpu.as_secs_f64() * 1e6,
+            wall.as_secs_f64() * 1e6,
+            cores as f64 / cpu.as_secs_f64().max(1e-9),
+        );
+    }
     Ok(())
 }
 
@@ -424,6 +628,11 @@ struct BenchRow {
     latency_us_p999: u64,
     /// Raw `write` + `fdatasync` p50 measured right before this level.
     fdatasync_us_p50: u64,
+    /// The second of three concurrent `write` + `fdatasync`s, p50, measured
+    /// right before this level (see `quorum_fdatasync_us`); absent in
+    /// results written before it was measured.
+    #[serde(default)]
+    quorum_fdatasync_us_p50: Option<u64>,
     /// CPU time of the whole process (all replicas and clients) during the
     /// level, per acknowledged write; `None` where the platform does not say.
     cpu_us_per_write: Option<f64>,
@@ -432,11 +641,11 @@ struct BenchRow {
 /// The rows as CSV with a header line, for comparison across commits.
 fn bench_csv(rows: &[BenchRow]) -> String {
     let mut out = String::from(
-        "clients,value_bytes,seconds,writes,writes_per_s,latency_us_p50,latency_us_p99,latency_us_p999,fdatasync_us_p50,cpu_us_per_write\n",
+        "clients,value_bytes,seconds,writes,writes_per_s,latency_us_p50,latency_us_p99,latency_us_p999,fdatasync_us_p50,cpu_us_per_write,quorum_fdatasync_us_p50\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "{},{},{:.3},{},{:.1},{},{},{},{},{}\n",
+            "{},{},{:.3},{},{:.1},{},{},{},{},{},{}\n",
             r.clients,
             r.value_bytes,
             r.seconds,
@@ -447,7 +656,9 @@ fn bench_csv(rows: &[BenchRow]) -> String {
             r.latency_us_p999,
             r.fdatasync_us_p50,
             r.cpu_us_per_write
-                .map_or_else(String::new, |c| format!("{c:.1}"))
+                .map_or_else(String::new, |c| format!("{c:.1}")),
+            r.quorum_fdatasync_us_p50
+                .map_or_else(String::new, |q| q.to_string())
         ));
     }
     out
@@ -469,6 +680,7 @@ mod bench_output_tests {
             latency_us_p99: 20_000,
             latency_us_p999: 40_000,
             fdatasync_us_p50: 150,
+            quorum_fdatasync_us_p50: Some(210),
             cpu_us_per_write: Some(61.25),
         };
         let csv = bench_csv(&[
@@ -483,14 +695,21 @@ mod bench_output_tests {
         assert!(lines[0].starts_with("clients,value_bytes"));
         assert_eq!(
             lines[1],
-            "64,256,5.000,70000,14000.0,3500,20000,40000,150,61.2"
+            "64,256,5.000,70000,14000.0,3500,20000,40000,150,61.2,210"
         );
         assert!(lines[2].starts_with("1,256,"));
         let unknown = bench_csv(&[BenchRow {
             cpu_us_per_write: None,
+            quorum_fdatasync_us_p50: None,
             ..row.clone()
         }]);
-        assert!(unknown.lines().nth(1).unwrap().ends_with(",150,"));
+        assert!(unknown.lines().nth(1).unwrap().ends_with(",150,,"));
+        // Results written before the quorum probe existed still load.
+        let old = r#"[{"clients":1,"value_bytes":256,"seconds":5.0,"writes":9000,"writes_per_s":1800.0,
+            "latency_us_p50":500,"latency_us_p99":900,"latency_us_p999":2000,"fdatasync_us_p50":120,
+            "cpu_us_per_write":600.0}]"#;
+        let old: Vec<BenchRow> = serde_json::from_str(old).unwrap();
+        assert_eq!(old[0].quorum_fdatasync_us_p50, None);
         let json = serde_json::to_string(std::slice::from_ref(&row)).unwrap();
         let back: Vec<BenchRow> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, vec![row]);

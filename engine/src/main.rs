@@ -42,6 +42,10 @@ enum Command {
         /// Value size in bytes.
         #[arg(long, default_value_t = 256)]
         value_bytes: usize,
+        /// Key space: 0 writes a fresh key every time (the tree only grows);
+        /// N loads N keys first and then overwrites keys drawn at random.
+        #[arg(long, default_value_t = 0)]
+        keys: u64,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
             clients,
             seconds,
             value_bytes,
+            keys,
             json,
             csv,
         } => demo::bench(
@@ -152,6 +157,7 @@ fn main() -> ExitCode {
             &clients,
             seconds,
             value_bytes,
+            keys,
             json.as_deref(),
             csv.as_deref(),
         ),
