@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use tandem_raft::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, SnapshotMetadata,
 };
@@ -28,8 +27,8 @@ use crate::config::{Config, ReadConsistency, SyncPolicy};
 use crate::error::{Error, Result};
 use crate::lock::DirLock;
 use crate::node::{
-    wait, Applied, Applier, LogWriter, Node, NodeCore, NodeStatus, PersistTask, SnapshotCatalog,
-    SnapshotHost,
+    wait, Applied, Applier, Durability, LogWriter, Node, NodeCore, NodeStatus, PersistTask,
+    SnapshotCatalog, SnapshotHost,
 };
 use crate::sm::{
     CommandResult, DiskStorage, SmOptions, SnapshotStore, SnapshotTimings, StateMachine,
@@ -45,7 +44,7 @@ struct WalWriter {
 }
 
 impl LogWriter for WalWriter {
-    fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()> {
+    fn submit(&mut self, task: PersistTask, durable: &Durability) -> Result<()> {
         if let Some(snap) = &task.snapshot {
             // The state machine already switched to this snapshot (the
             // commit point of an install); the log now restarts after it.
@@ -66,7 +65,8 @@ impl LogWriter for WalWriter {
             return Ok(());
         }
         let number = task.number;
-        let done = done.clone();
+        let messages = task.messages;
+        let durable = durable.clone();
         // One Ready can carry more entries than one WAL submission may hold
         // (a follower back from an install, or a slow one, receives many
         // appends at once: up to `max_inflight_msgs` messages of
@@ -105,10 +105,11 @@ impl LogWriter for WalWriter {
             .submit_notify(
                 entries,
                 task.hard_state,
+                // On the WAL's writer thread, the moment the group is durable:
+                // a follower's acknowledgement leaves from here, without a
+                // round through the raft loop.
                 Notify::Callback(Box::new(move |_, res| match res {
-                    Ok(()) => {
-                        let _ = done.send(number);
-                    }
+                    Ok(()) => durable.report(number, messages),
                     // The WAL is poisoned: the next submit fails and stops
                     // the replica; requests waiting on this one time out.
                     Err(e) => tracing::error!(error = %e, "WAL write failed"),
@@ -406,9 +407,25 @@ impl Drop for Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::Envelope;
+
+    /// Records what is sent through it.
+    #[derive(Default)]
+    struct Recording(parking_lot::Mutex<Vec<Envelope>>);
+
+    impl Transport for Recording {
+        fn send(
+            &self,
+            envelope: Envelope,
+        ) -> std::result::Result<(), crate::transport::TransportError> {
+            self.0.lock().push(envelope);
+            Ok(())
+        }
+    }
 
     /// A Ready whose entries exceed one WAL submission is written in
-    /// pieces and reported durable once, with everything readable.
+    /// pieces and reported durable once, with everything readable; the
+    /// messages waiting for it are sent once, when it is durable.
     #[test]
     fn a_ready_larger_than_one_wal_submission_is_split() {
         let dir = tempfile::tempdir().unwrap();
@@ -437,6 +454,15 @@ mod tests {
             })
             .collect();
         let (tx, rx) = crossbeam_channel::unbounded();
+        let sent = Arc::new(Recording::default());
+        let ack = tandem_raft::Message {
+            msg_type: tandem_raft::MessageType::MsgAppendResponse,
+            from: 2,
+            to: 1,
+            term: 1,
+            index: 30,
+            ..tandem_raft::Message::default()
+        };
         w.submit(
             PersistTask {
                 number: 7,
@@ -448,12 +474,18 @@ mod tests {
                 }),
                 snapshot: None,
                 lazy: false,
+                messages: vec![ack.clone()],
             },
-            &tx,
+            &Durability::new(tx, Arc::clone(&sent) as Arc<dyn Transport>, 9),
         )
         .unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 7);
         assert!(rx.try_recv().is_err(), "reported once");
+        // Sent before the report, exactly once, as this cluster's.
+        let sent = sent.0.lock();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].cluster_id, 9);
+        assert!(matches!(&sent[0].payload, crate::transport::Payload::Raft(m) if m == &ack));
         assert_eq!(wal.last_index().unwrap(), 30);
         assert_eq!(wal.entries(1, 31, None).unwrap(), entries);
     }

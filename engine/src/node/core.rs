@@ -63,6 +63,13 @@ pub struct PersistTask {
     /// written in order with the other tasks but waits for no sync, and
     /// the writer does not report it: nothing waits for it.
     pub lazy: bool,
+    /// Messages to send once this task is durable (with everything
+    /// submitted before it), before reporting it with
+    /// [`NodeCore::on_persisted`]: raft's persisted messages of this Ready,
+    /// e.g. a follower's acknowledgement of the entries. Filled only by a
+    /// core built [`NodeCore::with_messages_in_persist_tasks`]; otherwise
+    /// `on_persisted` releases them to the next poll's [`Effects::send`].
+    pub messages: Vec<Message>,
 }
 
 /// Committed entries for the apply thread.
@@ -223,6 +230,9 @@ pub struct NodeCore<S: Storage, R> {
     awaiting_persist: VecDeque<(u64, Vec<Message>, bool)>,
     /// Messages released by `on_persisted`, sent at the next `poll`.
     outbox: Vec<Message>,
+    /// Persisted messages travel in their [`PersistTask`] (see
+    /// [`NodeCore::with_messages_in_persist_tasks`]).
+    messages_in_tasks: bool,
     /// Applied index reported by the apply thread.
     applied: u64,
     /// Last index handed to the apply thread.
@@ -359,6 +369,7 @@ impl<S: Storage, R> NodeCore<S, R> {
             reads: Reads::new(cfg.id, incarnation, cfg.max_pending_requests),
             awaiting_persist: VecDeque::new(),
             outbox: Vec::new(),
+            messages_in_tasks: false,
             applied,
             apply_handed: applied,
             members: members_of(&initial.conf_state),
@@ -394,6 +405,25 @@ impl<S: Storage, R> NodeCore<S, R> {
             });
         }
         self.snap = Transfers::new(self.id, &self.cfg.snapshot, catalog, latest);
+        self
+    }
+
+    /// Put the messages that must wait for a Ready's durability into its
+    /// [`PersistTask::messages`], for the log writer to send the moment the
+    /// task is durable, instead of holding them until
+    /// [`NodeCore::on_persisted`] and the next poll.
+    ///
+    /// The threaded runtime does this: a follower's acknowledgement then
+    /// leaves from the WAL writer's completion, one thread hand-off (the
+    /// durability report to the raft loop, and that loop's turn) earlier on
+    /// every write's critical path. Messages of Readies that need no sync
+    /// of their own still wait in the core, so they may reach the network
+    /// after messages of later Readies sent by the writer; raft tolerates
+    /// reordering, and each message still leaves only after what it
+    /// acknowledges is durable.
+    #[must_use]
+    pub fn with_messages_in_persist_tasks(mut self) -> Self {
+        self.messages_in_tasks = true;
         self
     }
 
@@ -801,7 +831,7 @@ impl<S: Storage, R> NodeCore<S, R> {
                 "raft asks to sync every Ready with entries or a snapshot"
             );
             let number = rd.number();
-            let persisted_msgs = rd.take_persisted_messages();
+            let mut persisted_msgs = rd.take_persisted_messages();
             for rs in rd.take_read_states() {
                 self.reads
                     .on_read_state(rs.index, &rs.request_ctx, self.applied);
@@ -820,12 +850,19 @@ impl<S: Storage, R> NodeCore<S, R> {
                 if let (Some(f), Some(l)) = (entries.first(), entries.last()) {
                     self.compaction.record(f.index, l.index, bytes);
                 }
+                let messages = if self.messages_in_tasks && !lazy {
+                    self.counters.messages_sent += persisted_msgs.len() as u64;
+                    std::mem::take(&mut persisted_msgs)
+                } else {
+                    Vec::new()
+                };
                 fx.persist.push(PersistTask {
                     number,
                     entries,
                     hard_state,
                     snapshot,
                     lazy,
+                    messages,
                 });
             }
             if needs_io && !lazy {

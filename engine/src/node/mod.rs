@@ -11,7 +11,9 @@ pub mod snapshots;
 pub use self::core::{
     ApplyTask, Counters, Effects, NodeCore, NodeStatus, PeerProgress, PersistTask,
 };
-pub use self::runtime::{wait, Applied, Applier, LogWriter, MemLogWriter, Node, SnapshotHost};
+pub use self::runtime::{
+    wait, Applied, Applier, Durability, LogWriter, MemLogWriter, Node, SnapshotHost,
+};
 pub use self::snapshots::{SnapshotCatalog, SnapshotCounters, SnapshotEvent, SnapshotJob};
 
 #[cfg(test)]

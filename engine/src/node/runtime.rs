@@ -8,7 +8,9 @@
 //!   to the transport, entries and hard state to the [`LogWriter`], and
 //!   committed entries to the apply thread.
 //! - **WAL writer**: owned by the [`LogWriter`] (the WAL's own group-commit
-//!   thread); it reports durability on a channel.
+//!   thread); once a task is durable it sends the messages that waited for
+//!   it (a follower's acknowledgement) straight to the transport, then
+//!   reports durability to the raft loop ([`Durability`]).
 //! - **apply thread** (`tandem-apply-<id>`): applies committed entries
 //!   through the [`Applier`] — everything queued when it gets to it, as one
 //!   call (one state-machine batch) — completes the waiting proposals with
@@ -35,8 +37,54 @@ use crate::config::{Config, ReadConsistency};
 use crate::error::{Error, Result};
 use crate::transport::{Envelope, Inbox, Payload, Transport};
 
+/// Where a [`LogWriter`] reports a durable task: it sends the task's
+/// [messages](PersistTask::messages) to the transport, then tells the raft
+/// loop. Cheap to clone; callable from any thread (typically the WAL's
+/// writer thread, in its completion callback).
+#[derive(Clone)]
+pub struct Durability {
+    done: Sender<u64>,
+    transport: Arc<dyn Transport>,
+    cluster_id: u64,
+}
+
+impl std::fmt::Debug for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durability")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Durability {
+    /// Report durability on `done` (the raft loop's channel), sending the
+    /// tasks' messages through `transport` as `cluster_id`'s.
+    #[must_use]
+    pub fn new(done: Sender<u64>, transport: Arc<dyn Transport>, cluster_id: u64) -> Self {
+        Durability {
+            done,
+            transport,
+            cluster_id,
+        }
+    }
+
+    /// Task `number` is durable, with everything submitted before it: send
+    /// `messages` (its [`PersistTask::messages`]), then report it.
+    ///
+    /// A message the transport refuses is dropped: raft retransmits, and
+    /// only a leader's own sends (which never travel this way) feed its
+    /// view of unreachable peers.
+    pub fn report(&self, number: u64, messages: Vec<tandem_raft::Message>) {
+        for m in messages {
+            let _ = self.transport.send(Envelope::raft(self.cluster_id, m));
+        }
+        // The raft loop may be gone (shutdown): nobody waits any more.
+        let _ = self.done.send(number);
+    }
+}
+
 /// Makes [`PersistTask`]s durable, in submission order, and reports each
-/// task's number on `done` once it is (never before). A
+/// task through [`Durability::report`] once it is (never before). A
 /// [lazy](PersistTask::lazy) task is written in order but needs no sync of
 /// its own and is not reported.
 pub trait LogWriter: Send + 'static {
@@ -45,7 +93,7 @@ pub trait LogWriter: Send + 'static {
     /// # Errors
     /// If the log can no longer accept writes (e.g. an fsync failed: the
     /// log is poisoned). The replica then stops.
-    fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()>;
+    fn submit(&mut self, task: PersistTask, durable: &Durability) -> Result<()>;
 
     /// Drop log entries below `first_index`, after everything submitted so
     /// far (the core asks only up to the durable applied index).
@@ -64,7 +112,7 @@ pub trait LogWriter: Send + 'static {
 pub struct MemLogWriter(pub MemStorage);
 
 impl LogWriter for MemLogWriter {
-    fn submit(&mut self, task: PersistTask, done: &Sender<u64>) -> Result<()> {
+    fn submit(&mut self, task: PersistTask, durable: &Durability) -> Result<()> {
         let mut w = self.0.wl();
         if let Some(snap) = task.snapshot {
             w.apply_snapshot(snap)?;
@@ -77,7 +125,7 @@ impl LogWriter for MemLogWriter {
         }
         drop(w);
         if !task.lazy {
-            let _ = done.send(task.number);
+            durable.report(task.number, task.messages);
         }
         Ok(())
     }
@@ -271,7 +319,7 @@ impl<R: Send + 'static> Node<R> {
         }
 
         let mut lp = RaftLoop {
-            core,
+            core: core.with_messages_in_persist_tasks(),
             writer,
             transport,
             cluster_id: cfg.cluster_id,
@@ -478,6 +526,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
         stop: &AtomicBool,
     ) {
         let (done_tx, done_rx) = unbounded::<u64>();
+        let durable = Durability::new(done_tx, Arc::clone(&self.transport), self.cluster_id);
         let mut next_tick = Instant::now() + self.tick_interval;
         while !stop.load(Ordering::Acquire) && self.failed.lock().is_none() {
             let timeout = next_tick.saturating_duration_since(Instant::now());
@@ -533,7 +582,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                 next_tick += self.tick_interval;
                 ticked = true;
             }
-            self.carry_out(now, &done_tx);
+            self.carry_out(now, &durable);
             if ticked {
                 self.release_held();
             }
@@ -597,7 +646,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
         }
     }
 
-    fn carry_out(&mut self, now: Instant, done_tx: &Sender<u64>) {
+    fn carry_out(&mut self, now: Instant, durable: &Durability) {
         // Polling twice covers messages released by durability reports
         // handled in the same iteration.
         let fx = self.core.poll(now);
@@ -612,7 +661,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
             }
         }
         for t in fx.persist {
-            if let Err(e) = self.writer.submit(t, done_tx) {
+            if let Err(e) = self.writer.submit(t, durable) {
                 tracing::error!(id = self.core.id(), error = %e, "log write failed; stopping");
                 *self.failed.lock() = Some(e.to_string());
                 return;

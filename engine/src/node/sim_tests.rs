@@ -460,6 +460,48 @@ fn a_commit_only_hard_state_is_lazy_and_releases_nothing_early() {
     assert!(f.counters().persist_tasks_lazy >= 1);
 }
 
+/// With [`NodeCore::with_messages_in_persist_tasks`] (the threaded
+/// runtime), an acknowledgement travels in its persist task — for the log
+/// writer to send once durable — and is never also released by
+/// `on_persisted`; messages of a Ready with nothing to sync still wait in
+/// the core for the writes before them.
+#[test]
+fn in_task_mode_an_ack_rides_its_persist_task_once() {
+    let store = MemStorage::new_with_conf_state(ConfState::from_voters(1..=3));
+    let mut f: Core = NodeCore::new(&Config::new(2), store, 0, 7)
+        .unwrap()
+        .with_messages_in_persist_tasks();
+    let now = Instant::now();
+    f.step(Envelope::raft(1, append_msg(0, 0, &[1, 2], 0)));
+    let fx = f.poll(now);
+    assert!(acks(&fx.send).is_empty(), "the ack waits for durability");
+    let a = fx
+        .persist
+        .into_iter()
+        .next()
+        .expect("a task for the entries");
+    assert!(!a.lazy);
+    assert_eq!(acks(&a.messages), vec![2], "the ack rides the task");
+    // A commit-only Ready behind it: lazy, nothing rides it, its ack waits
+    // in the core for the write in flight.
+    f.step(Envelope::raft(1, append_msg(0, 0, &[1, 2], 2)));
+    let fx = f.poll(now);
+    assert!(fx.persist.iter().all(|t| t.lazy && t.messages.is_empty()));
+    assert!(acks(&fx.send).is_empty(), "acked before durable");
+    let sent_before = f.counters().messages_sent;
+    // The writer makes `a` durable, sends `a.messages`, then reports: the
+    // core releases only the lazy Ready's ack, not `a`'s again.
+    f.raw().store().wl().append(&a.entries).unwrap();
+    f.on_persisted(a.number);
+    let fx = f.poll(now);
+    assert_eq!(acks(&fx.send), vec![2], "once, from the lazy Ready");
+    assert_eq!(fx.apply.len(), 1, "entries 1..=2 apply once durable");
+    assert_eq!(
+        f.counters().messages_sent,
+        sent_before + fx.send.len() as u64
+    );
+}
+
 #[test]
 fn a_leader_writes_each_commit_lazily() {
     let mut sim = Sim::new(3);
