@@ -427,6 +427,12 @@ impl<S: Storage, R> NodeCore<S, R> {
         self
     }
 
+    /// Proposals of this replica waiting to commit.
+    #[must_use]
+    pub fn pending_proposals(&self) -> usize {
+        self.proposals.len()
+    }
+
     /// This replica's id.
     #[must_use]
     pub fn id(&self) -> u64 {

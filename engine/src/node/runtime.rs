@@ -540,10 +540,14 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                 default(timeout) => {},
             }
             // Batch everything else already waiting into this Ready. When
-            // the queue runs dry, yield once: clients woken by the last
-            // apply are usually about to propose, and one Ready (one WAL
-            // write, one append per follower) for all of them is far
-            // cheaper than one each.
+            // the queue runs dry and other proposals of this replica are in
+            // flight (several clients), yield once: clients woken by the
+            // last apply are usually about to propose, and one Ready (one
+            // WAL write, one append per follower) for all of them is far
+            // cheaper than one each. With at most one proposal in flight (a
+            // lone client) or none (a follower) there is nobody to wait
+            // for, and a yield would only put the write's Ready behind
+            // whatever else is runnable on a busy core.
             let mut yielded = false;
             for _ in 0..MAX_BATCH_INPUTS {
                 let mut any = false;
@@ -568,7 +572,7 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                     any = true;
                 }
                 if !any {
-                    if yielded {
+                    if yielded || self.core.pending_proposals() < 2 {
                         break;
                     }
                     yielded = true;
