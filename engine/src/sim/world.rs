@@ -95,6 +95,9 @@ struct Live {
     sm: Arc<StateMachine>,
     durable_rx: Receiver<Durable>,
     durable_tx: Sender<Durable>,
+    /// Messages riding submitted tasks ([`crate::node::PersistTask::messages`], as in
+    /// the runtime), sent when the WAL reports the task durable.
+    riding: std::collections::HashMap<u64, Vec<tandem_raft::Message>>,
     applying: VecDeque<ApplyTask<CommandResult>>,
     sync_scheduled: bool,
     apply_scheduled: bool,
@@ -371,7 +374,10 @@ impl World {
         let incarnation = (self.opts.seed << 16) ^ (r.id << 8) ^ r.incarnation;
         let core = NodeCore::new(&self.config(r.id), storage.clone(), applied, incarnation)
             .map_err(err("start node core"))?
-            .with_snapshots(catalog, newest);
+            .with_snapshots(catalog, newest)
+            // As the threaded runtime: acknowledgements leave from the WAL
+            // writer's completion.
+            .with_messages_in_persist_tasks();
         let (durable_tx, durable_rx) = unbounded();
         r.durable_image = sm.raw_image().map_err(err("image"))?;
         r.images.clear();
@@ -384,6 +390,7 @@ impl World {
             sm,
             durable_rx,
             durable_tx,
+            riding: std::collections::HashMap::new(),
             applying: VecDeque::new(),
             sync_scheduled: false,
             apply_scheduled: false,
@@ -891,6 +898,9 @@ impl World {
                     self.sched.schedule_after(down, Event::Restart(id));
                     return Ok(());
                 }
+                if !task.messages.is_empty() {
+                    live.riding.insert(number, task.messages);
+                }
                 submitted.push(number);
             }
             let incarnation = self.replicas[&id].incarnation;
@@ -908,8 +918,13 @@ impl World {
             }
             if self.opts.planted == PlantedBug::AckBeforeFsync {
                 let live = self.live_mut(id).expect("live");
+                let mut early = Vec::new();
                 for n in submitted {
+                    early.extend(live.riding.remove(&n).unwrap_or_default());
                     live.core.on_persisted(n);
+                }
+                for m in early {
+                    self.send(Envelope::raft(1, m));
                 }
             }
             if flush_durable {
@@ -1108,10 +1123,16 @@ impl World {
                 Err(e) => failed = Some(e.to_string()),
             }
         }
+        let mut riding = Vec::new();
         if planted != PlantedBug::AckBeforeFsync {
             for n in done {
+                // As the runtime's writer: the task's messages leave first.
+                riding.extend(live.riding.remove(&n).unwrap_or_default());
                 live.core.on_persisted(n);
             }
+        }
+        for m in riding {
+            self.send(Envelope::raft(1, m));
         }
         if let Some(e) = failed {
             self.trace(|| format!("replica {id}: WAL write failed ({e}); it stops"));
