@@ -103,7 +103,9 @@ pub enum TransportError {
 }
 
 /// Sends envelopes to other replicas. Implementations must not block for
-/// long: the raft loop calls `send` inline.
+/// long: the raft loop calls `send` inline, and so does the WAL's writer
+/// thread for the acknowledgements it releases once their entries are
+/// durable (a slow `send` there delays every later group commit).
 pub trait Transport: Send + Sync + 'static {
     /// Send one envelope (best effort: it may be lost, delayed, reordered).
     ///
