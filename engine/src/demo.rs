@@ -431,6 +431,21 @@ fn apply_floor(dir: &Path, value_bytes: usize, group: u64) -> Result<(Duration, 
     Ok((cpu / WRITES as u32, wall / WRITES as u32))
 }
 
+/// The workload of `tandem bench`.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchLoad<'a> {
+    /// Concurrent clients, one run per value.
+    pub clients: &'a [usize],
+    /// Seconds per run.
+    pub seconds: u64,
+    /// Value size in bytes.
+    pub value_bytes: usize,
+    /// Key space (see [`bench`]).
+    pub keys: u64,
+    /// Sync the logs (the default) or not.
+    pub fsync: bool,
+}
+
 /// Key `n` of the key space of `tandem bench --keys`.
 fn bench_key(n: u64) -> String {
     format!("bench/{n:010}")
@@ -467,21 +482,34 @@ fn preload_keys(db: &Db, keys: u64, value_bytes: usize) -> Result<(), String> {
 /// state machine keeps splitting leaves); `n > 0` first loads `n` keys and
 /// then overwrites keys drawn uniformly from them (each client with its own
 /// seeded generator), the steady state of an update-heavy workload.
+///
+/// `fsync: false` runs the replicas with `SyncPolicy::Never`: what is left
+/// is the software path of a write (consensus, thread hand-offs, apply),
+/// free of the disk's latency and of its drift.
 pub fn bench(
     dir: &Path,
-    clients: &[usize],
-    seconds: u64,
-    value_bytes: usize,
-    keys: u64,
+    load: &BenchLoad<'_>,
     json_out: Option<&Path>,
     csv_out: Option<&Path>,
 ) -> Result<(), String> {
+    let BenchLoad {
+        clients,
+        seconds,
+        value_bytes,
+        keys,
+        fsync,
+    } = *load;
     let e = |e: tandem::Error| e.to_string();
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
     }
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    let cluster = Cluster::open(dir, demo_config()).map_err(e)?;
+    let mut config = demo_config();
+    if !fsync {
+        config.node.sync = tandem::SyncPolicy::Never;
+        println!("fsync OFF: the replicas never sync their logs (software path only)");
+    }
+    let cluster = Cluster::open(dir, config).map_err(e)?;
     let db = cluster.db();
     cluster.wait_leader(Duration::from_secs(30)).map_err(e)?;
     preload_keys(&db, keys, value_bytes)?;

@@ -46,6 +46,10 @@ enum Command {
         /// N loads N keys first and then overwrites keys drawn at random.
         #[arg(long, default_value_t = 0)]
         keys: u64,
+        /// Run the replicas without fsync (`SyncPolicy::Never`): measures
+        /// the software path of a write alone.
+        #[arg(long)]
+        no_fsync: bool,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -150,14 +154,18 @@ fn main() -> ExitCode {
             seconds,
             value_bytes,
             keys,
+            no_fsync,
             json,
             csv,
         } => demo::bench(
             &dir,
-            &clients,
-            seconds,
-            value_bytes,
-            keys,
+            &demo::BenchLoad {
+                clients: &clients,
+                seconds,
+                value_bytes,
+                keys,
+                fsync: !no_fsync,
+            },
             json.as_deref(),
             csv.as_deref(),
         ),
