@@ -67,6 +67,19 @@ fn config(id: u64, seed: u64) -> Config {
     }
 }
 
+/// Put `m` on the simulated network: dropped one time in 20, duplicated
+/// one time in 30, each copy delayed 0.1–20 ms.
+fn transmit(sched: &mut Scheduler<Event>, m: Message) {
+    if sched.chance(1, 20) {
+        return; // dropped
+    }
+    let copies = if sched.chance(1, 30) { 2 } else { 1 };
+    for _ in 0..copies {
+        let delay = sched.random_in(100, 20_000);
+        sched.schedule_after(delay, Event::Deliver(Box::new(m.clone())));
+    }
+}
+
 impl Sim {
     fn new(seed: u64, ack_before_durable: bool) -> Sim {
         let mut sched = Scheduler::new(seed, TieOrder::Random);
@@ -138,7 +151,12 @@ impl Sim {
                         w.set_hard_state(hs);
                     }
                     drop(w);
-                    // Lazy tasks are not reported (see `LogWriter`).
+                    // As a log writer: the messages riding the task leave
+                    // once it is durable (taken out already under the
+                    // planted bug); lazy tasks are not reported.
+                    for m in task.messages {
+                        transmit(&mut self.sched, m);
+                    }
                     if !self.ack_before_durable && !task.lazy {
                         replica
                             .core
@@ -216,29 +234,26 @@ impl Sim {
                 return Ok(());
             }
             for m in effects.send {
-                if self.sched.chance(1, 20) {
-                    continue; // dropped
-                }
-                let copies = if self.sched.chance(1, 30) { 2 } else { 1 };
-                for _ in 0..copies {
-                    let delay = self.sched.random_in(100, 20_000);
-                    self.sched
-                        .schedule_after(delay, Event::Deliver(Box::new(m.clone())));
-                }
+                transmit(&mut self.sched, m);
             }
-            for task in effects.persist {
+            for mut task in effects.persist {
                 let delay = self.sched.random_in(100, 5_000);
                 let at = replica.persist_at.max(self.sched.now() + delay);
                 replica.persist_at = at;
                 let number = task.number;
-                replica.persisting.push_back(task);
                 if self.ack_before_durable {
+                    // The planted bug: the messages that ride the task
+                    // leave before it is durable.
+                    for m in std::mem::take(&mut task.messages) {
+                        transmit(&mut self.sched, m);
+                    }
                     replica
                         .core
                         .as_mut()
                         .expect("polled, so alive")
                         .on_persisted(number);
                 }
+                replica.persisting.push_back(task);
                 let incarnation = replica.incarnation;
                 self.sched
                     .schedule_at(at, Event::Persisted { id, incarnation });

@@ -66,9 +66,15 @@ pub struct PersistTask {
     /// Messages to send once this task is durable (with everything
     /// submitted before it), before reporting it with
     /// [`NodeCore::on_persisted`]: raft's persisted messages of this Ready,
-    /// e.g. a follower's acknowledgement of the entries. Filled only by a
-    /// core built [`NodeCore::with_messages_in_persist_tasks`]; otherwise
-    /// `on_persisted` releases them to the next poll's [`Effects::send`].
+    /// e.g. a follower's acknowledgement of the entries. The log writer
+    /// sends them the moment the task is durable (in the threaded runtime,
+    /// from the WAL writer's completion: one thread hand-off less on every
+    /// write's critical path than a round through the raft loop). Messages
+    /// of a Ready with nothing to sync (or only a lazy hard state) wait in
+    /// the core for the Readies before it and leave in a later poll's
+    /// [`Effects::send`], so they may reach the network after messages of
+    /// later Readies; raft tolerates reordering, and every message still
+    /// leaves only after what it promises is durable. Empty for lazy tasks.
     pub messages: Vec<Message>,
 }
 
@@ -224,15 +230,13 @@ pub struct NodeCore<S: Storage, R> {
     proposals: Proposals<R>,
     reads: Reads,
     /// Readies handed to the WAL and not yet durable, with the messages
-    /// that must wait for them. `needs_io == false` marks a Ready with
+    /// that must wait for them (none for a Ready that needs IO: its
+    /// messages ride its [`PersistTask`]). `needs_io == false` marks a Ready with
     /// nothing to make durable (nothing to write, or a lazy commit-only
     /// hard state), released as soon as everything before it is.
     awaiting_persist: VecDeque<(u64, Vec<Message>, bool)>,
     /// Messages released by `on_persisted`, sent at the next `poll`.
     outbox: Vec<Message>,
-    /// Persisted messages travel in their [`PersistTask`] (see
-    /// [`NodeCore::with_messages_in_persist_tasks`]).
-    messages_in_tasks: bool,
     /// Applied index reported by the apply thread.
     applied: u64,
     /// Last index handed to the apply thread.
@@ -369,7 +373,6 @@ impl<S: Storage, R> NodeCore<S, R> {
             reads: Reads::new(cfg.id, incarnation, cfg.max_pending_requests),
             awaiting_persist: VecDeque::new(),
             outbox: Vec::new(),
-            messages_in_tasks: false,
             applied,
             apply_handed: applied,
             members: members_of(&initial.conf_state),
@@ -405,25 +408,6 @@ impl<S: Storage, R> NodeCore<S, R> {
             });
         }
         self.snap = Transfers::new(self.id, &self.cfg.snapshot, catalog, latest);
-        self
-    }
-
-    /// Put the messages that must wait for a Ready's durability into its
-    /// [`PersistTask::messages`], for the log writer to send the moment the
-    /// task is durable, instead of holding them until
-    /// [`NodeCore::on_persisted`] and the next poll.
-    ///
-    /// The threaded runtime does this: a follower's acknowledgement then
-    /// leaves from the WAL writer's completion, one thread hand-off (the
-    /// durability report to the raft loop, and that loop's turn) earlier on
-    /// every write's critical path. Messages of Readies that need no sync
-    /// of their own still wait in the core, so they may reach the network
-    /// after messages of later Readies sent by the writer; raft tolerates
-    /// reordering, and each message still leaves only after what it
-    /// acknowledges is durable.
-    #[must_use]
-    pub fn with_messages_in_persist_tasks(mut self) -> Self {
-        self.messages_in_tasks = true;
         self
     }
 
@@ -856,11 +840,11 @@ impl<S: Storage, R> NodeCore<S, R> {
                 if let (Some(f), Some(l)) = (entries.first(), entries.last()) {
                     self.compaction.record(f.index, l.index, bytes);
                 }
-                let messages = if self.messages_in_tasks && !lazy {
+                let messages = if lazy {
+                    Vec::new()
+                } else {
                     self.counters.messages_sent += persisted_msgs.len() as u64;
                     std::mem::take(&mut persisted_msgs)
-                } else {
-                    Vec::new()
                 };
                 fx.persist.push(PersistTask {
                     number,

@@ -319,7 +319,7 @@ impl<R: Send + 'static> Node<R> {
         }
 
         let mut lp = RaftLoop {
-            core: core.with_messages_in_persist_tasks(),
+            core,
             writer,
             transport,
             cluster_id: cfg.cluster_id,

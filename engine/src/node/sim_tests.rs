@@ -61,7 +61,9 @@ impl Sim {
         }
     }
 
-    fn persist(node: &mut Core, t: &PersistTask) {
+    /// Make `t` durable, then do what a log writer does: send the
+    /// messages riding it, and report it.
+    fn persist(node: &mut Core, t: &PersistTask, net: &mut Vec<Message>) {
         let store = node.raw().store().clone();
         let mut w = store.wl();
         if !t.entries.is_empty() {
@@ -71,7 +73,9 @@ impl Sim {
             w.set_hard_state(hs);
         }
         drop(w);
-        // Lazy tasks are not reported (see `LogWriter`).
+        // Lazy tasks carry no messages and are not reported (see
+        // `LogWriter`).
+        net.extend(t.messages.iter().cloned());
         if !t.lazy {
             node.on_persisted(t.number);
         }
@@ -95,7 +99,7 @@ impl Sim {
                     if self.hold_disk.contains(&id) {
                         self.held.entry(id).or_default().push(t);
                     } else {
-                        Self::persist(node, &t);
+                        Self::persist(node, &t, &mut self.net);
                     }
                 }
                 for task in fx.apply {
@@ -257,7 +261,7 @@ fn acknowledgements_wait_for_durability_but_leader_appends_do_not() {
     );
     let held = sim.held.remove(&1).unwrap();
     for t in &held {
-        Sim::persist(sim.nodes.get_mut(&1).unwrap(), t);
+        Sim::persist(sim.nodes.get_mut(&1).unwrap(), t, &mut sim.net);
     }
     sim.hold_disk.remove(&1);
     sim.settle();
@@ -265,7 +269,7 @@ fn acknowledgements_wait_for_durability_but_leader_appends_do_not() {
     // Node 2 finally persists and acknowledges.
     sim.hold_disk.remove(&2);
     for t in sim.held.remove(&2).unwrap() {
-        Sim::persist(sim.nodes.get_mut(&2).unwrap(), &t);
+        Sim::persist(sim.nodes.get_mut(&2).unwrap(), &t, &mut sim.net);
     }
     sim.heartbeat();
     assert_eq!(sim.applied[&2], sim.applied[&1]);
@@ -425,6 +429,8 @@ fn a_commit_only_hard_state_is_lazy_and_releases_nothing_early() {
         .expect("a task for the entries");
     assert!(!a.lazy, "entries (and a new term) must be synced");
     assert!(acks(&fx.send).is_empty(), "the ack waits for durability");
+    // It rides the task, for the log writer to send once durable.
+    assert_eq!(acks(&a.messages), vec![2]);
     // The same entries again, now with the commit index: only the commit
     // index changes, which needs no sync...
     f.step(Envelope::raft(1, append_msg(0, 0, &[1, 2], 2)));
@@ -434,6 +440,7 @@ fn a_commit_only_hard_state_is_lazy_and_releases_nothing_early() {
     assert!(b.lazy, "a commit-only hard state is lazy: {b:?}");
     assert!(b.entries.is_empty() && b.snapshot.is_none());
     assert_eq!(b.hard_state.map(|hs| hs.commit), Some(2));
+    assert!(b.messages.is_empty(), "nothing rides a lazy task");
     // ...but its ack promises entries 1..=2, whose write is still in
     // flight: it must wait for that write, not for the lazy one.
     assert!(
@@ -442,10 +449,20 @@ fn a_commit_only_hard_state_is_lazy_and_releases_nothing_early() {
         fx.send
     );
     assert!(fx.apply.is_empty(), "nothing applies before it is durable");
-    Sim::persist(f, &a);
+    let sent_before = f.counters().messages_sent;
+    let mut wire = Vec::new();
+    Sim::persist(f, &a, &mut wire);
     let fx = f.poll(now);
-    assert_eq!(acks(&fx.send), vec![2, 2]);
+    // `a`'s ack left with the task; the core releases the lazy Ready's ack
+    // now, and never `a`'s again.
+    assert_eq!(acks(&wire), vec![2]);
+    assert_eq!(acks(&fx.send), vec![2]);
     assert_eq!(fx.apply.len(), 1, "entries 1..=2 apply once durable");
+    assert_eq!(
+        f.counters().messages_sent,
+        sent_before + fx.send.len() as u64,
+        "a riding message is counted once, when it is put in its task"
+    );
     // With nothing in flight, a lazy Ready's messages leave at once.
     let mut hb = append_msg(0, 0, &[], 0);
     hb.msg_type = MessageType::MsgHeartbeat;
@@ -458,48 +475,6 @@ fn a_commit_only_hard_state_is_lazy_and_releases_nothing_early() {
         .iter()
         .any(|m| m.msg_type == MessageType::MsgHeartbeatResponse));
     assert!(f.counters().persist_tasks_lazy >= 1);
-}
-
-/// With [`NodeCore::with_messages_in_persist_tasks`] (the threaded
-/// runtime), an acknowledgement travels in its persist task — for the log
-/// writer to send once durable — and is never also released by
-/// `on_persisted`; messages of a Ready with nothing to sync still wait in
-/// the core for the writes before them.
-#[test]
-fn in_task_mode_an_ack_rides_its_persist_task_once() {
-    let store = MemStorage::new_with_conf_state(ConfState::from_voters(1..=3));
-    let mut f: Core = NodeCore::new(&Config::new(2), store, 0, 7)
-        .unwrap()
-        .with_messages_in_persist_tasks();
-    let now = Instant::now();
-    f.step(Envelope::raft(1, append_msg(0, 0, &[1, 2], 0)));
-    let fx = f.poll(now);
-    assert!(acks(&fx.send).is_empty(), "the ack waits for durability");
-    let a = fx
-        .persist
-        .into_iter()
-        .next()
-        .expect("a task for the entries");
-    assert!(!a.lazy);
-    assert_eq!(acks(&a.messages), vec![2], "the ack rides the task");
-    // A commit-only Ready behind it: lazy, nothing rides it, its ack waits
-    // in the core for the write in flight.
-    f.step(Envelope::raft(1, append_msg(0, 0, &[1, 2], 2)));
-    let fx = f.poll(now);
-    assert!(fx.persist.iter().all(|t| t.lazy && t.messages.is_empty()));
-    assert!(acks(&fx.send).is_empty(), "acked before durable");
-    let sent_before = f.counters().messages_sent;
-    // The writer makes `a` durable, sends `a.messages`, then reports: the
-    // core releases only the lazy Ready's ack, not `a`'s again.
-    f.raw().store().wl().append(&a.entries).unwrap();
-    f.on_persisted(a.number);
-    let fx = f.poll(now);
-    assert_eq!(acks(&fx.send), vec![2], "once, from the lazy Ready");
-    assert_eq!(fx.apply.len(), 1, "entries 1..=2 apply once durable");
-    assert_eq!(
-        f.counters().messages_sent,
-        sent_before + fx.send.len() as u64
-    );
 }
 
 #[test]

@@ -374,10 +374,7 @@ impl World {
         let incarnation = (self.opts.seed << 16) ^ (r.id << 8) ^ r.incarnation;
         let core = NodeCore::new(&self.config(r.id), storage.clone(), applied, incarnation)
             .map_err(err("start node core"))?
-            .with_snapshots(catalog, newest)
-            // As the threaded runtime: acknowledgements leave from the WAL
-            // writer's completion.
-            .with_messages_in_persist_tasks();
+            .with_snapshots(catalog, newest);
         let (durable_tx, durable_rx) = unbounded();
         r.durable_image = sm.raw_image().map_err(err("image"))?;
         r.images.clear();
