@@ -244,91 +244,100 @@ pub fn run(dir: &Path, writes: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Median latency of a 300-byte write + `fdatasync` into a preallocated,
-/// already-synced file (what the WAL does), measured in `dir`.
+/// A zero-filled, synced file in which `write` + `fdatasync` of one value
+/// is measured back to back (the condition the WAL writes in: no block
+/// allocation or extent conversion left for the sync). Removed on drop.
+struct SyncProbe {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    buf: Vec<u8>,
+    at: u64,
+}
+
+impl SyncProbe {
+    const FILE_BYTES: u64 = 4 << 20;
+
+    fn create(path: std::path::PathBuf, value_bytes: usize) -> Result<SyncProbe, String> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path).map_err(|e| Self::error(&path, &e))?;
+        file.write_all(&vec![0u8; Self::FILE_BYTES as usize])
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Self::error(&path, &e))?;
+        Ok(SyncProbe {
+            path,
+            file,
+            buf: vec![7u8; value_bytes.max(1)],
+            at: 0,
+        })
+    }
+
+    fn error(path: &Path, e: &std::io::Error) -> String {
+        format!("fdatasync probe in {}: {e}", path.display())
+    }
+
+    /// Write the value after the previous one (wrapping at the end of the
+    /// file) and `fdatasync`.
+    fn write_sync(&mut self) -> Result<(), String> {
+        use std::io::{Seek, SeekFrom, Write};
+        if self.at + self.buf.len() as u64 > Self::FILE_BYTES {
+            self.at = 0;
+        }
+        self.file
+            .seek(SeekFrom::Start(self.at))
+            .and_then(|_| self.file.write_all(&self.buf))
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| Self::error(&self.path, &e))?;
+        self.at += self.buf.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for SyncProbe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// p50 of `write(value_bytes)` + `fdatasync`, appended back to back for
-/// `run_for` into a zero-filled, synced file in `dir` (the condition the WAL
-/// writes in: no block allocation or extent conversion left for the sync).
+/// `run_for` (and at least 20 times) into a [`SyncProbe`] in `dir`.
 fn raw_fdatasync_us(dir: &Path, value_bytes: usize, run_for: Duration) -> Result<u64, String> {
-    use std::io::{Seek, SeekFrom, Write};
-    const FILE_BYTES: u64 = 16 << 20;
-    let path = dir.join("fdatasync-probe");
-    let err = |e: std::io::Error| format!("fdatasync probe in {}: {e}", path.display());
-    let mut f = std::fs::File::create(&path).map_err(err)?;
-    f.write_all(&vec![0u8; FILE_BYTES as usize])
-        .and_then(|()| f.sync_all())
-        .map_err(err)?;
-    let buf = vec![7u8; value_bytes.max(1)];
+    let mut probe = SyncProbe::create(dir.join("fdatasync-probe"), value_bytes)?;
     let mut lat = Vec::new();
-    let mut at = 0u64;
     let end = Instant::now() + run_for;
     while Instant::now() < end || lat.len() < 20 {
-        if at + buf.len() as u64 > FILE_BYTES {
-            at = 0;
-        }
         let t = Instant::now();
-        f.seek(SeekFrom::Start(at))
-            .and_then(|_| f.write_all(&buf))
-            .and_then(|()| f.sync_data())
-            .map_err(err)?;
+        probe.write_sync()?;
         lat.push(t.elapsed().as_micros() as u64);
-        at += buf.len() as u64;
     }
-    drop(f);
-    let _ = std::fs::remove_file(&path);
     lat.sort_unstable();
     Ok(percentile(&lat, 0.5))
 }
 
 /// p50, in µs, of the time until the *second* of three concurrent
-/// `write` + `fdatasync`s (one zero-filled file each, started together)
+/// `write` + `fdatasync`s (one [`SyncProbe`] each, started together)
 /// completes: the durability part of a 3-replica commit on this one disk
 /// (the leader and one follower), with no consensus work at all. Concurrent
 /// syncs of one device are slower than a lone one, so this — not the lone
 /// fdatasync — is the floor under a 3-replica write here.
 fn quorum_fdatasync_us(dir: &Path, value_bytes: usize, run_for: Duration) -> Result<u64, String> {
-    use std::io::{Seek, SeekFrom, Write};
     use std::sync::Barrier;
-    const FILE_BYTES: u64 = 4 << 20;
     const REPLICAS: usize = 3;
-    let mut files = Vec::new();
-    for i in 0..REPLICAS {
-        let path = dir.join(format!("quorum-probe-{i}"));
-        let err = |e: std::io::Error| format!("fdatasync probe in {}: {e}", path.display());
-        let mut f = std::fs::File::create(&path).map_err(err)?;
-        f.write_all(&vec![0u8; FILE_BYTES as usize])
-            .and_then(|()| f.sync_all())
-            .map_err(err)?;
-        files.push((path, f));
-    }
-    let buf = vec![7u8; value_bytes.max(1)];
+    let mut probes = (0..REPLICAS)
+        .map(|i| SyncProbe::create(dir.join(format!("quorum-probe-{i}")), value_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
     let stop = AtomicBool::new(false);
     let start = Barrier::new(REPLICAS + 1);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<Result<Instant, String>>();
     let mut lat = Vec::new();
     std::thread::scope(|s| {
-        for (path, f) in &mut files {
-            let (buf, start, stop, done_tx) = (&buf, &start, &stop, done_tx.clone());
-            let path = path.clone();
-            s.spawn(move || {
-                let mut at = 0u64;
-                loop {
-                    start.wait();
-                    if stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if at + buf.len() as u64 > FILE_BYTES {
-                        at = 0;
-                    }
-                    let r = f
-                        .seek(SeekFrom::Start(at))
-                        .and_then(|_| f.write_all(buf))
-                        .and_then(|()| f.sync_data())
-                        .map(|()| Instant::now())
-                        .map_err(|e| format!("fdatasync probe in {}: {e}", path.display()));
-                    at += buf.len() as u64;
-                    let _ = done_tx.send(r);
+        for probe in &mut probes {
+            let (start, stop, done_tx) = (&start, &stop, done_tx.clone());
+            s.spawn(move || loop {
+                start.wait();
+                if stop.load(Ordering::Acquire) {
+                    return;
                 }
+                let _ = done_tx.send(probe.write_sync().map(|()| Instant::now()));
             });
         }
         let end = Instant::now() + run_for;
@@ -352,10 +361,6 @@ fn quorum_fdatasync_us(dir: &Path, value_bytes: usize, run_for: Duration) -> Res
         start.wait();
         result
     })?;
-    for (path, f) in files {
-        drop(f);
-        let _ = std::fs::remove_file(path);
-    }
     lat.sort_unstable();
     Ok(percentile(&lat, 0.5))
 }
@@ -741,6 +746,29 @@ mod bench_output_tests {
         let json = serde_json::to_string(std::slice::from_ref(&row)).unwrap();
         let back: Vec<BenchRow> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, vec![row]);
+    }
+
+    #[test]
+    fn a_sync_probe_wraps_in_its_file_and_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("probe");
+        let value = 1 << 20;
+        let mut probe = SyncProbe::create(path.clone(), value).unwrap();
+        let fits = SyncProbe::FILE_BYTES / value as u64;
+        for _ in 0..=fits {
+            probe.write_sync().unwrap();
+        }
+        // The write after the last one that fits went back to the start.
+        assert_eq!(probe.at, value as u64);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            SyncProbe::FILE_BYTES
+        );
+        drop(probe);
+        assert!(!path.exists(), "the probe removes its file");
+        let missing = dir.path().join("no-such-dir").join("probe");
+        let err = SyncProbe::create(missing, 256).err().expect("no directory");
+        assert!(err.contains("no-such-dir"), "{err}");
     }
 
     #[test]
