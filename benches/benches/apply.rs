@@ -1,8 +1,12 @@
 //! State machine apply throughput against raw sled, in the same run.
 //!
 //! One iteration applies a group of committed entries, each a `WriteBatch`
-//! of `writes` inserts of 100-byte values, with `StateMachine::apply` (one
-//! sled atomic batch with the applied index). The baseline builds a
+//! of `writes` inserts of 100-byte values, with `StateMachine::apply`:
+//! with the default options the writes are held in memory and written to
+//! sled as one atomic batch with the applied index per 1024 entries (that
+//! cost falls inside the iterations that reach the bound); with
+//! `write_behind_entries: 0` (`tandem_sm_write_through`), one sled batch
+//! per call. The baseline builds a
 //! `sled::Batch` of exactly the same writes and calls `Tree::apply_batch` on
 //! a plain sled database with the same configuration. Throughput is in
 //! entries per second; the goal is at least 0.8x the baseline.
@@ -93,82 +97,89 @@ fn open_raw(path: &std::path::Path) -> sled::Db {
 }
 
 /// Alternate short rounds of the sides; print entries/s of each and the
-/// ratios of the totals. The third side, `raw sled + index`, is the
-/// baseline's batch plus one more insert of 16 bytes under a key sorting
-/// before every user key — the shape of what Tandem must write (the applied
-/// index and term go into the same atomic batch): it separates the cost of
-/// that one extra insert from the rest of Tandem's apply path.
+/// ratios of the totals.
+///
+/// - `tandem` is `StateMachine::apply` with the default options: it holds
+///   applied writes in memory and writes them to sled as one batch when
+///   1024 entries are held (write-behind). Each round ends with
+///   `flush_pending` INSIDE the timed part, so every write it applied is in
+///   sled when its time stops, as on the other sides.
+/// - `tandem write-through` is the same with `write_behind_entries: 0`:
+///   one sled batch per apply call.
+/// - `raw sled + index` is the baseline's batch plus one more insert of 16
+///   bytes under a key sorting before every user key — the shape of what a
+///   write-through apply must write (the applied index and term go into the
+///   same atomic batch): it separates the cost of that one extra insert
+///   from the rest of Tandem's apply path.
 fn interleaved_ratio(writes: usize, group: u64) {
     const ROUNDS: usize = 40;
     let calls_per_round = (2048 / (group as usize * writes)).max(4);
     let dir = tempfile::tempdir().unwrap();
     let sm = StateMachine::open(dir.path().join("sm"), &sm_options()).unwrap();
+    let sm_wt = StateMachine::open(dir.path().join("sm_wt"), &write_through()).unwrap();
     let db = open_raw(&dir.path().join("raw"));
     let db_ix = open_raw(&dir.path().join("raw_ix"));
-    let (mut index, mut next_sm, mut next_raw, mut next_ix) = (0u64, 0u64, 0u64, 0u64);
-    let (mut t_sm, mut t_raw, mut t_ix) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut index, mut index_wt) = (0u64, 0u64);
+    let mut next = [0u64; 4];
+    let mut total = [Duration::ZERO; 4];
+    let run_sm = |sm: &StateMachine, groups: Vec<Vec<Entry>>| {
+        let start = Instant::now();
+        for entries in groups {
+            black_box(sm.apply(&entries).unwrap());
+        }
+        sm.flush_pending().unwrap();
+        start.elapsed()
+    };
+    let run_raw = |db: &sled::Db, raws: Vec<Vec<Writes>>, index: bool| {
+        let start = Instant::now();
+        for (n, entries) in raws.into_iter().enumerate() {
+            let mut batch = raw_batch(entries);
+            if index {
+                batch.insert(&b"\x00applied"[..], &(n as u128).to_le_bytes()[..]);
+            }
+            db.apply_batch(batch).unwrap();
+        }
+        start.elapsed()
+    };
     for round in 0..ROUNDS {
         let groups: Vec<_> = (0..calls_per_round)
-            .map(|_| entries_at(&mut index, &mut next_sm, group, writes))
+            .map(|_| entries_at(&mut index, &mut next[0], group, writes))
             .collect();
-        let raws = raw_calls(&mut next_raw, calls_per_round, group, writes);
-        let run_sm = |groups: Vec<Vec<Entry>>| {
-            let start = Instant::now();
-            for entries in groups {
-                black_box(sm.apply(&entries).unwrap());
-            }
-            start.elapsed()
-        };
-        let ixs = raw_calls(&mut next_ix, calls_per_round, group, writes);
-        let run_raw = |raws: Vec<Vec<Writes>>| {
-            let start = Instant::now();
-            for entries in raws {
-                db.apply_batch(raw_batch(entries)).unwrap();
-            }
-            start.elapsed()
-        };
-        let run_ix = |ixs: Vec<Vec<Writes>>| {
-            let start = Instant::now();
-            for (n, entries) in ixs.into_iter().enumerate() {
-                let mut batch = raw_batch(entries);
-                batch.insert(&b"\x00applied"[..], &(n as u128).to_le_bytes()[..]);
-                db_ix.apply_batch(batch).unwrap();
-            }
-            start.elapsed()
-        };
+        let groups_wt: Vec<_> = (0..calls_per_round)
+            .map(|_| entries_at(&mut index_wt, &mut next[1], group, writes))
+            .collect();
+        let raws = raw_calls(&mut next[2], calls_per_round, group, writes);
+        let ixs = raw_calls(&mut next[3], calls_per_round, group, writes);
+        let mut inputs = (Some(groups), Some(groups_wt), Some(raws), Some(ixs));
         // Rotate which side goes first; the first rounds warm up.
-        let (a, b, c) = match round % 3 {
-            0 => {
-                let a = run_sm(groups);
-                let b = run_raw(raws);
-                (a, b, run_ix(ixs))
+        for k in 0..4 {
+            let side = (round + k) % 4;
+            let t = match side {
+                0 => run_sm(&sm, inputs.0.take().expect("once")),
+                1 => run_sm(&sm_wt, inputs.1.take().expect("once")),
+                2 => run_raw(&db, inputs.2.take().expect("once"), false),
+                _ => run_raw(&db_ix, inputs.3.take().expect("once"), true),
+            };
+            if round >= 4 {
+                total[side] += t;
             }
-            1 => {
-                let b = run_raw(raws);
-                let c = run_ix(ixs);
-                (run_sm(groups), b, c)
-            }
-            _ => {
-                let c = run_ix(ixs);
-                let a = run_sm(groups);
-                (a, run_raw(raws), c)
-            }
-        };
-        if round >= 4 {
-            t_sm += a;
-            t_raw += b;
-            t_ix += c;
         }
     }
     let entries = ((ROUNDS - 4) * calls_per_round) as f64 * group as f64;
+    let rate = |t: Duration| entries / t.as_secs_f64();
+    let [t_sm, t_wt, t_raw, t_ix] = total.map(|t| t.as_secs_f64());
     println!(
-        "interleaved apply/{writes}w_x{group}e: tandem_sm {:.0} entries/s, raw sled {:.0} entries/s, ratio {:.2}; raw sled + index {:.0} entries/s, tandem / that {:.2}, raw sled + index / raw sled {:.2}",
-        entries / t_sm.as_secs_f64(),
-        entries / t_raw.as_secs_f64(),
-        t_raw.as_secs_f64() / t_sm.as_secs_f64(),
-        entries / t_ix.as_secs_f64(),
-        t_ix.as_secs_f64() / t_sm.as_secs_f64(),
-        t_raw.as_secs_f64() / t_ix.as_secs_f64(),
+        "interleaved apply/{writes}w_x{group}e: tandem {:.0} entries/s, raw sled {:.0} entries/s, ratio {:.2}; \
+         tandem write-through {:.0} entries/s, ratio {:.2}; raw sled + index {:.0} entries/s, \
+         write-through / that {:.2}, raw sled + index / raw sled {:.2}",
+        rate(total[0]),
+        rate(total[2]),
+        t_raw / t_sm,
+        rate(total[1]),
+        t_raw / t_wt,
+        rate(total[3]),
+        t_ix / t_wt,
+        t_raw / t_ix,
     );
 }
 
@@ -178,6 +189,14 @@ fn sm_options() -> SmOptions {
     SmOptions {
         cache_bytes: 256 * 1024 * 1024,
         sled_flush_every_ms: Some(500),
+        ..SmOptions::default()
+    }
+}
+
+fn write_through() -> SmOptions {
+    SmOptions {
+        write_behind_entries: 0,
+        ..sm_options()
     }
 }
 
@@ -192,6 +211,17 @@ fn bench_apply(c: &mut Criterion) {
         let sm = StateMachine::open(dir.path().join("sm"), &sm_options()).unwrap();
         let (mut index, mut next) = (0u64, 0u64);
         g.bench_function("tandem_sm", |b| {
+            b.iter_batched(
+                || entries_at(&mut index, &mut next, group, writes),
+                |entries| black_box(sm.apply(&entries).unwrap()),
+                BatchSize::SmallInput,
+            );
+        });
+        drop(sm);
+
+        let sm = StateMachine::open(dir.path().join("sm_wt"), &write_through()).unwrap();
+        let (mut index, mut next) = (0u64, 0u64);
+        g.bench_function("tandem_sm_write_through", |b| {
             b.iter_batched(
                 || entries_at(&mut index, &mut next, group, writes),
                 |entries| black_box(sm.apply(&entries).unwrap()),

@@ -442,6 +442,9 @@ pub fn engine_model(data: &[u8]) {
     let opts = SmOptions {
         cache_bytes: 1024 * 1024,
         sled_flush_every_ms: None,
+        // Small, so inputs cross the write-behind bound both ways.
+        write_behind_entries: 3,
+        ..SmOptions::default()
     };
     let sm = StateMachine::open(&dir.0, &opts).expect("open state machine");
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();

@@ -146,6 +146,15 @@ impl Applier for StateMachine {
             conf_changes: out.conf_changes.into_iter().map(|c| c.change).collect(),
         })
     }
+
+    fn has_pending(&self) -> bool {
+        StateMachine::has_pending(self)
+    }
+
+    fn write_pending(&self) -> Result<()> {
+        self.flush_pending()?;
+        Ok(())
+    }
 }
 
 /// The WAL options a replica's configuration implies: the segment size

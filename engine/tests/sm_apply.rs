@@ -422,3 +422,101 @@ fn flushes_and_reads_run_concurrently_with_apply() {
     assert_eq!(sm.flush_durable().unwrap(), GROUPS);
     assert_eq!(sm.durable_applied(), GROUPS);
 }
+
+/// Whether sled itself (not the held writes) has user key `k`.
+fn in_sled(sm: &StateMachine, k: &str) -> bool {
+    let mut key = vec![0x01];
+    key.extend_from_slice(k.as_bytes());
+    sm.raw_image()
+        .unwrap()
+        .iter()
+        .any(|(stored, _)| stored.as_ref() == key.as_slice())
+}
+
+#[test]
+fn held_writes_are_read_before_sled_and_written_as_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm = open(dir.path());
+    sm.apply(&[entry(1, 1, &put("a", "1")), entry(2, 1, &put("gone", "x"))])
+        .unwrap();
+    assert!(sm.flush_pending().unwrap(), "there was something to write");
+    assert!(!sm.flush_pending().unwrap(), "and then nothing");
+    assert_eq!(sm.written_index(), 2);
+
+    let mut rm = WriteBatch::new();
+    rm.remove(&b"gone"[..]);
+    let out = sm
+        .apply(&[
+            entry(3, 1, &put("b", "1")),
+            entry(4, 1, &Command::Batch(rm)),
+        ])
+        .unwrap();
+    assert_eq!(out.applied_index, 4);
+    // A later call's compare-and-swap sees the held writes.
+    let out = sm
+        .apply(&[
+            entry(5, 2, &cas("b", Some("1"), Some("2"))),
+            entry(6, 2, &cas("gone", None, None)),
+        ])
+        .unwrap();
+    assert_eq!(out.results[0].result, CommandResult::Cas(Ok(())));
+    assert_eq!(out.results[1].result, CommandResult::Cas(Ok(())));
+    assert!(sm.has_pending());
+    assert_eq!((sm.applied_index(), sm.written_index()), (6, 2));
+    assert!(!in_sled(&sm, "b") && in_sled(&sm, "gone"), "sled is behind");
+    // Point reads see the applied state.
+    assert_eq!(get(&sm, "b").as_deref(), Some("2"));
+    assert_eq!(get(&sm, "gone"), None);
+    assert_eq!(get(&sm, "a").as_deref(), Some("1"));
+    // A scan writes the held writes first and sees them all.
+    let keys: Vec<_> = sm
+        .range::<&[u8], _>(..)
+        .map(|r| String::from_utf8(r.unwrap().0.to_vec()).unwrap())
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+    assert!(!sm.has_pending());
+    assert_eq!(sm.written_index(), 6);
+    assert!(in_sled(&sm, "b") && !in_sled(&sm, "gone"));
+
+    // Held writes survive a reopen of the same process (drop writes them).
+    sm.apply(&[entry(7, 2, &put("c", "1"))]).unwrap();
+    assert_eq!(sm.written_index(), 6);
+    drop(sm);
+    let sm = open(dir.path());
+    assert_eq!(sm.applied(), (7, 2));
+    assert_eq!(get(&sm, "c").as_deref(), Some("1"));
+}
+
+#[test]
+fn held_writes_are_bounded_by_entries_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SmOptions {
+        write_behind_entries: 3,
+        write_behind_bytes: 1000,
+        ..SmOptions::default()
+    };
+    let sm = StateMachine::open(dir.path(), &opts).unwrap();
+    sm.apply(&[entry(1, 1, &put("a", "1")), entry(2, 1, &put("b", "1"))])
+        .unwrap();
+    assert_eq!(sm.written_index(), 0, "two of three entries are held");
+    sm.apply(&[entry(3, 1, &Command::Noop)]).unwrap();
+    assert_eq!(sm.written_index(), 3, "the third reaches the bound");
+    let mut big = WriteBatch::new();
+    big.insert(&b"big"[..], vec![7u8; 1000]);
+    sm.apply(&[entry(4, 1, &Command::Batch(big))]).unwrap();
+    assert_eq!(sm.written_index(), 4, "1000 bytes reach the byte bound");
+    drop(sm);
+
+    // Write-through: sled is current after every call.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SmOptions {
+        write_behind_entries: 0,
+        ..SmOptions::default()
+    };
+    let sm = StateMachine::open(dir.path(), &opts).unwrap();
+    for i in 1..=3 {
+        sm.apply(&[entry(i, 1, &put("k", "v"))]).unwrap();
+        assert_eq!(sm.written_index(), i);
+        assert!(!sm.has_pending());
+    }
+}

@@ -20,8 +20,19 @@ fn model_at(index: u64) -> Model {
 
 #[test]
 fn capture_iterates_the_state_at_its_index_while_applying_continues() {
+    // Write-through, a few entries held, the default (whose held writes
+    // reach sled when the loop below flushes them, as a tick would).
+    for write_behind_entries in [0, 4, 1024] {
+        capture_at_index(&SmOptions {
+            write_behind_entries,
+            ..SmOptions::default()
+        });
+    }
+}
+
+fn capture_at_index(opts: &SmOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let sm = StateMachine::open(dir.path(), &SmOptions::default()).unwrap();
+    let sm = StateMachine::open(dir.path(), opts).unwrap();
     let apply = |from: u64, to: u64| {
         let entries: Vec<_> = (from..=to)
             .map(|i| entry(i, 1, &command_at(SEED, i, 8)))
@@ -45,6 +56,9 @@ fn capture_iterates_the_state_at_its_index_while_applying_continues() {
         if n % 3 == 0 {
             apply(next, next + 4);
             next += 5;
+        }
+        if n % 7 == 0 {
+            sm.flush_pending().unwrap();
         }
     }
     sm.end_snapshot_capture();

@@ -44,6 +44,9 @@ fn sm_options(round: u64) -> SmOptions {
     SmOptions {
         // Vary sled's own background flushing between rounds.
         sled_flush_every_ms: if round % 2 == 0 { None } else { Some(20) },
+        // And how many applied entries are held before sled sees them:
+        // write-through, a few, the default.
+        write_behind_entries: [0, 4, 1024][(round % 3) as usize],
         ..SmOptions::default()
     }
 }

@@ -62,9 +62,10 @@ proptest! {
     fn state_machine_matches_the_model(
         commands in proptest::collection::vec(command(), 1..80),
         groups in proptest::collection::vec((1usize..10, proptest::bool::weighted(0.2), 0usize..4), 1..80),
+        write_behind_entries in prop_oneof![Just(0usize), Just(1), Just(3), Just(1024)],
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let opts = SmOptions { sled_flush_every_ms: None, ..SmOptions::default() };
+        let opts = SmOptions { sled_flush_every_ms: None, write_behind_entries, ..SmOptions::default() };
         let mut sm = StateMachine::open(dir.path(), &opts).unwrap();
         let mut model = Model::default();
         let entries: Vec<Entry> = commands
@@ -101,6 +102,12 @@ proptest! {
             next = end;
             prop_assert_eq!(sm.applied().0, model.applied);
             prop_assert_eq!(out.applied_index, model.applied);
+            // sled holds a prefix of the applied entries, all of them when
+            // nothing may be held back.
+            prop_assert!(sm.written_index() <= model.applied);
+            if write_behind_entries == 0 {
+                prop_assert_eq!(sm.written_index(), model.applied);
+            }
             if *reopen {
                 if *back > 0 {
                     prop_assert_eq!(sm.flush_durable().unwrap(), model.applied);

@@ -24,14 +24,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use tandem_raft::{ConfChangeV2, Entry, EntryType, MemStorage, Storage};
 use tandem_snapshot::{Manifest, TransferMsg};
 
 use super::core::{ApplyTask, NodeCore, NodeStatus, PersistTask};
 use super::oneshot;
-use super::proposals::Responder;
+use super::proposals::{CommittedProposal, Responder};
 use super::snapshots::{SnapshotEvent, SnapshotJob};
 use crate::config::{Config, ReadConsistency};
 use crate::error::{Error, Result};
@@ -209,6 +209,21 @@ pub trait Applier: Send + Sync + 'static {
     /// # Errors
     /// If the state machine cannot apply them; the replica then stops.
     fn apply(&self, entries: &[Entry]) -> Result<Applied<Self::Output>>;
+
+    /// Whether applied results are held in memory, to be written to
+    /// storage by [`Applier::write_pending`] (write-behind). The apply
+    /// thread then calls `write_pending` at most one tick later.
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// Write what is held in memory to storage.
+    ///
+    /// # Errors
+    /// If storage fails; the replica then stops.
+    fn write_pending(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 enum Cmd<R> {
@@ -277,6 +292,7 @@ impl<R: Send + 'static> Node<R> {
         let spawn_err = |e: std::io::Error| Error::io("thread", e);
 
         let apply_failed = Arc::clone(&failed);
+        let tick = cfg.tick_interval;
         let apply_queue = ApplyQueue {
             rx: apply_rx,
             carry: None,
@@ -284,7 +300,9 @@ impl<R: Send + 'static> Node<R> {
         };
         let apply_thread = std::thread::Builder::new()
             .name(format!("tandem-apply-{id}"))
-            .spawn(move || apply_loop(&*applier, apply_queue, &applied_tx, &apply_failed))
+            .spawn(move || {
+                apply_loop(&*applier, apply_queue, tick, &applied_tx, &apply_failed);
+            })
             .map_err(spawn_err)?;
         let mut threads = vec![apply_thread];
 
@@ -869,12 +887,20 @@ struct ApplyQueue<R> {
 }
 
 impl<R> ApplyQueue<R> {
-    /// The next group, waiting for one; `None` once the raft loop is gone
-    /// and everything queued was handed out.
-    fn next_group(&mut self) -> Option<ApplyTask<R>> {
+    /// The next group, waiting for one until `deadline` (or for ever);
+    /// [`Next::Closed`] once the raft loop is gone and everything queued
+    /// was handed out.
+    fn next_group(&mut self, deadline: Option<Instant>) -> Next<ApplyTask<R>> {
         let mut group = match self.carry.take() {
             Some(t) => t,
-            None => self.rx.recv().ok()?,
+            None => match deadline.map_or_else(
+                || self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                |d| self.rx.recv_deadline(d),
+            ) {
+                Ok(t) => t,
+                Err(RecvTimeoutError::Timeout) => return Next::Timeout,
+                Err(RecvTimeoutError::Disconnected) => return Next::Closed,
+            },
         };
         while group.entries.len() < self.max_entries {
             let Ok(next) = self.rx.try_recv() else { break };
@@ -890,18 +916,61 @@ impl<R> ApplyQueue<R> {
             group.entries.extend(next.entries);
             group.waiters.extend(next.waiters);
         }
-        Some(group)
+        Next::Group(group)
     }
 }
 
+/// What [`ApplyQueue::next_group`] found.
+enum Next<T> {
+    Group(T),
+    /// The deadline passed with nothing queued.
+    Timeout,
+    /// The raft loop is gone and nothing is queued.
+    Closed,
+}
+
+/// Stop the replica after a failed apply or write: waiters of `task` (if
+/// any) get the error.
+fn apply_failed<R>(e: &Error, waiters: Vec<CommittedProposal<R>>, failed: &Mutex<Option<String>>) {
+    tracing::error!(error = %e, "apply failed; the replica stops");
+    for w in waiters {
+        let _ = w.tx.send(Err(e.clone()));
+    }
+    *failed.lock() = Some(format!("apply failed: {e}"));
+}
+
+/// The apply thread: applies groups of committed tasks and answers their
+/// proposers. An applier that holds results in memory (write-behind) has
+/// them written within `write_every` of the first one held, even while
+/// tasks keep arriving, and before the thread ends.
 fn apply_loop<A: Applier>(
     applier: &A,
     mut queue: ApplyQueue<A::Output>,
+    write_every: Duration,
     applied_tx: &Sender<(u64, Vec<ConfChangeV2>)>,
     failed: &Mutex<Option<String>>,
 ) {
-    while let Some(task) = queue.next_group() {
-        match applier.apply(&task.entries) {
+    let mut write_due: Option<Instant> = None;
+    loop {
+        if write_due.is_some_and(|due| Instant::now() >= due) {
+            write_due = None;
+            if let Err(e) = applier.write_pending() {
+                apply_failed::<A::Output>(&e, Vec::new(), failed);
+                return;
+            }
+        }
+        let task = match queue.next_group(write_due) {
+            Next::Group(task) => task,
+            Next::Timeout => continue,
+            Next::Closed => break,
+        };
+        let result = applier.apply(&task.entries);
+        if applier.has_pending() {
+            write_due.get_or_insert_with(|| Instant::now() + write_every);
+        } else {
+            write_due = None;
+        }
+        match result {
             Ok(out) => {
                 // Report to the raft loop before answering: a client that
                 // has its answer and then asks the replica (status, a
@@ -932,18 +1001,17 @@ fn apply_loop<A: Applier>(
                     ))));
                 }
                 if loop_gone {
-                    return;
+                    break;
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "apply failed; the replica stops");
-                for w in task.waiters {
-                    let _ = w.tx.send(Err(e.clone()));
-                }
-                *failed.lock() = Some(format!("apply failed: {e}"));
+                apply_failed(&e, task.waiters, failed);
                 return;
             }
         }
+    }
+    if let Err(e) = applier.write_pending() {
+        apply_failed::<A::Output>(&e, Vec::new(), failed);
     }
 }
 
@@ -1116,7 +1184,7 @@ mod tests {
         }
         drop(tx);
         let mut groups = Vec::new();
-        while let Some(g) = q.next_group() {
+        while let Next::Group(g) = q.next_group(None) {
             let indexes: Vec<u64> = g.entries.iter().map(|e| e.index).collect();
             let waiters: Vec<u64> = g.waiters.iter().map(|w| w.index).collect();
             groups.push((indexes, waiters));
@@ -1132,6 +1200,100 @@ mod tests {
                 (vec![12], vec![12]),
             ]
         );
+    }
+
+    /// An applier that holds what it applies until `write_pending`, and
+    /// counts the writes.
+    #[derive(Default)]
+    struct Holding {
+        held: std::sync::atomic::AtomicBool,
+        writes: std::sync::atomic::AtomicU64,
+    }
+
+    impl Applier for Holding {
+        type Output = u64;
+
+        fn apply(&self, entries: &[Entry]) -> Result<Applied<u64>> {
+            self.held.store(true, Ordering::SeqCst);
+            Ok(Applied {
+                applied_index: entries.last().map_or(0, |e| e.index),
+                results: entries.iter().map(|e| (e.index, e.index)).collect(),
+                conf_changes: Vec::new(),
+            })
+        }
+
+        fn has_pending(&self) -> bool {
+            self.held.load(Ordering::SeqCst)
+        }
+
+        fn write_pending(&self) -> Result<()> {
+            if self.held.swap(false, Ordering::SeqCst) {
+                self.writes.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    }
+
+    fn run_apply_loop(
+        applier: &Arc<Holding>,
+        write_every: Duration,
+    ) -> (Sender<ApplyTask<u64>>, JoinHandle<()>) {
+        let (tx, rx) = bounded(16);
+        let (applied_tx, applied_rx) = unbounded();
+        let applier = Arc::clone(applier);
+        let handle = std::thread::spawn(move || {
+            let _reports = applied_rx;
+            let queue = ApplyQueue {
+                rx,
+                carry: None,
+                max_entries: 64,
+            };
+            apply_loop(
+                &*applier,
+                queue,
+                write_every,
+                &applied_tx,
+                &Mutex::new(None),
+            );
+        });
+        (tx, handle)
+    }
+
+    #[test]
+    fn held_applies_are_written_within_a_tick_even_when_idle() {
+        let applier = Arc::new(Holding::default());
+        let (tx, handle) = run_apply_loop(&applier, Duration::from_millis(1));
+        tx.send(task(1, 2)).unwrap();
+        // Nothing else arrives: the thread must still write, on its own.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while applier.writes.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the held apply was never written"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!applier.has_pending());
+        drop(tx);
+        handle.join().unwrap();
+        assert_eq!(
+            applier.writes.load(Ordering::SeqCst),
+            1,
+            "nothing more to write"
+        );
+    }
+
+    #[test]
+    fn held_applies_are_written_when_the_apply_thread_stops() {
+        let applier = Arc::new(Holding::default());
+        // A tick far longer than the test: only the stop can write.
+        let (tx, handle) = run_apply_loop(&applier, Duration::from_secs(3600));
+        tx.send(task(1, 1)).unwrap();
+        tx.send(task(2, 3)).unwrap();
+        drop(tx);
+        handle.join().unwrap();
+        assert_eq!(applier.writes.load(Ordering::SeqCst), 1);
+        assert!(!applier.has_pending());
     }
 
     #[test]

@@ -39,6 +39,17 @@ const IMAGES_MAX: usize = 16;
 type Core = NodeCore<DiskStorage, CommandResult>;
 type Image = Vec<(IVec, IVec)>;
 
+/// Remember sled's current contents as a state a crash may leave behind
+/// (bounded: the middle of a long run of images is thinned out).
+fn push_image(images: &mut VecDeque<Image>, sm: &StateMachine) -> Result<(), String> {
+    let image = sm.raw_image().map_err(err("image"))?;
+    if images.len() == IMAGES_MAX {
+        images.remove(IMAGES_MAX / 2);
+    }
+    images.push_back(image);
+    Ok(())
+}
+
 #[derive(Debug)]
 enum Event {
     Tick(u64),
@@ -449,8 +460,15 @@ impl World {
         let mut touched = None;
         match event {
             Event::Tick(id) => {
-                if let Some(live) = self.live_mut(id) {
+                let r = self.replicas.get_mut(&id).expect("replica");
+                if let Some(live) = r.live.as_mut() {
                     live.core.tick(now);
+                    // The apply thread writes held applied entries to sled
+                    // once per tick (a crash before then loses them; the
+                    // restart re-applies them from the log).
+                    if live.sm.flush_pending().map_err(err("write held applies"))? {
+                        push_image(&mut r.images, &live.sm)?;
+                    }
                     touched = Some(id);
                 }
                 if !self.replicas[&id].removed {
@@ -1199,11 +1217,11 @@ impl World {
             self.sched
                 .schedule_after(delay, Event::Apply { id, incarnation });
         }
-        let image = live.sm.raw_image().map_err(err("image"))?;
-        if r.images.len() == IMAGES_MAX {
-            r.images.remove(IMAGES_MAX / 2);
+        if !live.sm.has_pending() {
+            // The apply wrote sled (write-through, or the held writes
+            // reached their bound): a new state a crash can leave.
+            push_image(&mut r.images, &live.sm)?;
         }
-        r.images.push_back(image);
         let removed_self =
             out.conf_changes.iter().any(|c| {
                 !c.conf_state.voters.contains(&id) && !c.conf_state.learners.contains(&id)

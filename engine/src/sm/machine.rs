@@ -37,6 +37,28 @@
 //!   different batches);
 //! - conditional logic: compare-and-swap is evaluated by [`StateMachine::apply`]
 //!   itself against sled plus the writes of earlier entries of the group.
+//!
+//! # Write-behind
+//!
+//! sled's `apply_batch` has a large fixed cost per call (it seals its IO
+//! buffer around the batch and wakes its IO thread pool), so one batch per
+//! leader apply put that cost, and the IO threads' CPU, on the path of every
+//! client's write. [`StateMachine::apply`] therefore evaluates the entries
+//! (compare-and-swap included) against sled plus an in-memory map of the
+//! writes applied since the last sled batch, answers at once, and writes
+//! the map to sled as ONE atomic batch, with the applied index and term of
+//! the last entry in it (and the membership if it changed), when
+//! [`StateMachine::flush_pending`] is called (the node's apply thread calls
+//! it once per tick), when the map holds `write_behind_entries` entries or
+//! `write_behind_bytes` bytes, and before anything that needs sled itself
+//! to be current: range scans, snapshot captures, durability flushes.
+//!
+//! This does not weaken what survives a crash: the log, not the state
+//! machine, makes a write durable, and the applied index stored in sled
+//! always matches the writes stored with it. A crash loses the map; the
+//! restarted replica finds sled at the last batch's applied index and
+//! re-applies the committed entries above it from the log. Point reads
+//! consult the map before sled, so every reader sees the applied state.
 
 use std::collections::HashMap;
 use std::ops::{Bound, RangeBounds};
@@ -80,6 +102,13 @@ pub struct SmOptions {
     /// [`StateMachine::flush_durable`]); this only bounds how much a process
     /// crash can lose before re-applying from the log.
     pub sled_flush_every_ms: Option<u64>,
+    /// Most applied entries held in memory before they are written to sled
+    /// (write-behind, see [`StateMachine::flush_pending`]); `0` writes
+    /// every apply call through at once. Default 1024.
+    pub write_behind_entries: usize,
+    /// Most bytes of keys and values held in memory the same way; a larger
+    /// apply call is written through at once. Default 8 MiB.
+    pub write_behind_bytes: usize,
 }
 
 impl Default for SmOptions {
@@ -87,6 +116,8 @@ impl Default for SmOptions {
         SmOptions {
             cache_bytes: 64 * 1024 * 1024,
             sled_flush_every_ms: Some(500),
+            write_behind_entries: 1024,
+            write_behind_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -158,6 +189,8 @@ struct ApplyState {
     applied_index: u64,
     applied_term: u64,
     conf_state: ConfState,
+    /// The membership changed since the last sled batch.
+    conf_unwritten: bool,
     snapshot: SnapshotMetadata,
     /// Set when an apply failed: the replica must stop, not skip the entry.
     stopped: Option<String>,
@@ -184,7 +217,7 @@ impl SnapshotCapture {
     /// The user keys and values at the snapshot point, in key order. One
     /// iterator per capture (the before-images track its cursor).
     pub fn iter<'a>(&'a self, sm: &'a StateMachine) -> PointInTimeIter<'a, Iter> {
-        PointInTimeIter::new(sm.range::<&[u8], _>(..), &self.images)
+        PointInTimeIter::new(sm.range_in_sled::<&[u8], _>(..), &self.images)
     }
 
     /// The before-images recorded for this capture.
@@ -216,8 +249,12 @@ pub struct StateMachine {
     dir: RwLock<PathBuf>,
     db: RwLock<sled::Db>,
     state: Mutex<ApplyState>,
+    /// Applied writes not yet in sled.
+    unwritten: RwLock<Unwritten>,
     /// Mirror of `state.applied_index`, readable without the apply lock.
     applied_index: AtomicU64,
+    /// The applied index stored in sled: that of the last batch written.
+    written_index: AtomicU64,
     /// The highest applied index known to survive a power loss.
     durable_applied: AtomicU64,
     syncer: Mutex<FileSyncer>,
@@ -226,6 +263,19 @@ pub struct StateMachine {
     capture_record_us_max: AtomicU64,
     /// Of which: the longest single old-value read (`tree.get`).
     capture_read_us_max: AtomicU64,
+}
+
+/// Writes applied but not yet in sled (see "Write-behind" above). Written
+/// only under the apply lock; point reads take its read lock.
+#[derive(Debug, Default)]
+struct Unwritten {
+    /// Prefixed key → its latest value (`None`: removed).
+    writes: HashMap<IVec, Option<IVec>>,
+    /// Entries applied into the map since the last sled batch.
+    entries: usize,
+    /// Bytes of keys and values written into the map (an upper bound of
+    /// what it holds: overwrites are counted again).
+    bytes: usize,
 }
 
 /// Name of the version directory of a state installed at `index`.
@@ -298,6 +348,7 @@ impl StateMachine {
         let opts = SmOptions {
             cache_bytes: 1024 * 1024,
             sled_flush_every_ms: None,
+            ..SmOptions::default()
         };
         let db = sled::Config::new()
             .path(&dir)
@@ -384,11 +435,14 @@ impl StateMachine {
                 applied_index,
                 applied_term,
                 conf_state,
+                conf_unwritten: false,
                 snapshot,
                 stopped: None,
                 capture: None,
             }),
+            unwritten: RwLock::new(Unwritten::default()),
             applied_index: AtomicU64::new(applied_index),
+            written_index: AtomicU64::new(applied_index),
             durable_applied: AtomicU64::new(0),
         };
         let durable = sm.flush_durable()?;
@@ -489,6 +543,9 @@ impl StateMachine {
                 "a snapshot capture is already running".into(),
             ));
         }
+        // The capture reads sled: it must hold the state at the applied
+        // index; every later batch records its before-images.
+        self.write_unwritten(&mut st)?;
         let images = Arc::new(BeforeImages::new(cfg));
         st.capture = Some(Arc::clone(&images));
         self.capture_record_us_max.store(0, Ordering::Relaxed);
@@ -523,6 +580,8 @@ impl StateMachine {
                 meta.index, st.snapshot.index, st.applied_index
             )));
         }
+        // sled must never hold a snapshot above its own applied index.
+        self.write_unwritten(&mut st)?;
         self.db()
             .insert(META_SNAPSHOT, tandem_raft::types::encode(meta))?;
         st.snapshot = meta.clone();
@@ -594,7 +653,8 @@ impl StateMachine {
             }
         }
         let db = self.db();
-        let mut group = Group::new(&db);
+        let unwritten = self.unwritten.read();
+        let mut group = Group::new(&db, &unwritten.writes);
         let mut conf: Option<ConfState> = None;
         let mut results = Vec::with_capacity(entries.len());
         let mut conf_changes = Vec::new();
@@ -652,33 +712,35 @@ impl StateMachine {
         let Some(last) = entries.get(results.len().wrapping_sub(1)) else {
             return Err(failure.expect("an empty prefix only on failure"));
         };
-        if let Some(images) = &st.capture {
-            // Before-images are recorded BEFORE the batch writes the keys.
-            let started = std::time::Instant::now();
-            for (key, _) in &group.pending {
-                images.record_with(&key[1..], || {
-                    let read = std::time::Instant::now();
-                    let old = db.get(key);
-                    let us = u64::try_from(read.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    self.capture_read_us_max.fetch_max(us, Ordering::Relaxed);
-                    old
-                })?;
-            }
-            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.capture_record_us_max.fetch_max(us, Ordering::Relaxed);
+        let pending = group.pending;
+        let bytes: usize = pending
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()))
+            .sum();
+        drop(unwritten);
+        {
+            let mut unwritten = self.unwritten.write();
+            unwritten.entries += results.len();
+            unwritten.bytes += bytes;
+            unwritten.writes.extend(pending);
         }
-        let mut batch = group.into_batch();
-        batch.insert(META_APPLIED, &encode_applied(last.index, last.term)[..]);
-        if let Some(cs) = &conf {
-            batch.insert(META_CONF, tandem_raft::types::encode(cs));
-        }
-        db.apply_batch(batch)?;
         st.applied_index = last.index;
         st.applied_term = last.term;
         if let Some(cs) = conf {
             st.conf_state = cs;
+            st.conf_unwritten = true;
         }
         self.applied_index.store(last.index, Ordering::Release);
+        let full = {
+            let u = self.unwritten.read();
+            u.entries >= self.opts.write_behind_entries.max(1)
+                || u.bytes >= self.opts.write_behind_bytes
+        };
+        // A stopped state machine writes what it applied before the bad
+        // entry at once: its state then is exactly the one before it.
+        if full || failure.is_some() {
+            self.write_unwritten(st)?;
+        }
         if let Some(err) = failure {
             return Err(err);
         }
@@ -690,6 +752,81 @@ impl StateMachine {
         })
     }
 
+    /// Write every applied write still held in memory to sled, as ONE
+    /// atomic batch with the applied index and term (and the membership if
+    /// it changed), so sled holds exactly the applied state. Not durable by
+    /// itself (see [`StateMachine::flush_durable`]). Returns whether there
+    /// was anything to write. The node's apply thread calls it once per
+    /// tick; `apply` calls it when the bounds of [`SmOptions`] are reached.
+    ///
+    /// # Errors
+    /// sled errors; the writes then stay in memory (reads still see them)
+    /// and the next call tries again.
+    pub fn flush_pending(&self) -> Result<bool> {
+        let mut st = self.state.lock();
+        self.write_unwritten(&mut st)
+    }
+
+    /// Whether applied writes are held in memory, not yet written to sled.
+    #[must_use]
+    pub fn has_pending(&self) -> bool {
+        self.written_index.load(Ordering::Acquire) < self.applied_index()
+    }
+
+    /// The applied index stored in sled (at most [`StateMachine::applied_index`]):
+    /// where a crash right now would restart applying from.
+    #[must_use]
+    pub fn written_index(&self) -> u64 {
+        self.written_index.load(Ordering::Acquire)
+    }
+
+    fn write_unwritten(&self, st: &mut ApplyState) -> Result<bool> {
+        if self.written_index.load(Ordering::Acquire) == st.applied_index && !st.conf_unwritten {
+            return Ok(false);
+        }
+        let db = self.db();
+        let mut batch = sled::Batch::default();
+        {
+            // Readers keep reading the map (it holds the same values) while
+            // sled writes the batch; it is emptied only afterwards.
+            let unwritten = self.unwritten.read();
+            if let Some(images) = &st.capture {
+                // Before-images are recorded BEFORE the batch writes the keys.
+                let started = std::time::Instant::now();
+                for key in unwritten.writes.keys() {
+                    images.record_with(&key[1..], || {
+                        let read = std::time::Instant::now();
+                        let old = db.get(key);
+                        let us = u64::try_from(read.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        self.capture_read_us_max.fetch_max(us, Ordering::Relaxed);
+                        old
+                    })?;
+                }
+                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.capture_record_us_max.fetch_max(us, Ordering::Relaxed);
+            }
+            for (key, value) in &unwritten.writes {
+                match value {
+                    Some(v) => batch.insert(key.clone(), v.clone()),
+                    None => batch.remove(key.clone()),
+                }
+            }
+        }
+        batch.insert(
+            META_APPLIED,
+            &encode_applied(st.applied_index, st.applied_term)[..],
+        );
+        if st.conf_unwritten {
+            batch.insert(META_CONF, tandem_raft::types::encode(&st.conf_state));
+        }
+        db.apply_batch(batch)?;
+        *self.unwritten.write() = Unwritten::default();
+        st.conf_unwritten = false;
+        self.written_index
+            .store(st.applied_index, Ordering::Release);
+        Ok(true)
+    }
+
     /// Make everything applied so far survive a power loss: sled `flush`,
     /// then `fdatasync` of sled's files (see the `durable` module for why
     /// the flush alone is not enough). Returns the new durable applied index.
@@ -698,9 +835,10 @@ impl StateMachine {
     /// sled or IO errors; the durable index is then unchanged.
     pub fn flush_durable(&self) -> Result<u64> {
         let mut syncer = self.syncer.lock();
+        self.flush_pending()?;
         // Read before the flush: every batch up to here completed before the
         // flush started, so the flush covers it.
-        let applied = self.applied_index();
+        let applied = self.written_index();
         self.db().flush()?;
         syncer.sync()?;
         let prev = self.durable_applied.fetch_max(applied, Ordering::AcqRel);
@@ -852,7 +990,13 @@ impl StateMachine {
             }
             warn!(error = %e, "old state versions not removed yet; the next open removes them");
         }
+        // Applied writes not yet in the old database are superseded by the
+        // snapshot; they go in the same step as the database they were for.
+        let mut unwritten = self.unwritten.write();
         *self.db.write() = db;
+        *unwritten = Unwritten::default();
+        drop(unwritten);
+        st.conf_unwritten = false;
         *self.dir.write() = dir.clone();
         *syncer = FileSyncer::new(&dir);
         drop(syncer);
@@ -864,6 +1008,7 @@ impl StateMachine {
         st.conf_state = meta.conf_state.clone();
         st.snapshot = meta.clone();
         self.applied_index.store(meta.index, Ordering::Release);
+        self.written_index.store(meta.index, Ordering::Release);
         self.durable_applied.fetch_max(meta.index, Ordering::AcqRel);
         info!(
             index = meta.index,
@@ -879,11 +1024,27 @@ impl StateMachine {
     /// # Errors
     /// sled errors.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<IVec>> {
-        Ok(self.db().get(user_key(key.as_ref()))?)
+        let key = user_ivec(key.as_ref());
+        if let Some(value) = self.unwritten.read().writes.get(&key) {
+            return Ok(value.clone());
+        }
+        // Not in the map when it was looked at: sled has the key's latest
+        // value as of then (the map is emptied only after its batch is in
+        // sled) or a later one.
+        Ok(self.db().get(key)?)
     }
 
-    /// Iterate over the user keys in `range`, in key order.
+    /// Iterate over the user keys in `range`, in key order. Applied writes
+    /// still held in memory are written to sled first (the iterator reads
+    /// sled); if that fails, the iterator yields the error.
     pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
+        if let Err(e) = self.flush_pending() {
+            return Iter::failed(e);
+        }
+        self.range_in_sled(range)
+    }
+
+    fn range_in_sled<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
         let start = match range.start_bound() {
             Bound::Included(k) => Bound::Included(user_key(k.as_ref())),
             Bound::Excluded(k) => Bound::Excluded(user_key(k.as_ref())),
@@ -906,17 +1067,37 @@ impl StateMachine {
             _ => false,
         };
         if empty {
-            return Iter { inner: None };
+            return Iter {
+                inner: None,
+                error: None,
+            };
         }
         Iter {
             inner: Some(self.db().range::<Vec<u8>, _>((start, end))),
+            error: None,
         }
     }
 
-    /// Iterate over the user keys starting with `prefix`, in key order.
+    /// Iterate over the user keys starting with `prefix`, in key order
+    /// (after writing held writes to sled, as [`StateMachine::range`]).
     pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
+        if let Err(e) = self.flush_pending() {
+            return Iter::failed(e);
+        }
         Iter {
             inner: Some(self.db().scan_prefix(user_key(prefix.as_ref()))),
+            error: None,
+        }
+    }
+}
+
+impl Drop for StateMachine {
+    /// Applied writes held in memory are written to sled (not durably), so
+    /// a state machine reopened in the same process starts where this one
+    /// stopped. A crash skips this; the log re-applies them then.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_pending() {
+            warn!(error = %e, "could not write the held applied writes at close; the log re-applies them");
         }
     }
 }
@@ -962,6 +1143,8 @@ fn open_sled(dir: &Path, opts: &SmOptions) -> Result<sled::Db> {
 /// holds a compare-and-swap that needs to read pending writes.
 struct Group<'a> {
     tree: &'a sled::Tree,
+    /// Writes of earlier groups not yet in sled.
+    unwritten: &'a HashMap<IVec, Option<IVec>>,
     /// Prefixed key → value (`None`: removed), in apply order; for a key
     /// written twice the later write wins.
     pending: Vec<(IVec, Option<IVec>)>,
@@ -969,10 +1152,11 @@ struct Group<'a> {
     index: Option<HashMap<IVec, usize>>,
 }
 
-impl Group<'_> {
-    fn new(tree: &sled::Tree) -> Group<'_> {
+impl<'a> Group<'a> {
+    fn new(tree: &'a sled::Tree, unwritten: &'a HashMap<IVec, Option<IVec>>) -> Group<'a> {
         Group {
             tree,
+            unwritten,
             pending: Vec::new(),
             index: None,
         }
@@ -996,21 +1180,11 @@ impl Group<'_> {
         });
         match index.get(key) {
             Some(&pos) => Ok(self.pending[pos].1.clone()),
-            None => Ok(self.tree.get(key)?),
+            None => match self.unwritten.get(key) {
+                Some(value) => Ok(value.clone()),
+                None => Ok(self.tree.get(key)?),
+            },
         }
-    }
-
-    /// The sled batch of every pending write (later writes of a key
-    /// replace earlier ones, as `sled::Batch` keeps the last).
-    fn into_batch(self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
-        for (key, value) in self.pending {
-            match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
-            }
-        }
-        batch
     }
 
     fn apply_command(&mut self, command: Command) -> Result<CommandResult> {
@@ -1048,6 +1222,17 @@ impl Group<'_> {
 /// An iterator over user keys and values, in key order.
 pub struct Iter {
     inner: Option<sled::Iter>,
+    /// Yielded first (and alone): the iterator could not be set up.
+    error: Option<Error>,
+}
+
+impl Iter {
+    fn failed(e: Error) -> Iter {
+        Iter {
+            inner: None,
+            error: Some(e),
+        }
+    }
 }
 
 impl std::fmt::Debug for Iter {
@@ -1070,12 +1255,18 @@ impl Iterator for Iter {
     type Item = Result<(IVec, IVec)>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
         self.inner.as_mut()?.next().map(strip)
     }
 }
 
 impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            return Some(Err(e));
+        }
         self.inner.as_mut()?.next_back().map(strip)
     }
 }
