@@ -834,8 +834,11 @@ impl StateMachine {
     /// # Errors
     /// sled or IO errors; the durable index is then unchanged.
     pub fn flush_durable(&self) -> Result<u64> {
-        let mut syncer = self.syncer.lock();
+        // Before the syncer lock: `install_snapshot` takes the apply lock
+        // first and the syncer lock second, so this must not hold the
+        // syncer lock while it waits for the apply lock.
         self.flush_pending()?;
+        let mut syncer = self.syncer.lock();
         // Read before the flush: every batch up to here completed before the
         // flush started, so the flush covers it.
         let applied = self.written_index();
