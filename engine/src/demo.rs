@@ -380,14 +380,20 @@ fn process_cpu() -> Option<Duration> {
 /// What the state machines alone cost: three [`StateMachine`]s (one per
 /// replica, each on its own thread, as in the cluster) apply the same
 /// stream of one-write entries (fresh keys, `value_bytes` values) in groups
-/// of `group`, with nothing else running — no raft, no WAL, no clients.
+/// of `group`, writing one sled batch per `per_batch` entries (a multiple of
+/// `group`), with nothing else running — no raft, no WAL, no clients.
 /// Returns the process CPU time per write (all three replicas applying it,
 /// sled's IO thread pool included) and the wall time per write.
 ///
 /// CPU per write bounds the cluster's throughput on this machine from
 /// above: `cores / cpu_per_write` writes/s even if everything else were
 /// free.
-fn apply_floor(dir: &Path, value_bytes: usize, group: u64) -> Result<(Duration, Duration), String> {
+fn apply_floor(
+    dir: &Path,
+    value_bytes: usize,
+    group: u64,
+    per_batch: u64,
+) -> Result<(Duration, Duration), String> {
     const WRITES: u64 = 16_384;
     let v = vec![b'v'; value_bytes];
     let entries: Vec<Vec<Entry>> = (0..WRITES / group)
@@ -408,7 +414,15 @@ fn apply_floor(dir: &Path, value_bytes: usize, group: u64) -> Result<(Duration, 
         })
         .collect();
     let machines = (1..=3)
-        .map(|i| StateMachine::open(dir.join(format!("floor-{i}")), &SmOptions::default()))
+        .map(|i| {
+            // Written explicitly below, never by the bound.
+            let opts = SmOptions {
+                write_behind_entries: usize::MAX,
+                write_behind_bytes: usize::MAX,
+                ..SmOptions::default()
+            };
+            StateMachine::open(dir.join(format!("floor-{i}")), &opts)
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
     let cpu_before = process_cpu();
@@ -418,7 +432,15 @@ fn apply_floor(dir: &Path, value_bytes: usize, group: u64) -> Result<(Duration, 
             .iter()
             .map(|sm| {
                 let entries = &entries;
-                s.spawn(move || entries.iter().try_for_each(|g| sm.apply(g).map(drop)))
+                s.spawn(move || {
+                    entries.iter().try_for_each(|g| {
+                        sm.apply(g)?;
+                        if sm.applied_index() % per_batch == 0 {
+                            sm.flush_pending()?;
+                        }
+                        Ok::<_, tandem::sm::Error>(())
+                    })
+                })
             })
             .collect();
         handles
@@ -635,10 +657,11 @@ pub fn bench(
     // After the runs: what the writes it leaves behind cost the disk must
     // not slow the measured levels.
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    for group in [8, 64] {
-        let (cpu, wall) = apply_floor(dir, value_bytes, group)?;
+    for (group, per_batch) in [(8, 8), (64, 64), (8, 256)] {
+        let (cpu, wall) = apply_floor(dir, value_bytes, group, per_batch)?;
         println!(
-            "state machines alone (3 replicas applying one-write entries, groups of {group}): \
+            "state machines alone (3 replicas applying one-write entries, groups of {group}, \
+             one sled batch per {per_batch}): \
              {:.1} us CPU per write ({:.1} us wall): at most {:.0} writes/s on {cores} cores",
             cpu.as_secs_f64() * 1e6,
             wall.as_secs_f64() * 1e6,

@@ -147,8 +147,12 @@ impl Applier for StateMachine {
         })
     }
 
-    fn has_pending(&self) -> bool {
-        StateMachine::has_pending(self)
+    fn held_entries(&self) -> u64 {
+        self.applied_index() - self.written_index()
+    }
+
+    fn wait_for_write(&self) {
+        StateMachine::wait_for_write(self);
     }
 
     fn write_pending(&self) -> Result<()> {

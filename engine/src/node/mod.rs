@@ -13,6 +13,7 @@ pub use self::core::{
 };
 pub use self::runtime::{
     wait, Applied, Applier, Durability, LogWriter, MemLogWriter, Node, SnapshotHost,
+    WRITE_SOON_ENTRIES,
 };
 pub use self::snapshots::{SnapshotCatalog, SnapshotCounters, SnapshotEvent, SnapshotJob};
 

@@ -210,11 +210,12 @@ pub trait Applier: Send + Sync + 'static {
     /// If the state machine cannot apply them; the replica then stops.
     fn apply(&self, entries: &[Entry]) -> Result<Applied<Self::Output>>;
 
-    /// Whether applied results are held in memory, to be written to
-    /// storage by [`Applier::write_pending`] (write-behind). The apply
-    /// thread then calls `write_pending` at most one tick later.
-    fn has_pending(&self) -> bool {
-        false
+    /// How many applied entries are held in memory, not yet written to
+    /// storage (write-behind): the node has [`Applier::write_pending`]
+    /// called at most one tick after the first is held, or at once when
+    /// [`WRITE_SOON_ENTRIES`] are held.
+    fn held_entries(&self) -> u64 {
+        0
     }
 
     /// Write what is held in memory to storage.
@@ -224,6 +225,9 @@ pub trait Applier: Send + Sync + 'static {
     fn write_pending(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Wait until a write under way (if any) is done.
+    fn wait_for_write(&self) {}
 }
 
 enum Cmd<R> {
@@ -298,13 +302,21 @@ impl<R: Send + 'static> Node<R> {
             carry: None,
             max_entries: cfg.max_apply_batch_entries,
         };
+        let (write_tx, write_thread) = spawn_writer(id, &applier, &failed).map_err(spawn_err)?;
         let apply_thread = std::thread::Builder::new()
             .name(format!("tandem-apply-{id}"))
             .spawn(move || {
-                apply_loop(&*applier, apply_queue, tick, &applied_tx, &apply_failed);
+                apply_loop(
+                    &*applier,
+                    apply_queue,
+                    tick,
+                    &write_tx,
+                    &applied_tx,
+                    &apply_failed,
+                );
             })
             .map_err(spawn_err)?;
-        let mut threads = vec![apply_thread];
+        let mut threads = vec![apply_thread, write_thread];
 
         // Background work for the host: flushes and builds on one thread,
         // transfer IO and installs on another (a long build must not delay
@@ -939,14 +951,51 @@ fn apply_failed<R>(e: &Error, waiters: Vec<CommittedProposal<R>>, failed: &Mutex
     *failed.lock() = Some(format!("apply failed: {e}"));
 }
 
+/// Held applied entries at which the write thread is asked to write at
+/// once instead of at the next tick: large enough that sled's fixed cost
+/// per batch is spread thin, small enough that a write is short.
+pub const WRITE_SOON_ENTRIES: u64 = 256;
+
+/// Held applied entries at which the apply thread waits for the write under
+/// way to finish before it applies more (back-pressure on a write thread
+/// that fell behind).
+pub const WRITE_WAIT_ENTRIES: u64 = 2 * WRITE_SOON_ENTRIES;
+
+/// Start the write thread of an applier that holds applied results in
+/// memory: each message on the returned sender asks it to write them
+/// (`Applier::write_pending`), on its own thread, so applying goes on
+/// meanwhile. It ends when the sender is dropped.
+fn spawn_writer<A: Applier>(
+    id: u64,
+    applier: &Arc<A>,
+    failed: &Arc<Mutex<Option<String>>>,
+) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = bounded::<()>(1);
+    let applier = Arc::clone(applier);
+    let failed = Arc::clone(failed);
+    let handle = std::thread::Builder::new()
+        .name(format!("tandem-write-{id}"))
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                if let Err(e) = applier.write_pending() {
+                    apply_failed::<A::Output>(&e, Vec::new(), &failed);
+                    return;
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}
+
 /// The apply thread: applies groups of committed tasks and answers their
 /// proposers. An applier that holds results in memory (write-behind) has
-/// them written within `write_every` of the first one held, even while
-/// tasks keep arriving, and before the thread ends.
+/// the write thread (`write_tx`) write them within `write_every` of the
+/// first one held, even while tasks keep arriving; when the apply thread
+/// ends, it writes what is held itself.
 fn apply_loop<A: Applier>(
     applier: &A,
     mut queue: ApplyQueue<A::Output>,
     write_every: Duration,
+    write_tx: &Sender<()>,
     applied_tx: &Sender<(u64, Vec<ConfChangeV2>)>,
     failed: &Mutex<Option<String>>,
 ) {
@@ -954,10 +1003,17 @@ fn apply_loop<A: Applier>(
     loop {
         if write_due.is_some_and(|due| Instant::now() >= due) {
             write_due = None;
-            if let Err(e) = applier.write_pending() {
-                apply_failed::<A::Output>(&e, Vec::new(), failed);
-                return;
-            }
+            // Full: a write is already asked for. Gone: it failed, and the
+            // replica is stopping.
+            let _ = write_tx.try_send(());
+        }
+        if applier.held_entries() >= WRITE_WAIT_ENTRIES {
+            // The write thread fell behind (it competes for the CPU with
+            // everything else): let its write under way finish before
+            // applying more, so memory stays bounded and the wait is one
+            // write, not the growing backlog `apply` would write at its
+            // bound.
+            applier.wait_for_write();
         }
         let task = match queue.next_group(write_due) {
             Next::Group(task) => task,
@@ -965,10 +1021,17 @@ fn apply_loop<A: Applier>(
             Next::Closed => break,
         };
         let result = applier.apply(&task.entries);
-        if applier.has_pending() {
-            write_due.get_or_insert_with(|| Instant::now() + write_every);
-        } else {
-            write_due = None;
+        match applier.held_entries() {
+            0 => write_due = None,
+            n if n >= WRITE_SOON_ENTRIES => {
+                // Under load: keep the write thread busy (a request made
+                // while it writes makes it write again right after).
+                let _ = write_tx.try_send(());
+                write_due = None;
+            }
+            _ => {
+                write_due.get_or_insert_with(|| Instant::now() + write_every);
+            }
         }
         match result {
             Ok(out) => {
@@ -1202,19 +1265,21 @@ mod tests {
         );
     }
 
-    /// An applier that holds what it applies until `write_pending`, and
-    /// counts the writes.
+    /// An applier that holds what it applies until `write_pending` (which
+    /// never catches up when `stuck`), and counts writes and waits.
     #[derive(Default)]
     struct Holding {
-        held: std::sync::atomic::AtomicBool,
+        held: std::sync::atomic::AtomicU64,
+        stuck: AtomicBool,
         writes: std::sync::atomic::AtomicU64,
+        waits: std::sync::atomic::AtomicU64,
     }
 
     impl Applier for Holding {
         type Output = u64;
 
         fn apply(&self, entries: &[Entry]) -> Result<Applied<u64>> {
-            self.held.store(true, Ordering::SeqCst);
+            self.held.fetch_add(entries.len() as u64, Ordering::SeqCst);
             Ok(Applied {
                 applied_index: entries.last().map_or(0, |e| e.index),
                 results: entries.iter().map(|e| (e.index, e.index)).collect(),
@@ -1222,15 +1287,19 @@ mod tests {
             })
         }
 
-        fn has_pending(&self) -> bool {
+        fn held_entries(&self) -> u64 {
             self.held.load(Ordering::SeqCst)
         }
 
         fn write_pending(&self) -> Result<()> {
-            if self.held.swap(false, Ordering::SeqCst) {
+            if !self.stuck.load(Ordering::SeqCst) && self.held.swap(0, Ordering::SeqCst) > 0 {
                 self.writes.fetch_add(1, Ordering::SeqCst);
             }
             Ok(())
+        }
+
+        fn wait_for_write(&self) {
+            self.waits.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -1240,6 +1309,8 @@ mod tests {
     ) -> (Sender<ApplyTask<u64>>, JoinHandle<()>) {
         let (tx, rx) = bounded(16);
         let (applied_tx, applied_rx) = unbounded();
+        let failed = Arc::new(Mutex::new(None));
+        let (write_tx, writer) = spawn_writer(1, applier, &failed).unwrap();
         let applier = Arc::clone(applier);
         let handle = std::thread::spawn(move || {
             let _reports = applied_rx;
@@ -1252,9 +1323,13 @@ mod tests {
                 &*applier,
                 queue,
                 write_every,
+                &write_tx,
                 &applied_tx,
-                &Mutex::new(None),
+                &failed,
             );
+            drop(write_tx);
+            writer.join().unwrap();
+            assert!(failed.lock().is_none());
         });
         (tx, handle)
     }
@@ -1273,7 +1348,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(!applier.has_pending());
+        assert_eq!(applier.held_entries(), 0);
         drop(tx);
         handle.join().unwrap();
         assert_eq!(
@@ -1293,7 +1368,28 @@ mod tests {
         drop(tx);
         handle.join().unwrap();
         assert_eq!(applier.writes.load(Ordering::SeqCst), 1);
-        assert!(!applier.has_pending());
+        assert_eq!(applier.held_entries(), 0);
+    }
+
+    #[test]
+    fn a_write_thread_that_falls_behind_holds_the_apply_thread_back() {
+        let applier = Arc::new(Holding {
+            stuck: AtomicBool::new(true),
+            ..Holding::default()
+        });
+        let (tx, handle) = run_apply_loop(&applier, Duration::from_secs(3600));
+        // Below the wait threshold: applied without waiting.
+        let below = WRITE_WAIT_ENTRIES - 1;
+        tx.send(task(1, below)).unwrap();
+        // At it (the writer never catches up): before each further group
+        // and before stopping, the apply thread waits for the write.
+        // (Tasks of the queue's 64-entry bound are never grouped.)
+        tx.send(task(below + 1, 64)).unwrap();
+        tx.send(task(below + 65, 64)).unwrap();
+        drop(tx);
+        handle.join().unwrap();
+        assert_eq!(applier.waits.load(Ordering::SeqCst), 2);
+        assert_eq!(applier.writes.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -66,7 +66,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use sled::IVec;
 use tandem_raft::{ConfChangeV2, ConfState, Entry, EntryType, SnapshotMetadata};
 use tandem_snapshot::{
@@ -104,7 +104,9 @@ pub struct SmOptions {
     pub sled_flush_every_ms: Option<u64>,
     /// Most applied entries held in memory before they are written to sled
     /// (write-behind, see [`StateMachine::flush_pending`]); `0` writes
-    /// every apply call through at once. Default 1024.
+    /// every apply call through at once. A bound on memory: a node writes
+    /// long before it (once per tick, or when 256 are held), and `apply`
+    /// writes itself when it is reached. Default 4096.
     pub write_behind_entries: usize,
     /// Most bytes of keys and values held in memory the same way; a larger
     /// apply call is written through at once. Default 8 MiB.
@@ -116,7 +118,7 @@ impl Default for SmOptions {
         SmOptions {
             cache_bytes: 64 * 1024 * 1024,
             sled_flush_every_ms: Some(500),
-            write_behind_entries: 1024,
+            write_behind_entries: 4096,
             write_behind_bytes: 8 * 1024 * 1024,
         }
     }
@@ -251,6 +253,12 @@ pub struct StateMachine {
     state: Mutex<ApplyState>,
     /// Applied writes not yet in sled.
     unwritten: RwLock<Unwritten>,
+    /// Held writes moved aside while a write puts them into sled (empty
+    /// otherwise); reads look here after `unwritten`, before sled.
+    writing: RwLock<Arc<HashMap<IVec, Option<IVec>>>>,
+    /// Held by the one write to sled under way. Lock order: `writer`,
+    /// then `state`, then `syncer`.
+    writer: Mutex<()>,
     /// Mirror of `state.applied_index`, readable without the apply lock.
     applied_index: AtomicU64,
     /// The applied index stored in sled: that of the last batch written.
@@ -441,6 +449,8 @@ impl StateMachine {
                 capture: None,
             }),
             unwritten: RwLock::new(Unwritten::default()),
+            writing: RwLock::new(Arc::default()),
+            writer: Mutex::new(()),
             applied_index: AtomicU64::new(applied_index),
             written_index: AtomicU64::new(applied_index),
             durable_applied: AtomicU64::new(0),
@@ -537,15 +547,14 @@ impl StateMachine {
     /// # Errors
     /// [`Error::Config`] if a capture is already running.
     pub fn begin_snapshot_capture(&self, cfg: BeforeImagesConfig) -> Result<SnapshotCapture> {
-        let mut st = self.state.lock();
+        // The capture reads sled: it must hold the state at the applied
+        // index; every later batch records its before-images.
+        let (_writer, mut st) = self.lock_written()?;
         if st.capture.is_some() {
             return Err(Error::Config(
                 "a snapshot capture is already running".into(),
             ));
         }
-        // The capture reads sled: it must hold the state at the applied
-        // index; every later batch records its before-images.
-        self.write_unwritten(&mut st)?;
         let images = Arc::new(BeforeImages::new(cfg));
         st.capture = Some(Arc::clone(&images));
         self.capture_record_us_max.store(0, Ordering::Relaxed);
@@ -573,24 +582,25 @@ impl StateMachine {
     /// [`Error::Config`] if `meta.index` is above the applied index or below
     /// the current snapshot; sled errors.
     pub fn set_snapshot_metadata(&self, meta: &SnapshotMetadata) -> Result<()> {
-        let mut st = self.state.lock();
+        // sled must never hold a snapshot above its own applied index.
+        let (_writer, mut st) = self.lock_written()?;
         if meta.index > st.applied_index || meta.index < st.snapshot.index {
             return Err(Error::Config(format!(
                 "snapshot index {} outside [{}, {}]",
                 meta.index, st.snapshot.index, st.applied_index
             )));
         }
-        // sled must never hold a snapshot above its own applied index.
-        self.write_unwritten(&mut st)?;
         self.db()
             .insert(META_SNAPSHOT, tandem_raft::types::encode(meta))?;
         st.snapshot = meta.clone();
         Ok(())
     }
 
-    /// Apply committed entries as ONE sled atomic batch holding every user
-    /// write, the new applied index and term, and the membership if it
-    /// changed.
+    /// Apply committed entries: evaluate them in order against the applied
+    /// state and hold their writes in memory, to be written to sled as ONE
+    /// atomic batch holding every held write, the new applied index and
+    /// term, and the membership if it changed (see "Write-behind" in the
+    /// module docs and [`StateMachine::flush_pending`]).
     ///
     /// Entries at or below the applied index are skipped (they were applied
     /// before, e.g. before a restart), so re-delivering entries never applies
@@ -631,15 +641,28 @@ impl StateMachine {
                 ..ApplyOutput::default()
             });
         }
-        match self.apply_group(&mut st, entries) {
+        let result = match self.apply_group(&mut st, entries) {
             Ok(out) => Ok(out),
-            Err(e @ Error::Gap { .. }) => Err(e),
+            Err(e @ Error::Gap { .. }) => return Err(e),
             Err(e) => {
                 error!(error = %e, "apply failed; stopping the state machine");
                 st.stopped = Some(e.to_string());
                 Err(e)
             }
+        };
+        // A stopped state machine writes what it applied before the bad
+        // entry at once: its state then is exactly the one before it.
+        let write_now = st.stopped.is_some() || {
+            let u = self.unwritten.read();
+            u.entries >= self.opts.write_behind_entries.max(1)
+                || u.bytes >= self.opts.write_behind_bytes
+        };
+        // Writing takes the writer lock, which comes before the apply lock.
+        drop(st);
+        if write_now {
+            self.flush_pending()?;
         }
+        result
     }
 
     fn apply_group(&self, st: &mut ApplyState, entries: &[Entry]) -> Result<ApplyOutput> {
@@ -654,7 +677,8 @@ impl StateMachine {
         }
         let db = self.db();
         let unwritten = self.unwritten.read();
-        let mut group = Group::new(&db, &unwritten.writes);
+        let writing = Arc::clone(&self.writing.read());
+        let mut group = Group::new(&db, &unwritten.writes, &writing);
         let mut conf: Option<ConfState> = None;
         let mut results = Vec::with_capacity(entries.len());
         let mut conf_changes = Vec::new();
@@ -731,16 +755,6 @@ impl StateMachine {
             st.conf_unwritten = true;
         }
         self.applied_index.store(last.index, Ordering::Release);
-        let full = {
-            let u = self.unwritten.read();
-            u.entries >= self.opts.write_behind_entries.max(1)
-                || u.bytes >= self.opts.write_behind_bytes
-        };
-        // A stopped state machine writes what it applied before the bad
-        // entry at once: its state then is exactly the one before it.
-        if full || failure.is_some() {
-            self.write_unwritten(st)?;
-        }
         if let Some(err) = failure {
             return Err(err);
         }
@@ -752,19 +766,128 @@ impl StateMachine {
         })
     }
 
-    /// Write every applied write still held in memory to sled, as ONE
-    /// atomic batch with the applied index and term (and the membership if
-    /// it changed), so sled holds exactly the applied state. Not durable by
-    /// itself (see [`StateMachine::flush_durable`]). Returns whether there
-    /// was anything to write. The node's apply thread calls it once per
-    /// tick; `apply` calls it when the bounds of [`SmOptions`] are reached.
+    /// Write every applied write held in memory to sled, as ONE atomic
+    /// batch with the applied index and term (and the membership if it
+    /// changed), so sled holds exactly the state at that applied index. Not
+    /// durable by itself (see [`StateMachine::flush_durable`]). Returns
+    /// whether there was anything to write.
+    ///
+    /// The held writes are moved aside under the apply lock and written
+    /// without it, so `apply` and reads go on meanwhile (reads look at the
+    /// writes being written too). One write runs at a time. The node's
+    /// write thread calls it once per tick; `apply` calls it itself when
+    /// the bounds of [`SmOptions`] are reached.
     ///
     /// # Errors
-    /// sled errors; the writes then stay in memory (reads still see them)
-    /// and the next call tries again.
+    /// sled errors: the state machine stops applying; the writes stay held
+    /// (reads still see them) and the next call tries again.
     pub fn flush_pending(&self) -> Result<bool> {
-        let mut st = self.state.lock();
-        self.write_unwritten(&mut st)
+        let _writer = self.writer.lock();
+        self.write_held()
+    }
+
+    /// The writer and apply locks, with every applied write in sled: sled
+    /// holds exactly the applied state until the guards are dropped.
+    fn lock_written(&self) -> Result<(MutexGuard<'_, ()>, MutexGuard<'_, ApplyState>)> {
+        let writer = self.writer.lock();
+        loop {
+            self.write_held()?;
+            let st = self.state.lock();
+            if self.written_index.load(Ordering::Acquire) == st.applied_index && !st.conf_unwritten
+            {
+                return Ok((writer, st));
+            }
+            // An apply came in between: write that too.
+        }
+    }
+
+    /// [`StateMachine::flush_pending`] with the writer lock held.
+    fn write_held(&self) -> Result<bool> {
+        let (writing, index, term, conf, capture) = {
+            let mut st = self.state.lock();
+            if self.written_index.load(Ordering::Acquire) == st.applied_index && !st.conf_unwritten
+            {
+                return Ok(false);
+            }
+            // Both maps are locked for the move, so a reader finds every
+            // write in one of them.
+            let mut active = self.unwritten.write();
+            let mut writing = self.writing.write();
+            let moved = std::mem::take(&mut *active).writes;
+            if writing.is_empty() {
+                *writing = Arc::new(moved);
+            } else {
+                // A write that failed before: this one carries both.
+                Arc::make_mut(&mut writing).extend(moved);
+            }
+            let conf = st.conf_unwritten.then(|| st.conf_state.clone());
+            st.conf_unwritten = false;
+            (
+                Arc::clone(&writing),
+                st.applied_index,
+                st.applied_term,
+                conf,
+                st.capture.clone(),
+            )
+        };
+        if let Err(e) = self.write_batch(&writing, index, term, conf.as_ref(), capture.as_deref()) {
+            let mut st = self.state.lock();
+            st.conf_unwritten |= conf.is_some();
+            if st.stopped.is_none() {
+                error!(error = %e, "writing applied entries to sled failed; stopping the state machine");
+                st.stopped = Some(e.to_string());
+            }
+            return Err(e);
+        }
+        *self.writing.write() = Arc::default();
+        self.written_index.store(index, Ordering::Release);
+        Ok(true)
+    }
+
+    fn write_batch(
+        &self,
+        writes: &HashMap<IVec, Option<IVec>>,
+        index: u64,
+        term: u64,
+        conf: Option<&ConfState>,
+        capture: Option<&BeforeImages>,
+    ) -> Result<()> {
+        let db = self.db();
+        if let Some(images) = capture {
+            // Before-images are recorded BEFORE the batch writes the keys
+            // (only this writer changes sled, and a capture begins only
+            // between two writes).
+            let started = std::time::Instant::now();
+            for key in writes.keys() {
+                images.record_with(&key[1..], || {
+                    let read = std::time::Instant::now();
+                    let old = db.get(key);
+                    let us = u64::try_from(read.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.capture_read_us_max.fetch_max(us, Ordering::Relaxed);
+                    old
+                })?;
+            }
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.capture_record_us_max.fetch_max(us, Ordering::Relaxed);
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in writes {
+            match value {
+                Some(v) => batch.insert(key.clone(), v.clone()),
+                None => batch.remove(key.clone()),
+            }
+        }
+        batch.insert(META_APPLIED, &encode_applied(index, term)[..]);
+        if let Some(cs) = conf {
+            batch.insert(META_CONF, tandem_raft::types::encode(cs));
+        }
+        db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Wait until the write to sled under way (if any) is done.
+    pub fn wait_for_write(&self) {
+        drop(self.writer.lock());
     }
 
     /// Whether applied writes are held in memory, not yet written to sled.
@@ -778,53 +901,6 @@ impl StateMachine {
     #[must_use]
     pub fn written_index(&self) -> u64 {
         self.written_index.load(Ordering::Acquire)
-    }
-
-    fn write_unwritten(&self, st: &mut ApplyState) -> Result<bool> {
-        if self.written_index.load(Ordering::Acquire) == st.applied_index && !st.conf_unwritten {
-            return Ok(false);
-        }
-        let db = self.db();
-        let mut batch = sled::Batch::default();
-        {
-            // Readers keep reading the map (it holds the same values) while
-            // sled writes the batch; it is emptied only afterwards.
-            let unwritten = self.unwritten.read();
-            if let Some(images) = &st.capture {
-                // Before-images are recorded BEFORE the batch writes the keys.
-                let started = std::time::Instant::now();
-                for key in unwritten.writes.keys() {
-                    images.record_with(&key[1..], || {
-                        let read = std::time::Instant::now();
-                        let old = db.get(key);
-                        let us = u64::try_from(read.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        self.capture_read_us_max.fetch_max(us, Ordering::Relaxed);
-                        old
-                    })?;
-                }
-                let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                self.capture_record_us_max.fetch_max(us, Ordering::Relaxed);
-            }
-            for (key, value) in &unwritten.writes {
-                match value {
-                    Some(v) => batch.insert(key.clone(), v.clone()),
-                    None => batch.remove(key.clone()),
-                }
-            }
-        }
-        batch.insert(
-            META_APPLIED,
-            &encode_applied(st.applied_index, st.applied_term)[..],
-        );
-        if st.conf_unwritten {
-            batch.insert(META_CONF, tandem_raft::types::encode(&st.conf_state));
-        }
-        db.apply_batch(batch)?;
-        *self.unwritten.write() = Unwritten::default();
-        st.conf_unwritten = false;
-        self.written_index
-            .store(st.applied_index, Ordering::Release);
-        Ok(true)
     }
 
     /// Make everything applied so far survive a power loss: sled `flush`,
@@ -973,6 +1049,8 @@ impl StateMachine {
                 return Err(e);
             }
         };
+        // No write may be under way while the database is replaced.
+        let _writer = self.writer.lock();
         let mut st = self.state.lock();
         if st.applied_index >= meta.index {
             drop(st);
@@ -998,6 +1076,7 @@ impl StateMachine {
         let mut unwritten = self.unwritten.write();
         *self.db.write() = db;
         *unwritten = Unwritten::default();
+        *self.writing.write() = Arc::default();
         drop(unwritten);
         st.conf_unwritten = false;
         *self.dir.write() = dir.clone();
@@ -1031,9 +1110,13 @@ impl StateMachine {
         if let Some(value) = self.unwritten.read().writes.get(&key) {
             return Ok(value.clone());
         }
-        // Not in the map when it was looked at: sled has the key's latest
-        // value as of then (the map is emptied only after its batch is in
+        // Not held when looked at: a write moved it aside (both maps are
+        // locked for the move), or sled has the key's latest value as of
+        // then (the moved-aside map is emptied only after its batch is in
         // sled) or a later one.
+        if let Some(value) = self.writing.read().get(&key) {
+            return Ok(value.clone());
+        }
         Ok(self.db().get(key)?)
     }
 
@@ -1146,8 +1229,9 @@ fn open_sled(dir: &Path, opts: &SmOptions) -> Result<sled::Db> {
 /// holds a compare-and-swap that needs to read pending writes.
 struct Group<'a> {
     tree: &'a sled::Tree,
-    /// Writes of earlier groups not yet in sled.
+    /// Writes of earlier groups not yet in sled, then those being written.
     unwritten: &'a HashMap<IVec, Option<IVec>>,
+    writing: &'a HashMap<IVec, Option<IVec>>,
     /// Prefixed key → value (`None`: removed), in apply order; for a key
     /// written twice the later write wins.
     pending: Vec<(IVec, Option<IVec>)>,
@@ -1156,10 +1240,15 @@ struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    fn new(tree: &'a sled::Tree, unwritten: &'a HashMap<IVec, Option<IVec>>) -> Group<'a> {
+    fn new(
+        tree: &'a sled::Tree,
+        unwritten: &'a HashMap<IVec, Option<IVec>>,
+        writing: &'a HashMap<IVec, Option<IVec>>,
+    ) -> Group<'a> {
         Group {
             tree,
             unwritten,
+            writing,
             pending: Vec::new(),
             index: None,
         }
@@ -1183,7 +1272,7 @@ impl<'a> Group<'a> {
         });
         match index.get(key) {
             Some(&pos) => Ok(self.pending[pos].1.clone()),
-            None => match self.unwritten.get(key) {
+            None => match self.unwritten.get(key).or_else(|| self.writing.get(key)) {
                 Some(value) => Ok(value.clone()),
                 None => Ok(self.tree.get(key)?),
             },
