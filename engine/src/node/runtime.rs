@@ -303,6 +303,8 @@ impl<R: Send + 'static> Node<R> {
             max_entries: cfg.max_apply_batch_entries,
         };
         let (write_tx, write_thread) = spawn_writer(id, &applier, &failed).map_err(spawn_err)?;
+        let loop_applier: Arc<dyn Applier<Output = R>> = applier.clone();
+        let loop_write_tx = write_tx.clone();
         let apply_thread = std::thread::Builder::new()
             .name(format!("tandem-apply-{id}"))
             .spawn(move || {
@@ -359,6 +361,10 @@ impl<R: Send + 'static> Node<R> {
             held: Vec::new(),
             held_entries: 0,
             max_apply_batch_entries: cfg.max_apply_batch_entries,
+            applier: loop_applier,
+            write_tx: loop_write_tx,
+            handed: 0,
+            applied_here: false,
             io_tx,
             failed: Arc::clone(&failed),
         };
@@ -524,6 +530,15 @@ struct RaftLoop<S: Storage, R, W> {
     held: Vec<ApplyTask<R>>,
     held_entries: usize,
     max_apply_batch_entries: usize,
+    /// The applier, for small tasks applied on this thread (see
+    /// [`RaftLoop::apply_here`]), and the write thread's request channel.
+    applier: Arc<dyn Applier<Output = R>>,
+    write_tx: Sender<()>,
+    /// The last index sent to the apply thread.
+    handed: u64,
+    /// Entries were applied on this thread since the last poll: poll again
+    /// before waiting (reads and conf changes may be released).
+    applied_here: bool,
     io_tx: Sender<SnapshotJob>,
     failed: Arc<Mutex<Option<String>>>,
 }
@@ -545,7 +560,7 @@ enum HostEvent {
 /// Most inputs drained into one Ready before polling.
 const MAX_BATCH_INPUTS: usize = 4096;
 
-impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
+impl<S: Storage, R: Send + 'static, W: LogWriter> RaftLoop<S, R, W> {
     fn run(
         &mut self,
         cmd_rx: &Receiver<Cmd<R>>,
@@ -617,8 +632,15 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
                 ticked = true;
             }
             self.carry_out(now, &durable);
+            while std::mem::take(&mut self.applied_here) {
+                self.carry_out(Instant::now(), &durable);
+            }
             if ticked {
                 self.release_held();
+                if self.applier.held_entries() > 0 {
+                    // What this thread applied is written once per tick too.
+                    let _ = self.write_tx.try_send(());
+                }
             }
         }
         // What a follower held back is applied before the apply thread stops.
@@ -751,6 +773,10 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
     /// change the membership (raft must see it applied promptly), or when
     /// this replica leads.
     fn hand_to_apply(&mut self, task: ApplyTask<R>) {
+        if self.can_apply_here(&task) {
+            self.apply_here(task);
+            return;
+        }
         let hold = !self.core.is_leader()
             && task.waiters.is_empty()
             && task
@@ -769,13 +795,54 @@ impl<S: Storage, R, W: LogWriter> RaftLoop<S, R, W> {
     fn release_held(&mut self) {
         self.held_entries = 0;
         for task in self.held.drain(..) {
+            if let Some(last) = task.entries.last() {
+                self.handed = last.index;
+            }
             if self.apply_tx.send(task).is_err() {
                 *self.failed.lock() = Some("apply thread stopped".into());
                 return;
             }
         }
     }
+
+    /// Whether `task` may be applied on this thread instead of the apply
+    /// thread: it has a local waiter (a proposal of this replica, so a
+    /// client waits on it), it is small, the apply thread has applied
+    /// everything handed to it (so applying here keeps the log order) and
+    /// the write thread is not behind. With write-behind an apply is an
+    /// evaluation into memory, cheaper than the hand-off to another thread
+    /// and back, which the client's write would otherwise wait for.
+    fn can_apply_here(&self, task: &ApplyTask<R>) -> bool {
+        !task.waiters.is_empty()
+            && task.entries.len() <= APPLY_HERE_MAX_ENTRIES
+            && self.held.is_empty()
+            && self.handed <= self.core.applied()
+            && task
+                .entries
+                .first()
+                .is_some_and(|e| e.index == self.core.applied() + 1)
+            && self.applier.held_entries() < WRITE_WAIT_ENTRIES
+    }
+
+    /// Apply `task` on this thread, report it to the core and answer its
+    /// waiters (in that order, as the apply thread does).
+    fn apply_here(&mut self, task: ApplyTask<R>) {
+        match self.applier.apply(&task.entries) {
+            Ok(out) => {
+                self.core.on_applied(out.applied_index, &out.conf_changes);
+                self.applied_here = true;
+                answer(out.results, task.waiters);
+                if self.applier.held_entries() >= WRITE_SOON_ENTRIES {
+                    let _ = self.write_tx.try_send(());
+                }
+            }
+            Err(e) => apply_failed(&e, task.waiters, &self.failed),
+        }
+    }
 }
+
+/// Largest task (in entries) the raft loop applies itself.
+const APPLY_HERE_MAX_ENTRIES: usize = 64;
 
 fn maintenance_loop(
     host: &dyn SnapshotHost,
@@ -961,6 +1028,31 @@ pub const WRITE_SOON_ENTRIES: u64 = 256;
 /// that fell behind).
 pub const WRITE_WAIT_ENTRIES: u64 = 2 * WRITE_SOON_ENTRIES;
 
+/// Complete each waiter with the result of its entry.
+fn answer<R>(results: Vec<(u64, R)>, waiters: Vec<CommittedProposal<R>>) {
+    let mut waiters = waiters.into_iter().peekable();
+    for (index, result) in results {
+        while waiters.peek().is_some_and(|w| w.index < index) {
+            let w = waiters.next().expect("peeked");
+            // Applied before a restart: the result is gone, but it was applied.
+            let _ = w.tx.send(Err(Error::Storage(format!(
+                "entry {} was applied earlier; its result is unavailable",
+                w.index
+            ))));
+        }
+        if waiters.peek().is_some_and(|w| w.index == index) {
+            let w = waiters.next().expect("peeked");
+            let _ = w.tx.send(Ok(result));
+        }
+    }
+    for w in waiters {
+        let _ = w.tx.send(Err(Error::Storage(format!(
+            "entry {} produced no result",
+            w.index
+        ))));
+    }
+}
+
 /// Start the write thread of an applier that holds applied results in
 /// memory: each message on the returned sender asks it to write them
 /// (`Applier::write_pending`), on its own thread, so applying goes on
@@ -1042,27 +1134,7 @@ fn apply_loop<A: Applier>(
                 let loop_gone = applied_tx
                     .send((out.applied_index, out.conf_changes))
                     .is_err();
-                let mut waiters = task.waiters.into_iter().peekable();
-                for (index, result) in out.results {
-                    while waiters.peek().is_some_and(|w| w.index < index) {
-                        let w = waiters.next().expect("peeked");
-                        // Applied before a restart: the result is gone, but it was applied.
-                        let _ = w.tx.send(Err(Error::Storage(format!(
-                            "entry {} was applied earlier; its result is unavailable",
-                            w.index
-                        ))));
-                    }
-                    if waiters.peek().is_some_and(|w| w.index == index) {
-                        let w = waiters.next().expect("peeked");
-                        let _ = w.tx.send(Ok(result));
-                    }
-                }
-                for w in waiters {
-                    let _ = w.tx.send(Err(Error::Storage(format!(
-                        "entry {} produced no result",
-                        w.index
-                    ))));
-                }
+                answer(out.results, task.waiters);
                 if loop_gone {
                     break;
                 }
