@@ -1160,12 +1160,21 @@ mod tests {
     /// An applier that records entry payloads and answers with the index;
     /// the second field counts apply calls.
     #[derive(Default)]
-    struct Recorder(Mutex<(u64, Vec<Vec<u8>>)>, std::sync::atomic::AtomicU64);
+    struct Recorder(
+        Mutex<(u64, Vec<Vec<u8>>)>,
+        std::sync::atomic::AtomicU64,
+        /// The thread of each apply call with a non-empty entry.
+        Mutex<Vec<String>>,
+    );
 
     impl Applier for Recorder {
         type Output = u64;
         fn apply(&self, entries: &[Entry]) -> Result<Applied<u64>> {
             self.1.fetch_add(1, Ordering::SeqCst);
+            if entries.iter().any(|e| !e.data.is_empty()) {
+                let thread = std::thread::current();
+                self.2.lock().push(thread.name().unwrap_or("?").to_owned());
+            }
             let mut st = self.0.lock();
             let mut results = Vec::new();
             let applied = st.0;
@@ -1441,6 +1450,52 @@ mod tests {
         handle.join().unwrap();
         assert_eq!(applier.writes.load(Ordering::SeqCst), 1);
         assert_eq!(applier.held_entries(), 0);
+    }
+
+    #[test]
+    fn a_lone_clients_writes_are_applied_on_the_raft_thread() {
+        // One voter: it leads at once and nothing else happens.
+        let net = InProcNetwork::new(1);
+        let cfg = Config::new(1);
+        let store = MemStorage::new_with_conf_state(ConfState::from_voters([1]));
+        let core = NodeCore::new(&cfg, store.clone(), 0, 1).unwrap();
+        let rec = Arc::new(Recorder::default());
+        let node = Node::start(
+            &cfg,
+            core,
+            MemLogWriter(store),
+            Arc::clone(&rec),
+            Arc::new(net.transport(1)),
+            None,
+        )
+        .unwrap();
+        net.register(node.inbox());
+        node.campaign().unwrap();
+        let t = Duration::from_secs(30);
+        for i in 0..5u8 {
+            // Retried until the replica leads (the campaign is asynchronous).
+            let deadline = Instant::now() + t;
+            loop {
+                match wait(&node.propose(vec![i]), t) {
+                    Ok(_) => break,
+                    Err(Error::NotLeader { .. }) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) => panic!("propose: {e}"),
+                }
+            }
+        }
+        let threads = rec.2.lock().clone();
+        assert_eq!(threads.len(), 5, "{threads:?}");
+        // The first write may find the leader's first (empty) entry still
+        // on the apply thread; each later one finds it idle, as its client
+        // waited for the previous write's answer, which comes after the
+        // apply thread's report.
+        assert!(
+            threads[1..].iter().all(|t| t == "tandem-raft-1"),
+            "{threads:?}"
+        );
+        node.shutdown();
     }
 
     #[test]
