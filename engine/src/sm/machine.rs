@@ -286,6 +286,18 @@ struct Unwritten {
     bytes: usize,
 }
 
+/// Held writes moved aside for one sled batch, with what goes with them.
+struct HeldBatch {
+    writes: Arc<HashMap<IVec, Option<IVec>>>,
+    /// The applied index and term of the last entry they include.
+    index: u64,
+    term: u64,
+    /// The membership, if it changed since the last batch.
+    conf: Option<ConfState>,
+    /// The snapshot capture under way, which records before-images.
+    capture: Option<Arc<BeforeImages>>,
+}
+
 /// Name of the version directory of a state installed at `index`.
 fn version_name(index: u64) -> String {
     format!("v-{index:020}")
@@ -790,49 +802,73 @@ impl StateMachine {
     /// holds exactly the applied state until the guards are dropped.
     fn lock_written(&self) -> Result<(MutexGuard<'_, ()>, MutexGuard<'_, ApplyState>)> {
         let writer = self.writer.lock();
-        loop {
-            self.write_held()?;
-            let st = self.state.lock();
-            if self.written_index.load(Ordering::Acquire) == st.applied_index && !st.conf_unwritten
-            {
-                return Ok((writer, st));
-            }
-            // An apply came in between: write that too.
-        }
+        // The bulk without the apply lock; what was applied meanwhile (a
+        // few entries at most) under it.
+        self.write_held()?;
+        let mut st = self.state.lock();
+        self.write_under(&mut st)?;
+        Ok((writer, st))
     }
 
-    /// [`StateMachine::flush_pending`] with the writer lock held.
+    /// [`StateMachine::flush_pending`] with the writer lock held: the sled
+    /// write runs without the apply lock.
     fn write_held(&self) -> Result<bool> {
-        let (writing, index, term, conf, capture) = {
-            let mut st = self.state.lock();
-            if self.written_index.load(Ordering::Acquire) == st.applied_index && !st.conf_unwritten
-            {
-                return Ok(false);
-            }
-            // Both maps are locked for the move, so a reader finds every
-            // write in one of them.
-            let mut active = self.unwritten.write();
-            let mut writing = self.writing.write();
-            let moved = std::mem::take(&mut *active).writes;
-            if writing.is_empty() {
-                *writing = Arc::new(moved);
-            } else {
-                // A write that failed before: this one carries both.
-                Arc::make_mut(&mut writing).extend(moved);
-            }
-            let conf = st.conf_unwritten.then(|| st.conf_state.clone());
-            st.conf_unwritten = false;
-            (
-                Arc::clone(&writing),
-                st.applied_index,
-                st.applied_term,
-                conf,
-                st.capture.clone(),
-            )
+        let Some(batch) = self.take_held(&mut self.state.lock()) else {
+            return Ok(false);
         };
-        if let Err(e) = self.write_batch(&writing, index, term, conf.as_ref(), capture.as_deref()) {
-            let mut st = self.state.lock();
-            st.conf_unwritten |= conf.is_some();
+        let written = self.write_batch(&batch);
+        self.finish_write(&mut self.state.lock(), &batch, written)?;
+        Ok(true)
+    }
+
+    /// [`StateMachine::write_held`] with the apply lock held throughout.
+    fn write_under(&self, st: &mut ApplyState) -> Result<bool> {
+        let Some(batch) = self.take_held(st) else {
+            return Ok(false);
+        };
+        let written = self.write_batch(&batch);
+        self.finish_write(st, &batch, written)?;
+        Ok(true)
+    }
+
+    /// Move the held writes aside for a write (`None`: sled is current).
+    /// Both maps are locked for the move, so a reader finds every write in
+    /// one of them.
+    fn take_held(&self, st: &mut ApplyState) -> Option<HeldBatch> {
+        if self.written_index.load(Ordering::Acquire) == st.applied_index && !st.conf_unwritten {
+            return None;
+        }
+        let mut active = self.unwritten.write();
+        let mut writing = self.writing.write();
+        let moved = std::mem::take(&mut *active).writes;
+        if writing.is_empty() {
+            *writing = Arc::new(moved);
+        } else {
+            // A write that failed before: this one carries both.
+            Arc::make_mut(&mut writing).extend(moved);
+        }
+        let conf = st.conf_unwritten.then(|| st.conf_state.clone());
+        st.conf_unwritten = false;
+        Some(HeldBatch {
+            writes: Arc::clone(&writing),
+            index: st.applied_index,
+            term: st.applied_term,
+            conf,
+            capture: st.capture.clone(),
+        })
+    }
+
+    /// After the sled write of `batch`: empty the moved-aside map and
+    /// advance the written index, or, if it failed, stop applying and keep
+    /// the writes for the next try.
+    fn finish_write(
+        &self,
+        st: &mut ApplyState,
+        batch: &HeldBatch,
+        written: Result<()>,
+    ) -> Result<()> {
+        if let Err(e) = written {
+            st.conf_unwritten |= batch.conf.is_some();
             if st.stopped.is_none() {
                 error!(error = %e, "writing applied entries to sled failed; stopping the state machine");
                 st.stopped = Some(e.to_string());
@@ -840,25 +876,18 @@ impl StateMachine {
             return Err(e);
         }
         *self.writing.write() = Arc::default();
-        self.written_index.store(index, Ordering::Release);
-        Ok(true)
+        self.written_index.store(batch.index, Ordering::Release);
+        Ok(())
     }
 
-    fn write_batch(
-        &self,
-        writes: &HashMap<IVec, Option<IVec>>,
-        index: u64,
-        term: u64,
-        conf: Option<&ConfState>,
-        capture: Option<&BeforeImages>,
-    ) -> Result<()> {
+    fn write_batch(&self, held: &HeldBatch) -> Result<()> {
         let db = self.db();
-        if let Some(images) = capture {
+        if let Some(images) = held.capture.as_deref() {
             // Before-images are recorded BEFORE the batch writes the keys
             // (only this writer changes sled, and a capture begins only
             // between two writes).
             let started = std::time::Instant::now();
-            for key in writes.keys() {
+            for key in held.writes.keys() {
                 images.record_with(&key[1..], || {
                     let read = std::time::Instant::now();
                     let old = db.get(key);
@@ -871,14 +900,14 @@ impl StateMachine {
             self.capture_record_us_max.fetch_max(us, Ordering::Relaxed);
         }
         let mut batch = sled::Batch::default();
-        for (key, value) in writes {
+        for (key, value) in held.writes.iter() {
             match value {
                 Some(v) => batch.insert(key.clone(), v.clone()),
                 None => batch.remove(key.clone()),
             }
         }
-        batch.insert(META_APPLIED, &encode_applied(index, term)[..]);
-        if let Some(cs) = conf {
+        batch.insert(META_APPLIED, &encode_applied(held.index, held.term)[..]);
+        if let Some(cs) = &held.conf {
             batch.insert(META_CONF, tandem_raft::types::encode(cs));
         }
         db.apply_batch(batch)?;
