@@ -148,7 +148,8 @@ impl Applier for StateMachine {
     }
 
     fn held_entries(&self) -> u64 {
-        self.applied_index() - self.written_index()
+        // Saturating: an install stores the two indexes one after the other.
+        self.applied_index().saturating_sub(self.written_index())
     }
 
     fn wait_for_write(&self) {
