@@ -520,3 +520,83 @@ fn held_writes_are_bounded_by_entries_and_bytes() {
         assert!(!sm.has_pending());
     }
 }
+
+#[test]
+fn a_reader_never_misses_a_held_write_while_it_moves_to_sled() {
+    // Entry i sets "counter" to i and inserts "k<i>" (never removed): a
+    // reader that saw counter = c must then find k<c>, whichever of the held
+    // map, the moved-aside map and sled it is in at that moment.
+    const ENTRIES: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SmOptions {
+        sled_flush_every_ms: None,
+        ..SmOptions::default()
+    };
+    let sm = std::sync::Arc::new(StateMachine::open(dir.path(), &opts).unwrap());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = |d: &std::sync::atomic::AtomicBool| d.load(std::sync::atomic::Ordering::Acquire);
+    let writer = {
+        let (sm, done) = (sm.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut writes = 0u32;
+            while !stop(&done) {
+                if sm.flush_pending().unwrap() {
+                    writes += 1;
+                }
+            }
+            writes
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (sm, done) = (sm.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut checked = 0u64;
+                while !stop(&done) {
+                    let Some(c) = sm.get(b"counter").unwrap() else {
+                        continue;
+                    };
+                    let c = u64::from_le_bytes(c.as_ref().try_into().unwrap());
+                    let key = format!("k{c}");
+                    assert!(
+                        sm.get(key.as_bytes()).unwrap().is_some(),
+                        "counter {c} was visible but {key} was not"
+                    );
+                    checked += 1;
+                }
+                checked
+            })
+        })
+        .collect();
+    let scanner = {
+        let (sm, done) = (sm.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut scans = 0u32;
+            while !stop(&done) {
+                let before = sm.applied_index();
+                let n = sm.scan_prefix(b"k").count() as u64;
+                assert!(n >= before, "a scan after index {before} saw only {n} keys");
+                scans += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            scans
+        })
+    };
+    for i in 1..=ENTRIES {
+        let mut b = WriteBatch::new();
+        b.insert(&b"counter"[..], i.to_le_bytes().to_vec());
+        b.insert(format!("k{i}").into_bytes(), vec![1u8; 32]);
+        sm.apply(&[entry(i, 1, &Command::Batch(b))]).unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let writes = writer.join().unwrap();
+    let checked: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    let scans = scanner.join().unwrap();
+    assert!(
+        writes > 0 && checked > 0 && scans > 0,
+        "{writes} {checked} {scans}"
+    );
+    sm.flush_pending().unwrap();
+    assert_eq!(sm.written_index(), ENTRIES);
+    assert_eq!(sm.scan_prefix(b"k").count() as u64, ENTRIES);
+}
