@@ -376,6 +376,17 @@ fn a_directory_with_another_format_is_refused() {
     );
 }
 
+/// Apply entries 1..=n, one per call: entry i sets "counter" to i and
+/// inserts "k<i>" with a `value_len`-byte value.
+fn apply_counted(sm: &StateMachine, n: u64, value_len: usize) {
+    for i in 1..=n {
+        let mut b = WriteBatch::new();
+        b.insert(&b"counter"[..], i.to_le_bytes().to_vec());
+        b.insert(format!("k{i}").into_bytes(), vec![1u8; value_len]);
+        sm.apply(&[entry(i, 1, &Command::Batch(b))]).unwrap();
+    }
+}
+
 #[test]
 fn flushes_and_reads_run_concurrently_with_apply() {
     let dir = tempfile::tempdir().unwrap();
@@ -410,12 +421,7 @@ fn flushes_and_reads_run_concurrently_with_apply() {
             }
         })
     };
-    for i in 1..=GROUPS {
-        let mut b = WriteBatch::new();
-        b.insert(&b"counter"[..], i.to_le_bytes().to_vec());
-        b.insert(format!("k{i}").into_bytes(), vec![1u8; 64]);
-        sm.apply(&[entry(i, 1, &Command::Batch(b))]).unwrap();
-    }
+    apply_counted(&sm, GROUPS, 64);
     done.store(true, std::sync::atomic::Ordering::Release);
     flusher.join().unwrap();
     reader.join().unwrap();
@@ -582,12 +588,7 @@ fn a_reader_never_misses_a_held_write_while_it_moves_to_sled() {
             scans
         })
     };
-    for i in 1..=ENTRIES {
-        let mut b = WriteBatch::new();
-        b.insert(&b"counter"[..], i.to_le_bytes().to_vec());
-        b.insert(format!("k{i}").into_bytes(), vec![1u8; 32]);
-        sm.apply(&[entry(i, 1, &Command::Batch(b))]).unwrap();
-    }
+    apply_counted(&sm, ENTRIES, 32);
     done.store(true, std::sync::atomic::Ordering::Release);
     let writes = writer.join().unwrap();
     let checked: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();

@@ -1201,11 +1201,17 @@ mod tests {
             tick_interval: tick,
             ..Config::new(id)
         };
-        let store = MemStorage::new_with_conf_state(ConfState::from_voters([1, 2, 3]));
-        let core = NodeCore::new(&cfg, store.clone(), 0, id).unwrap();
+        start_in(net, &cfg, &[1, 2, 3])
+    }
+
+    /// Replica `cfg.id` of a cluster of `voters`, on a recorder.
+    fn start_in(net: &InProcNetwork, cfg: &Config, voters: &[u64]) -> (Node<u64>, Arc<Recorder>) {
+        let id = cfg.id;
+        let store = MemStorage::new_with_conf_state(ConfState::from_voters(voters.iter().copied()));
+        let core = NodeCore::new(cfg, store.clone(), 0, id).unwrap();
         let rec = Arc::new(Recorder::default());
         let node = Node::start(
-            &cfg,
+            cfg,
             core,
             MemLogWriter(store),
             Arc::clone(&rec),
@@ -1456,20 +1462,7 @@ mod tests {
     fn a_lone_clients_writes_are_applied_on_the_raft_thread() {
         // One voter: it leads at once and nothing else happens.
         let net = InProcNetwork::new(1);
-        let cfg = Config::new(1);
-        let store = MemStorage::new_with_conf_state(ConfState::from_voters([1]));
-        let core = NodeCore::new(&cfg, store.clone(), 0, 1).unwrap();
-        let rec = Arc::new(Recorder::default());
-        let node = Node::start(
-            &cfg,
-            core,
-            MemLogWriter(store),
-            Arc::clone(&rec),
-            Arc::new(net.transport(1)),
-            None,
-        )
-        .unwrap();
-        net.register(node.inbox());
+        let (node, rec) = start_in(&net, &Config::new(1), &[1]);
         node.campaign().unwrap();
         let t = Duration::from_secs(30);
         for i in 0..5u8 {
