@@ -104,7 +104,7 @@ fn engine_simulation_keeps_every_invariant() {
 #[test]
 fn seeds_that_found_bugs_pass() {
     for seed in [
-        78, 88, 139, 163, 229, 230, 693, 1031, 1234, 1947, 1964, 1996, 3061, 6102, 55365,
+        78, 88, 139, 163, 229, 230, 693, 1031, 1234, 1947, 1964, 1996, 3061, 6102, 55365, 929701,
     ] {
         if let Err(f) = run_seed(&opts(seed, PlantedBug::None)) {
             panic!("{f}");

@@ -244,6 +244,10 @@ pub struct NodeCore<S: Storage, R> {
     members: HashSet<u64>,
     role: StateRole,
     leader: u64,
+    /// The term in which this replica, as leader, last had a leadership
+    /// transfer under way (0: never). Its lease is void for the rest of
+    /// that term (see [`NodeCore::lease_valid`]).
+    transfer_term: u64,
     counters: Counters,
     /// Compaction bookkeeping (see `maybe_compact`).
     compaction: Compaction,
@@ -378,6 +382,7 @@ impl<S: Storage, R> NodeCore<S, R> {
             members: members_of(&initial.conf_state),
             role: StateRole::Follower,
             leader: 0,
+            transfer_term: 0,
             counters: Counters::default(),
             // Nothing is known durable until the host says so (a replay at
             // open applies entries without flushing them).
@@ -467,6 +472,7 @@ impl<S: Storage, R> NodeCore<S, R> {
     pub fn tick(&mut self, now: Instant) {
         self.counters.ticks += 1;
         self.raw.tick();
+        self.note_transfer();
         self.proposals.expire(now);
         self.reads.expire(now);
         self.snap.tick();
@@ -533,6 +539,18 @@ impl<S: Storage, R> NodeCore<S, R> {
     fn step_raft(&mut self, m: Message) {
         if let Err(e) = self.raw.step(m) {
             tracing::debug!(id = self.id, error = %e, "step refused a message");
+        }
+        self.note_transfer();
+    }
+
+    /// Remember a leadership transfer under way in this leader's term. The
+    /// transfer target is set before raft sends `MsgTimeoutNow` and is
+    /// cleared only by a later tick (abort) or a step-down, so checking
+    /// after every step and tick sees every transfer that sent one.
+    fn note_transfer(&mut self) {
+        let r = &self.raw.raft;
+        if r.state == StateRole::Leader && r.lead_transferee.is_some() {
+            self.transfer_term = r.term;
         }
     }
 
@@ -698,11 +716,20 @@ impl<S: Storage, R> NodeCore<S, R> {
         }
     }
 
+    /// Whether this leader may answer a lease read at its commit index.
+    ///
+    /// Not once it has started a leadership transfer in its current term:
+    /// its `MsgTimeoutNow` makes the target campaign with `force`, which
+    /// voters grant even while they hear from this leader, so a new leader
+    /// can be elected inside the lease — also after the transfer was
+    /// aborted, as the message may arrive late. Lease reads then go through
+    /// ReadIndex (a quorum round) until this replica leads a later term.
     fn lease_valid(&self) -> bool {
         let r = &self.raw.raft;
         self.cfg.check_quorum
             && r.state == StateRole::Leader
             && r.lead_transferee.is_none()
+            && self.transfer_term != r.term
             && r.raft_log.term(r.raft_log.committed).ok() == Some(r.term)
     }
 
@@ -719,6 +746,7 @@ impl<S: Storage, R> NodeCore<S, R> {
             return Err(Error::UnknownNode(to));
         }
         self.raw.transfer_leader(to);
+        self.note_transfer();
         Ok(())
     }
 

@@ -344,6 +344,40 @@ fn reads_need_a_quorum_unless_stale_and_time_out_otherwise() {
 }
 
 #[test]
+fn a_leader_that_started_a_transfer_serves_no_lease_reads_for_the_rest_of_its_term() {
+    // Found by the engine simulator (seed 929701): a transfer's
+    // MsgTimeoutNow let the target win a forced election while the old
+    // leader, its transfer aborted, still answered lease reads.
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    sim.write_committed(1, 1, 8);
+    sim.heartbeat();
+    let r = sim.read(1, ReadConsistency::Lease);
+    assert!(r.try_recv().unwrap().is_ok(), "a lease read needs no round");
+    // The target is up to date, so MsgTimeoutNow leaves at once; it is lost.
+    sim.cut.insert(2);
+    sim.nodes.get_mut(&1).unwrap().transfer_leader(2).unwrap();
+    sim.settle();
+    // An election timeout later the transfer is aborted; node 3 keeps
+    // node 1's quorum, so it still leads the same term.
+    let term = sim.nodes[&1].status().term;
+    for _ in 0..12 {
+        sim.tick_all();
+        sim.settle();
+    }
+    assert!(sim.nodes[&1].is_leader());
+    assert_eq!(sim.nodes[&1].status().term, term);
+    // A lease read is no longer answered on the spot: it takes a round.
+    let r = sim.read(1, ReadConsistency::Lease);
+    assert!(r.try_recv().is_err(), "answered from a void lease");
+    sim.settle();
+    assert!(
+        r.try_recv().unwrap().is_ok(),
+        "answered after a quorum round"
+    );
+}
+
+#[test]
 fn shutdown_completes_everything_in_flight() {
     let mut sim = Sim::new(3);
     sim.elect(1);
