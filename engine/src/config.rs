@@ -94,6 +94,11 @@ pub struct Config {
     pub check_quorum: bool,
     /// Log compaction and snapshots.
     pub snapshot: SnapshotConfig,
+    /// The sled state machine: page cache, sled's own flush interval, and
+    /// how many applied writes are held in memory before they are written
+    /// to sled (write-behind; `write_behind_entries: 0` writes each apply
+    /// through). Defaults: [`crate::sm::SmOptions::default`].
+    pub state_machine: crate::sm::SmOptions,
     /// A known bug planted in the consensus core, so a test can show the
     /// simulator catches it. Only with the `planted-bugs` feature (tests).
     #[cfg(feature = "planted-bugs")]
@@ -303,6 +308,9 @@ impl Config {
                 self.wal_segment_bytes
             ));
         }
+        self.state_machine
+            .validate()
+            .map_err(|e| Error::Config(format!("state_machine: {e}")))?;
         self.snapshot.validate()
     }
 }
@@ -331,6 +339,7 @@ impl Default for Config {
             pre_vote: true,
             check_quorum: true,
             snapshot: SnapshotConfig::default(),
+            state_machine: crate::sm::SmOptions::default(),
             #[cfg(feature = "planted-bugs")]
             planted_bug: tandem_raft::PlantedBug::None,
         }
@@ -444,6 +453,7 @@ mod tests {
                 "compact_log_entries",
                 Box::new(|c| c.snapshot.compact_log_entries = 0),
             ),
+            ("cache_bytes", Box::new(|c| c.state_machine.cache_bytes = 1)),
             (
                 "compact_log_bytes",
                 Box::new(|c| c.snapshot.compact_log_bytes = 1),

@@ -30,9 +30,7 @@ use crate::node::{
     wait, Applied, Applier, Durability, LogWriter, Node, NodeCore, NodeStatus, PersistTask,
     SnapshotCatalog, SnapshotHost,
 };
-use crate::sm::{
-    CommandResult, DiskStorage, SmOptions, SnapshotStore, SnapshotTimings, StateMachine,
-};
+use crate::sm::{CommandResult, DiskStorage, SnapshotStore, SnapshotTimings, StateMachine};
 use crate::transport::{Inbox, Transport};
 
 /// Hands persist tasks to the WAL's group-commit writer and reports
@@ -246,7 +244,7 @@ impl Replica {
     ) -> Result<Replica> {
         cfg.validate()?;
         let lock = DirLock::acquire(dir)?;
-        let sm = Arc::new(StateMachine::open(dir.join("sm"), &SmOptions::default())?);
+        let sm = Arc::new(StateMachine::open(dir.join("sm"), &cfg.state_machine)?);
         let wal_opts = wal_options(cfg);
         let wal = Arc::new(
             Wal::open(dir.join("wal"), wal_opts)
@@ -450,8 +448,9 @@ mod tests {
         let opts = wal_options(&cfg);
         assert!(opts.batch_bytes_max < 1 << 20);
         let wal = Arc::new(Wal::open(dir.path().join("wal"), opts).unwrap());
-        let sm =
-            Arc::new(StateMachine::open(dir.path().join("sm"), &SmOptions::default()).unwrap());
+        let sm = Arc::new(
+            StateMachine::open(dir.path().join("sm"), &crate::sm::SmOptions::default()).unwrap(),
+        );
         let storage = DiskStorage::open(Arc::clone(&wal), sm).unwrap();
         let mut w = WalWriter {
             wal: Arc::clone(&wal),

@@ -133,3 +133,36 @@ fn shutdown_with_requests_in_flight_answers_them() {
     assert!(matches!(cluster.restart(99), Err(Error::UnknownNode(99))));
     assert!(matches!(cluster.stop(99), Err(Error::UnknownNode(99))));
 }
+
+#[test]
+fn the_state_machine_options_reach_every_replica() {
+    // Write-through: a replica writes each apply to sled before it reports
+    // the entry applied, so sled is never behind the reported index.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.node.state_machine.write_behind_entries = 0;
+    let cluster = Cluster::open(dir.path(), cfg).unwrap();
+    let db = cluster.db();
+    for i in 0..20u32 {
+        db.insert(i.to_be_bytes(), b"v").unwrap();
+    }
+    for id in cluster.running() {
+        let replica = cluster.replica(id).unwrap();
+        let applied = replica.status().unwrap().applied;
+        let written = replica.state_machine().written_index();
+        assert!(
+            written >= applied,
+            "replica {id}: sled at {written}, applied {applied}"
+        );
+    }
+    drop(db);
+    drop(cluster);
+    // Bad state machine options are refused at open, naming the field.
+    let mut bad = config();
+    bad.node.state_machine.cache_bytes = 1;
+    let err = Cluster::open(tempfile::tempdir().unwrap().path(), bad).unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(m) if m.contains("cache_bytes")),
+        "{err}"
+    );
+}
