@@ -146,8 +146,7 @@ impl Applier for StateMachine {
     }
 
     fn held_entries(&self) -> u64 {
-        // Saturating: an install stores the two indexes one after the other.
-        self.applied_index().saturating_sub(self.written_index())
+        StateMachine::held_entries(self)
     }
 
     fn wait_for_write(&self) {

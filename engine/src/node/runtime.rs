@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, select, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 use tandem_raft::{ConfChangeV2, Entry, EntryType, MemStorage, Storage};
 use tandem_snapshot::{Manifest, TransferMsg};
@@ -296,7 +296,6 @@ impl<R: Send + 'static> Node<R> {
         let spawn_err = |e: std::io::Error| Error::io("thread", e);
 
         let apply_failed = Arc::clone(&failed);
-        let tick = cfg.tick_interval;
         let apply_queue = ApplyQueue {
             rx: apply_rx,
             carry: None,
@@ -311,7 +310,6 @@ impl<R: Send + 'static> Node<R> {
                 apply_loop(
                     &*applier,
                     apply_queue,
-                    tick,
                     &write_tx,
                     &applied_tx,
                     &apply_failed,
@@ -638,7 +636,8 @@ impl<S: Storage, R: Send + 'static, W: LogWriter> RaftLoop<S, R, W> {
             if ticked {
                 self.release_held();
                 if self.applier.held_entries() > 0 {
-                    // What this thread applied is written once per tick too.
+                    // Held applies (of this thread or the apply thread)
+                    // reach storage within a tick.
                     let _ = self.write_tx.try_send(());
                 }
             }
@@ -966,20 +965,12 @@ struct ApplyQueue<R> {
 }
 
 impl<R> ApplyQueue<R> {
-    /// The next group, waiting for one until `deadline` (or for ever);
-    /// [`Next::Closed`] once the raft loop is gone and everything queued
-    /// was handed out.
-    fn next_group(&mut self, deadline: Option<Instant>) -> Next<ApplyTask<R>> {
+    /// The next group, waiting for one; `None` once the raft loop is gone
+    /// and everything queued was handed out.
+    fn next_group(&mut self) -> Option<ApplyTask<R>> {
         let mut group = match self.carry.take() {
             Some(t) => t,
-            None => match deadline.map_or_else(
-                || self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                |d| self.rx.recv_deadline(d),
-            ) {
-                Ok(t) => t,
-                Err(RecvTimeoutError::Timeout) => return Next::Timeout,
-                Err(RecvTimeoutError::Disconnected) => return Next::Closed,
-            },
+            None => self.rx.recv().ok()?,
         };
         while group.entries.len() < self.max_entries {
             let Ok(next) = self.rx.try_recv() else { break };
@@ -995,17 +986,8 @@ impl<R> ApplyQueue<R> {
             group.entries.extend(next.entries);
             group.waiters.extend(next.waiters);
         }
-        Next::Group(group)
+        Some(group)
     }
-}
-
-/// What [`ApplyQueue::next_group`] found.
-enum Next<T> {
-    Group(T),
-    /// The deadline passed with nothing queued.
-    Timeout,
-    /// The raft loop is gone and nothing is queued.
-    Closed,
 }
 
 /// Stop the replica after a failed apply or write: waiters of `task` (if
@@ -1080,25 +1062,18 @@ fn spawn_writer<A: Applier>(
 
 /// The apply thread: applies groups of committed tasks and answers their
 /// proposers. An applier that holds results in memory (write-behind) has
-/// the write thread (`write_tx`) write them within `write_every` of the
-/// first one held, even while tasks keep arriving; when the apply thread
-/// ends, it writes what is held itself.
+/// the write thread (`write_tx`) write them at once when
+/// [`WRITE_SOON_ENTRIES`] are held (the raft loop asks for a write once per
+/// tick otherwise); when the apply thread ends, it writes what is held
+/// itself.
 fn apply_loop<A: Applier>(
     applier: &A,
     mut queue: ApplyQueue<A::Output>,
-    write_every: Duration,
     write_tx: &Sender<()>,
     applied_tx: &Sender<(u64, Vec<ConfChangeV2>)>,
     failed: &Mutex<Option<String>>,
 ) {
-    let mut write_due: Option<Instant> = None;
     loop {
-        if write_due.is_some_and(|due| Instant::now() >= due) {
-            write_due = None;
-            // Full: a write is already asked for. Gone: it failed, and the
-            // replica is stopping.
-            let _ = write_tx.try_send(());
-        }
         if applier.held_entries() >= WRITE_WAIT_ENTRIES {
             // The write thread fell behind (it competes for the CPU with
             // everything else): let its write under way finish before
@@ -1107,23 +1082,15 @@ fn apply_loop<A: Applier>(
             // bound.
             applier.wait_for_write();
         }
-        let task = match queue.next_group(write_due) {
-            Next::Group(task) => task,
-            Next::Timeout => continue,
-            Next::Closed => break,
+        let Some(task) = queue.next_group() else {
+            break;
         };
         let result = applier.apply(&task.entries);
-        match applier.held_entries() {
-            0 => write_due = None,
-            n if n >= WRITE_SOON_ENTRIES => {
-                // Under load: keep the write thread busy (a request made
-                // while it writes makes it write again right after).
-                let _ = write_tx.try_send(());
-                write_due = None;
-            }
-            _ => {
-                write_due.get_or_insert_with(|| Instant::now() + write_every);
-            }
+        if applier.held_entries() >= WRITE_SOON_ENTRIES {
+            // Under load: keep the write thread busy (a request made while
+            // it writes makes it write again right after). Full: a write
+            // is already asked for; gone: it failed and the replica stops.
+            let _ = write_tx.try_send(());
         }
         match result {
             Ok(out) => {
@@ -1334,7 +1301,7 @@ mod tests {
         }
         drop(tx);
         let mut groups = Vec::new();
-        while let Next::Group(g) = q.next_group(None) {
+        while let Some(g) = q.next_group() {
             let indexes: Vec<u64> = g.entries.iter().map(|e| e.index).collect();
             let waiters: Vec<u64> = g.waiters.iter().map(|w| w.index).collect();
             groups.push((indexes, waiters));
@@ -1390,10 +1357,7 @@ mod tests {
         }
     }
 
-    fn run_apply_loop(
-        applier: &Arc<Holding>,
-        write_every: Duration,
-    ) -> (Sender<ApplyTask<u64>>, JoinHandle<()>) {
+    fn run_apply_loop(applier: &Arc<Holding>) -> (Sender<ApplyTask<u64>>, JoinHandle<()>) {
         let (tx, rx) = bounded(16);
         let (applied_tx, applied_rx) = unbounded();
         let failed = Arc::new(Mutex::new(None));
@@ -1406,14 +1370,7 @@ mod tests {
                 carry: None,
                 max_entries: 64,
             };
-            apply_loop(
-                &*applier,
-                queue,
-                write_every,
-                &write_tx,
-                &applied_tx,
-                &failed,
-            );
+            apply_loop(&*applier, queue, &write_tx, &applied_tx, &failed);
             drop(write_tx);
             writer.join().unwrap();
             assert!(failed.lock().is_none());
@@ -1423,11 +1380,30 @@ mod tests {
 
     #[test]
     fn held_applies_are_written_within_a_tick_even_when_idle() {
+        // One voter with an applier that holds what it applies: after one
+        // write nothing else happens, and the tick must still have it
+        // written (fewer than WRITE_SOON_ENTRIES are held).
+        let net = InProcNetwork::new(1);
+        let cfg = Config::new(1);
+        let store = MemStorage::new_with_conf_state(ConfState::from_voters([1]));
+        let core = NodeCore::new(&cfg, store.clone(), 0, 1).unwrap();
         let applier = Arc::new(Holding::default());
-        let (tx, handle) = run_apply_loop(&applier, Duration::from_millis(1));
-        tx.send(task(1, 2)).unwrap();
-        // Nothing else arrives: the thread must still write, on its own.
+        let node = Node::start(
+            &cfg,
+            core,
+            MemLogWriter(store),
+            Arc::clone(&applier),
+            Arc::new(net.transport(1)),
+            None,
+        )
+        .unwrap();
+        net.register(node.inbox());
+        node.campaign().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
+        while wait(&node.propose(b"x".to_vec()), Duration::from_secs(30)).is_err() {
+            assert!(Instant::now() < deadline, "no leader");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         while applier.writes.load(Ordering::SeqCst) == 0 {
             assert!(
                 Instant::now() < deadline,
@@ -1436,20 +1412,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(applier.held_entries(), 0);
-        drop(tx);
-        handle.join().unwrap();
-        assert_eq!(
-            applier.writes.load(Ordering::SeqCst),
-            1,
-            "nothing more to write"
-        );
+        node.shutdown();
     }
 
     #[test]
     fn held_applies_are_written_when_the_apply_thread_stops() {
         let applier = Arc::new(Holding::default());
-        // A tick far longer than the test: only the stop can write.
-        let (tx, handle) = run_apply_loop(&applier, Duration::from_secs(3600));
+        // Fewer than WRITE_SOON_ENTRIES held and no raft loop: only the
+        // stop can write.
+        let (tx, handle) = run_apply_loop(&applier);
         tx.send(task(1, 1)).unwrap();
         tx.send(task(2, 3)).unwrap();
         drop(tx);
@@ -1497,7 +1468,7 @@ mod tests {
             stuck: AtomicBool::new(true),
             ..Holding::default()
         });
-        let (tx, handle) = run_apply_loop(&applier, Duration::from_secs(3600));
+        let (tx, handle) = run_apply_loop(&applier);
         // Below the wait threshold: applied without waiting.
         let below = WRITE_WAIT_ENTRIES - 1;
         tx.send(task(1, below)).unwrap();

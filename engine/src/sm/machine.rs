@@ -48,8 +48,8 @@
 //! writes applied since the last sled batch, answers at once, and writes
 //! the map to sled as ONE atomic batch, with the applied index and term of
 //! the last entry in it (and the membership if it changed), when
-//! [`StateMachine::flush_pending`] is called (the node's apply thread calls
-//! it once per tick), when the map holds `write_behind_entries` entries or
+//! [`StateMachine::flush_pending`] is called (the node's write thread calls
+//! it once per tick, or at once under load), when the map holds `write_behind_entries` entries or
 //! `write_behind_bytes` bytes, and before anything that needs sled itself
 //! to be current: range scans, snapshot captures, durability flushes.
 //!
@@ -922,7 +922,15 @@ impl StateMachine {
     /// Whether applied writes are held in memory, not yet written to sled.
     #[must_use]
     pub fn has_pending(&self) -> bool {
-        self.written_index.load(Ordering::Acquire) < self.applied_index()
+        self.held_entries() > 0
+    }
+
+    /// How many applied entries sled does not hold yet (held in memory or
+    /// being written).
+    #[must_use]
+    pub fn held_entries(&self) -> u64 {
+        // Saturating: an install stores the two indexes one after the other.
+        self.applied_index().saturating_sub(self.written_index())
     }
 
     /// The applied index stored in sled (at most [`StateMachine::applied_index`]):
