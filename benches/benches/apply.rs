@@ -63,8 +63,8 @@ fn entries_at(index: &mut u64, next: &mut u64, group: u64, writes: usize) -> Vec
             Entry {
                 index: *index,
                 term: 1,
-                data: Command::Batch(batch).encode(),
-                context: index.to_le_bytes().to_vec(),
+                data: Command::Batch(batch).encode().into(),
+                context: index.to_le_bytes().to_vec().into(),
                 ..Entry::default()
             }
         })

@@ -52,7 +52,7 @@ pub fn from_message(m: &BytesValue) -> Entry {
     Entry {
         index: EntryExt::index(m),
         term: u64::from_le_bytes(m.value[8..16].try_into().expect("8 bytes")),
-        data: m.value[PREFIX_BYTES..].to_vec(),
+        data: m.value[PREFIX_BYTES..].to_vec().into(),
         ..Entry::default()
     }
 }
@@ -211,7 +211,7 @@ mod tests {
         let e = Entry {
             index: 0x0102_0304_0506_0708,
             term: 9,
-            data: b"payload".to_vec(),
+            data: b"payload".to_vec().into(),
             ..Entry::default()
         };
         let m = to_message(&e);

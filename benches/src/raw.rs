@@ -282,7 +282,7 @@ mod tests {
             .map(|i| Entry {
                 index: i,
                 term: 1,
-                data: vec![i as u8; 5],
+                data: vec![i as u8; 5].into(),
                 ..Entry::default()
             })
             .collect();

@@ -49,7 +49,7 @@ impl EntryBatch {
             .map(|index| Entry {
                 term: BENCH_TERM,
                 index,
-                data: self.payload.clone(),
+                data: self.payload.clone().into(),
                 ..Entry::default()
             })
             .collect()

@@ -406,7 +406,7 @@ fn apply_floor(
                     Entry {
                         index,
                         term: 1,
-                        data: Command::Batch(batch).encode(),
+                        data: Command::Batch(batch).encode().into(),
                         ..Entry::default()
                     }
                 })

@@ -105,8 +105,8 @@ fn open_and_check(segments: &[(u64, Vec<u8>)], mode: RecoveryMode) {
         entry_type: EntryType::EntryNormal,
         term,
         index: last + 1,
-        data: b"after-recovery".to_vec(),
-        context: Vec::new(),
+        data: b"after-recovery".to_vec().into(),
+        context: tandem_raft::Bytes::new(),
     };
     let appended = wal
         .submit(vec![next.clone()], None)
@@ -496,8 +496,8 @@ pub fn engine_model(data: &[u8]) {
                     entry_type: EntryType::EntryNormal,
                     term: 1,
                     index,
-                    data: cmd.encode(),
-                    context: index.to_le_bytes().to_vec(),
+                    data: cmd.encode().into(),
+                    context: index.to_le_bytes().to_vec().into(),
                 };
                 pending.push((entry, result));
             }

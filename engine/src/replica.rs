@@ -190,8 +190,9 @@ pub(crate) fn bootstrap_entries(voters: &[u64]) -> Vec<Entry> {
                 change_type: ConfChangeType::AddNode,
                 node_id: id,
                 context: Vec::new(),
-            }),
-            context: Vec::new(),
+            })
+            .into(),
+            context: tandem_raft::Bytes::new(),
         })
         .collect()
 }
@@ -461,8 +462,8 @@ mod tests {
                 entry_type: EntryType::EntryNormal,
                 term: 1,
                 index,
-                data: vec![index as u8; 100 << 10],
-                context: Vec::new(),
+                data: vec![index as u8; 100 << 10].into(),
+                context: Vec::new().into(),
             })
             .collect();
         let (tx, rx) = crossbeam_channel::unbounded();

@@ -106,8 +106,8 @@ fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
         entry_type: EntryType::EntryNormal,
         term,
         index,
-        data: data.to_vec(),
-        context: Vec::new(),
+        data: data.to_vec().into(),
+        context: Vec::new().into(),
     }
 }
 

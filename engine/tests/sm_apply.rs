@@ -14,8 +14,8 @@ fn entry(index: u64, term: u64, command: &Command) -> Entry {
     Entry {
         index,
         term,
-        data: command.encode(),
-        context: index.to_le_bytes().to_vec(),
+        data: command.encode().into(),
+        context: index.to_le_bytes().to_vec().into(),
         ..Entry::default()
     }
 }
@@ -70,7 +70,7 @@ fn cas_sees_earlier_entries_of_the_same_group() {
             CommandResult::Cas(Ok(())),
         ]
     );
-    assert_eq!(out.results[3].context, 4u64.to_le_bytes());
+    assert_eq!(out.results[3].context, &4u64.to_le_bytes()[..]);
     assert_eq!((out.applied_index, out.applied_term), (6, 2));
     assert_eq!(get(&sm, "a"), None);
     assert_eq!(get(&sm, "b").as_deref(), Some("new"));
@@ -173,7 +173,9 @@ fn corrupt_or_unknown_commands_stop_the_replica_without_partial_writes() {
     let sm = open(dir.path());
     assert_eq!(sm.applied().0, 2);
     let mut unknown = entry(3, 1, &Command::Noop);
-    unknown.data[0] = 0xEE;
+    let mut data = unknown.data.to_vec();
+    data[0] = 0xEE;
+    unknown.data = data.into();
     let err = sm.apply(&[unknown]).unwrap_err();
     assert!(
         matches!(
@@ -192,8 +194,8 @@ fn corrupt_or_unknown_commands_stop_the_replica_without_partial_writes() {
         entry_type: EntryType::EntryConfChange,
         index: 1,
         term: 1,
-        data: vec![0xFF; 3],
-        context: vec![],
+        data: vec![0xFF; 3].into(),
+        context: vec![].into(),
     };
     assert!(matches!(
         sm2.apply(&[cc]),
@@ -236,8 +238,9 @@ fn conf_changes_are_stored_with_the_batch_and_listed() {
                 change_type: t,
                 node_id: id,
                 context: vec![],
-            }),
-            context: vec![],
+            })
+            .into(),
+            context: tandem::raft::Bytes::new(),
         };
         let mut e2 = add(2, ConfChangeType::AddNode);
         e2.index = 2;

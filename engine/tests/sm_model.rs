@@ -76,7 +76,7 @@ proptest! {
                 let term = 1 + index / 7;
                 match c {
                     Some(c) => entry(index, term, c),
-                    None => Entry { index, term, context: index.to_le_bytes().to_vec(), ..Entry::default() },
+                    None => Entry { index, term, context: index.to_le_bytes().to_vec().into(), ..Entry::default() },
                 }
             })
             .collect();

@@ -239,7 +239,9 @@ fn a_corrupt_committed_entry_stops_replay_with_a_typed_error() {
         let (wal, sm) = open(dir.path());
         append(&wal, 1, 4, 4);
         let mut bad = entry(5, 1, &command_at(SEED, 5, 4));
-        bad.data[0] = 0x7F; // unknown command version
+        let mut data = bad.data.to_vec();
+        data[0] = 0x7F; // unknown command version
+        bad.data = data.into();
         let hs = HardState {
             term: 1,
             vote: 1,

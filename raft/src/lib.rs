@@ -36,7 +36,7 @@
 //!     applied.extend(light.take_committed_entries());
 //!     node.advance_apply();
 //! }
-//! assert!(applied.iter().any(|e| e.data == b"hello"));
+//! assert!(applied.iter().any(|e| e.data == &b"hello"[..]));
 //! assert_eq!(node.store().last_index().unwrap(), 2); // empty entry + "hello"
 //! ```
 
@@ -68,6 +68,7 @@ pub use read_only::{ReadOnlyOption, ReadState};
 pub use status::Status;
 pub use storage::{MemStorage, MemStorageCore, RaftState, Storage};
 pub use types::{
-    ConfChange, ConfChangeI, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2,
-    ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
+    Bytes, ConfChange, ConfChangeI, ConfChangeSingle, ConfChangeTransition, ConfChangeType,
+    ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+    SnapshotMetadata,
 };

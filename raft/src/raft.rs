@@ -1351,7 +1351,7 @@ impl<S: Storage> Raft<S> {
         }
         match self.read_only.option {
             ReadOnlyOption::Safe => {
-                let Some(ctx) = m.entries.first().map(|e| e.data.clone()) else {
+                let Some(ctx) = m.entries.first().map(|e| e.data.to_vec()) else {
                     warn!(id = self.id, "read index request without context dropped");
                     return;
                 };
@@ -1372,7 +1372,7 @@ impl<S: Storage> Raft<S> {
                 .entries
                 .into_iter()
                 .next()
-                .map(|e| e.data)
+                .map(|e| Vec::from(e.data))
                 .unwrap_or_default();
             self.read_states.push(ReadState {
                 index,
@@ -1525,7 +1525,11 @@ impl<S: Storage> Raft<S> {
                     );
                     return Ok(());
                 }
-                let ctx = m.entries.pop().map(|e| e.data).unwrap_or_default();
+                let ctx = m
+                    .entries
+                    .pop()
+                    .map(|e| Vec::from(e.data))
+                    .unwrap_or_default();
                 self.read_states.push(ReadState {
                     index: m.index,
                     request_ctx: ctx,
@@ -1554,7 +1558,7 @@ impl<S: Storage> Raft<S> {
             );
             return;
         }
-        if self.prs.conf().all_ids().is_empty() && self.pending_request_snapshot == 0 {
+        if self.prs.conf().is_empty() && self.pending_request_snapshot == 0 {
             // An uninitialised node (joining, empty membership) cannot
             // interpret the log without the configuration it starts from:
             // it asks for a snapshot instead of replaying entries.
@@ -1778,7 +1782,7 @@ impl<S: Storage> Raft<S> {
                 from: self.id,
                 entries: vec![Entry {
                     entry_type: EntryType::EntryConfChangeV2,
-                    data,
+                    data: data.into(),
                     ..Entry::default()
                 }],
                 ..Message::default()
@@ -1970,7 +1974,7 @@ mod tests {
         };
         let mut r = Raft::new(&c, s).unwrap();
         let big = Entry {
-            data: vec![0; 100],
+            data: vec![0; 100].into(),
             ..Entry::default()
         };
         assert!(r.increase_uncommitted_size(std::slice::from_ref(&big)));

@@ -260,8 +260,8 @@ impl<S: Storage> RawNode<S> {
             msg_type: MessageType::MsgPropose,
             from: self.raft.id,
             entries: vec![Entry {
-                data,
-                context,
+                data: data.into(),
+                context: context.into(),
                 ..Entry::default()
             }],
             ..Message::default()
@@ -285,8 +285,8 @@ impl<S: Storage> RawNode<S> {
             from: self.raft.id,
             entries: vec![Entry {
                 entry_type,
-                data,
-                context,
+                data: data.into(),
+                context: context.into(),
                 ..Entry::default()
             }],
             ..Message::default()
@@ -325,7 +325,7 @@ impl<S: Storage> RawNode<S> {
             msg_type: MessageType::MsgReadIndex,
             from: self.raft.id,
             entries: vec![Entry {
-                data: rctx,
+                data: rctx.into(),
                 ..Entry::default()
             }],
             ..Message::default()

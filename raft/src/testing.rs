@@ -742,7 +742,7 @@ impl Network {
             match e.entry_type {
                 EntryType::EntryNormal => {
                     if !e.data.is_empty() {
-                        n.sm.data.push(e.data.clone());
+                        n.sm.data.push(e.data.to_vec());
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {

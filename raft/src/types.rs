@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 
 use bincode::{Decode, Encode};
+pub use bytes::Bytes;
 
 /// The kind of a log entry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Encode, Decode)]
@@ -22,7 +23,15 @@ pub enum EntryType {
 }
 
 /// One entry of the replicated log.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Encode, Decode)]
+///
+/// The payload and the context are reference-counted [`Bytes`]: an entry is
+/// held at once by the unstable log, the log's cache, the append messages to
+/// every follower and the apply task, and cloning it copies no payload.
+/// Build one from a `Vec<u8>` with `.into()` (which does not copy either).
+///
+/// The `bincode` encoding is that of the same struct with `Vec<u8>` fields
+/// (a length, then the bytes), so it does not depend on the in-memory type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Entry {
     /// What `data` holds.
     pub entry_type: EntryType,
@@ -31,10 +40,39 @@ pub struct Entry {
     /// The position of the entry in the log; the first entry ever is index 1.
     pub index: u64,
     /// The application payload.
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// Opaque context supplied with the proposal (e.g. a proposal id).
-    pub context: Vec<u8>,
+    pub context: Bytes,
 }
+
+impl Encode for Entry {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.entry_type.encode(encoder)?;
+        self.term.encode(encoder)?;
+        self.index.encode(encoder)?;
+        self.data.as_ref().encode(encoder)?;
+        self.context.as_ref().encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for Entry {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(Entry {
+            entry_type: EntryType::decode(decoder)?,
+            term: u64::decode(decoder)?,
+            index: u64::decode(decoder)?,
+            data: Vec::<u8>::decode(decoder)?.into(),
+            context: Vec::<u8>::decode(decoder)?.into(),
+        })
+    }
+}
+
+bincode::impl_borrow_decode!(Entry);
 
 impl Entry {
     /// Bytes this entry counts for in size limits (`max_size_per_msg`,
@@ -414,6 +452,45 @@ pub fn decode<T: Decode<()>>(bytes: &[u8]) -> crate::Result<T> {
 mod tests {
     use super::*;
 
+    /// The layout `Entry` had with `Vec<u8>` fields: its encoding must not
+    /// change with the in-memory type (messages between versions, corpora).
+    #[derive(Encode, Decode, PartialEq, Debug)]
+    struct VecEntry {
+        entry_type: EntryType,
+        term: u64,
+        index: u64,
+        data: Vec<u8>,
+        context: Vec<u8>,
+    }
+
+    #[test]
+    fn entry_encodes_as_with_vec_fields() {
+        for (data, context) in [
+            (Vec::new(), Vec::new()),
+            (b"payload".to_vec(), Vec::new()),
+            (vec![7; 300], b"ctx".to_vec()),
+        ] {
+            let e = Entry {
+                entry_type: EntryType::EntryConfChange,
+                term: 3,
+                index: 1 << 40,
+                data: data.clone().into(),
+                context: context.clone().into(),
+            };
+            let v = VecEntry {
+                entry_type: EntryType::EntryConfChange,
+                term: 3,
+                index: 1 << 40,
+                data,
+                context,
+            };
+            let bytes = encode(&e);
+            assert_eq!(bytes, encode(&v));
+            assert_eq!(decode::<Entry>(&bytes).unwrap(), e);
+            assert_eq!(decode::<VecEntry>(&bytes).unwrap(), v);
+        }
+    }
+
     #[test]
     fn message_round_trips_through_codec() {
         let m = Message {
@@ -427,8 +504,8 @@ mod tests {
                 entry_type: EntryType::EntryNormal,
                 term: 7,
                 index: 42,
-                data: b"hello".to_vec(),
-                context: vec![1, 2, 3],
+                data: b"hello".to_vec().into(),
+                context: vec![1, 2, 3].into(),
             }],
             commit: 40,
             snapshot: Some(Snapshot::default()),

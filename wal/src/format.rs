@@ -20,7 +20,7 @@
 //! even in a recycled segment whose later bytes are stale records of an
 //! older sequence.
 
-use tandem_raft::{Entry, EntryType, HardState};
+use tandem_raft::{Bytes, Entry, EntryType, HardState};
 
 /// Segment header bytes.
 pub const HEADER_BYTES: u64 = 32;
@@ -375,12 +375,14 @@ pub fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, String> {
     let term = u64_at(bytes, 1);
     let dlen = u32_at(bytes, 9) as usize;
     let h = ENTRY_HEADER_BYTES as usize;
+    // One allocation for both: the context is usually empty or short.
+    let body = Bytes::copy_from_slice(&bytes[h..]);
     Ok(Entry {
         entry_type,
         term,
         index,
-        data: bytes[h..h + dlen].to_vec(),
-        context: bytes[h + dlen..].to_vec(),
+        data: body.slice(..dlen),
+        context: body.slice(dlen..),
     })
 }
 
@@ -645,8 +647,8 @@ mod tests {
             entry_type: EntryType::EntryConfChangeV2,
             term,
             index,
-            data: data.to_vec(),
-            context: b"ctx".to_vec(),
+            data: data.to_vec().into(),
+            context: b"ctx".to_vec().into(),
         }
     }
 

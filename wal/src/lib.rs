@@ -27,7 +27,7 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let opts = WalOptions { segment_bytes: 1 << 20, batch_bytes_max: 1 << 19,
 //!                         entry_bytes_max: 1 << 18, ..WalOptions::default() };
-//! let entry = |index, term| Entry { index, term, data: vec![index as u8; 8], ..Entry::default() };
+//! let entry = |index, term| Entry { index, term, data: vec![index as u8; 8].into(), ..Entry::default() };
 //! {
 //!     let wal = Wal::open(dir.path(), opts.clone())?;
 //!     let done = wal.submit(vec![entry(1, 1), entry(2, 1), entry(3, 1)],

@@ -1295,7 +1295,7 @@ mod tests {
         Entry {
             index,
             term: 1,
-            data: vec![7; 32],
+            data: vec![7; 32].into(),
             ..Entry::default()
         }
     }

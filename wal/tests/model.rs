@@ -74,9 +74,9 @@ fn entry(index: u64, term: u64, len: usize) -> Entry {
         index,
         data: (0..len).map(|k| fill.wrapping_add(k as u8)).collect(),
         context: if index % 3 == 0 {
-            vec![fill; 3]
+            vec![fill; 3].into()
         } else {
-            Vec::new()
+            tandem_raft::Bytes::new()
         },
     }
 }

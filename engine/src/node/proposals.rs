@@ -281,7 +281,7 @@ mod tests {
         Entry {
             index,
             term,
-            context: ctx,
+            context: ctx.into(),
             ..Entry::default()
         }
     }

@@ -1148,7 +1148,7 @@ mod tests {
             for e in entries.iter().filter(|e| e.index > applied) {
                 assert_eq!(e.index, st.0 + 1, "gap in applied entries");
                 st.0 = e.index;
-                st.1.push(e.data.clone());
+                st.1.push(e.data.to_vec());
                 results.push((e.index, e.index));
             }
             Ok(Applied {

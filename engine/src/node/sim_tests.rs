@@ -106,7 +106,7 @@ impl Sim {
                     let last = task.entries.last().unwrap().index;
                     let log = self.applied.entry(id).or_default();
                     for e in &task.entries {
-                        log.push((e.index, e.data.clone()));
+                        log.push((e.index, e.data.to_vec()));
                     }
                     for w in task.waiters {
                         let _ = w.tx.send(Ok(w.index));
@@ -433,7 +433,7 @@ fn append_msg(index: u64, log_term: u64, entries: &[u64], commit: u64) -> Messag
             .map(|&i| tandem_raft::Entry {
                 index: i,
                 term: 1,
-                data: vec![i as u8],
+                data: vec![i as u8].into(),
                 ..tandem_raft::Entry::default()
             })
             .collect(),

@@ -293,7 +293,8 @@ impl Command {
     /// Encode for a log entry: the version byte, then bincode.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        // Sized once: growing by doubling would copy a large value a few times.
+        let mut out = Vec::with_capacity(self.encoded_len_bound());
         out.push(COMMAND_FORMAT_VERSION);
         bincode::encode_into_std_write(self, &mut out, tandem_raft::types::codec_config())
             .expect("encoding into a Vec cannot fail");

@@ -153,7 +153,7 @@ pub struct EntryResult {
     /// The entry's term.
     pub term: u64,
     /// The entry's context (the proposal id travels here).
-    pub context: Vec<u8>,
+    pub context: tandem_raft::Bytes,
     /// What applying it produced.
     pub result: CommandResult,
 }

@@ -22,7 +22,7 @@
 //! let sm = StateMachine::open(dir.path(), &SmOptions::default()).unwrap();
 //! let mut batch = WriteBatch::new();
 //! batch.insert(b"k".to_vec(), b"v".to_vec());
-//! let entry = Entry { index: 1, term: 1, data: Command::Batch(batch).encode(), ..Entry::default() };
+//! let entry = Entry { index: 1, term: 1, data: Command::Batch(batch).encode().into(), ..Entry::default() };
 //! let out = sm.apply(&[entry]).unwrap();
 //! assert_eq!(out.results[0].result, CommandResult::Written { ops: 1 });
 //! assert_eq!(sm.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));

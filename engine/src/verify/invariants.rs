@@ -888,7 +888,7 @@ mod tests {
         let entry = |index: u64, term: u64, data: &[u8]| Entry {
             index,
             term,
-            data: data.to_vec(),
+            data: data.to_vec().into(),
             ..Entry::default()
         };
         let a = MemStorage::new_with_conf_state(ConfState::from_voters(1..=3));

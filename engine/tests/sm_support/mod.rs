@@ -72,8 +72,8 @@ pub fn entry(index: u64, term: u64, command: &Command) -> Entry {
     Entry {
         index,
         term,
-        data: command.encode(),
-        context: index.to_le_bytes().to_vec(),
+        data: command.encode().into(),
+        context: index.to_le_bytes().to_vec().into(),
         ..Entry::default()
     }
 }

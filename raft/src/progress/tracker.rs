@@ -39,6 +39,16 @@ impl Configuration {
         }
     }
 
+    /// True if no node has any role (a node that has not joined yet);
+    /// the same as `all_ids().is_empty()`, without building the set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.voters.incoming.is_empty()
+            && self.voters.outgoing.is_empty()
+            && self.learners.is_empty()
+            && self.learners_next.is_empty()
+    }
+
     /// Every node that is part of the configuration in any role.
     #[must_use]
     pub fn all_ids(&self) -> BTreeSet<u64> {
@@ -234,6 +244,33 @@ mod tests {
         };
         t.apply_conf(conf, 5);
         t
+    }
+
+    #[test]
+    fn is_empty_agrees_with_all_ids() {
+        let set = |ids: &[u64]| ids.iter().copied().collect::<BTreeSet<u64>>();
+        let mut confs = vec![Configuration::default()];
+        for (incoming, outgoing, learners, next) in [
+            (&[1u64][..], &[][..], &[][..], &[][..]),
+            (&[], &[2], &[], &[]),
+            (&[], &[], &[3], &[]),
+            (&[], &[], &[], &[4]),
+            (&[1, 2], &[2, 3], &[5], &[3]),
+        ] {
+            let mut voters = JointConfig::new(set(incoming));
+            voters.outgoing = MajorityConfig::new(set(outgoing));
+            confs.push(Configuration {
+                voters,
+                learners: set(learners),
+                learners_next: set(next),
+                auto_leave: false,
+            });
+        }
+        let empties: Vec<bool> = confs.iter().map(Configuration::is_empty).collect();
+        assert_eq!(empties, [true, false, false, false, false, false]);
+        for c in &confs {
+            assert_eq!(c.is_empty(), c.all_ids().is_empty(), "{c:?}");
+        }
     }
 
     #[test]

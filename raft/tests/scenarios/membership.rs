@@ -339,7 +339,7 @@ fn campaign_refused_with_unapplied_conf_change() {
             entry_type: EntryType::EntryConfChange,
             index: 1,
             term: 1,
-            data: encode(&cc(ConfChangeType::AddLearnerNode, 4)),
+            data: encode(&cc(ConfChangeType::AddLearnerNode, 4)).into(),
             ..Entry::default()
         }])
         .unwrap();

@@ -97,7 +97,7 @@ fn leader_counts_itself_only_after_persisting() {
     let light = raw.advance(rd);
     assert_eq!(light.commit_index(), Some(2));
     assert_eq!(light.committed_entries().len(), 1);
-    assert_eq!(light.committed_entries()[0].data, b"x");
+    assert_eq!(light.committed_entries()[0].data, &b"x"[..]);
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn committed_entries_are_handed_out_once() {
 #[test]
 fn max_committed_size_per_ready_splits_application() {
     let one = tandem_raft::Entry {
-        data: vec![0; 10],
+        data: vec![0; 10].into(),
         ..Default::default()
     }
     .size_bytes();

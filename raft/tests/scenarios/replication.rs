@@ -113,7 +113,7 @@ fn fast_backtracking_skips_whole_terms() {
 #[test]
 fn max_size_per_msg_bounds_appends() {
     let one = Entry {
-        data: vec![0; 100],
+        data: vec![0; 100].into(),
         ..Entry::default()
     }
     .size_bytes();
@@ -177,7 +177,7 @@ fn heartbeat_response_reopens_full_window() {
 #[test]
 fn max_uncommitted_size_drops_proposals() {
     let size = Entry {
-        data: vec![0; 100],
+        data: vec![0; 100].into(),
         ..Entry::default()
     }
     .size_bytes();
@@ -318,13 +318,13 @@ fn figure_8_cluster_with(f: impl Fn(&mut Config)) -> Network {
             .map(|(i, &t)| Entry {
                 index: i as u64 + 1,
                 term: t,
-                data: vec![i as u8 + 1, t as u8],
+                data: vec![i as u8 + 1, t as u8].into(),
                 ..Entry::default()
             })
             .collect();
         // Entry 1 is committed everywhere and must be identical.
         let mut ents = ents;
-        ents[0].data = b"committed".to_vec();
+        ents[0].data = b"committed".to_vec().into();
         s.wl().append(&ents).unwrap();
         s.wl().set_hard_state(HardState {
             term: 3,

@@ -73,7 +73,7 @@ fn malformed_conf_change_entry_is_rejected() {
     let mut m = msg(MessageType::MsgPropose, 1, 1, 0);
     m.entries = vec![Entry {
         entry_type: tandem_raft::EntryType::EntryConfChangeV2,
-        data: vec![0xff, 0xff, 0xff],
+        data: vec![0xff, 0xff, 0xff].into(),
         ..Entry::default()
     }];
     assert!(matches!(net.raw(1).step(m), Err(Error::ConfChangeError(_))));

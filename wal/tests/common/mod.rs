@@ -10,7 +10,7 @@ pub fn entry(index: u64, term: u64, len: usize) -> Entry {
         term,
         index,
         data: (0..len).map(|k| fill.wrapping_add(k as u8)).collect(),
-        context: vec![term as u8],
+        context: vec![term as u8].into(),
         ..Entry::default()
     }
 }
