@@ -463,7 +463,7 @@ mod tests {
                 term: 1,
                 index,
                 data: vec![index as u8; 100 << 10].into(),
-                context: Vec::new().into(),
+                context: tandem_raft::Bytes::new(),
             })
             .collect();
         let (tx, rx) = crossbeam_channel::unbounded();

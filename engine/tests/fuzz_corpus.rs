@@ -107,7 +107,7 @@ fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
         term,
         index,
         data: data.to_vec().into(),
-        context: Vec::new().into(),
+        context: tandem::raft::Bytes::new(),
     }
 }
 

@@ -195,7 +195,7 @@ fn corrupt_or_unknown_commands_stop_the_replica_without_partial_writes() {
         index: 1,
         term: 1,
         data: vec![0xFF; 3].into(),
-        context: vec![].into(),
+        context: tandem::raft::Bytes::new(),
     };
     assert!(matches!(
         sm2.apply(&[cc]),
