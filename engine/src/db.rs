@@ -18,7 +18,8 @@ use crate::cluster::Cluster;
 use crate::config::ReadConsistency;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
-use crate::sm::{Cas, CasMismatch, Command, CommandResult, Iter, Limits, WriteBatch};
+use crate::sm::command::{CasView, CommandView, OpView};
+use crate::sm::{CasMismatch, Command, CommandResult, Iter, Limits, WriteBatch};
 
 /// A value read with an explicit consistency, saying how it was served.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,10 +131,15 @@ impl Db {
         }
     }
 
-    fn write(&self, cmd: &Command) -> Result<CommandResult> {
+    fn write(&self, cmd: &CommandView<'_>) -> Result<CommandResult> {
         cmd.validate(&self.limits())?;
-        let data = cmd.encode();
-        self.on_leader(|r, left| r.propose_wait(data.clone(), left))
+        // The first attempt takes the encoded command; a retry (after a
+        // leader change) encodes it again.
+        let mut encoded = Some(cmd.encode());
+        self.on_leader(|r, left| {
+            let data = encoded.take().unwrap_or_else(|| cmd.encode());
+            r.propose_wait(data, left)
+        })
     }
 
     /// Set `key` to `value`, replicated to a quorum and durable.
@@ -143,9 +149,10 @@ impl Db {
     /// no leader commits it before the deadline (for `Timeout` the write
     /// may still be applied later).
     pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
-        let mut b = WriteBatch::new();
-        b.insert(key.as_ref().to_vec(), value.as_ref().to_vec());
-        self.apply_batch(b)
+        self.write_ops(vec![OpView::Insert {
+            key: key.as_ref(),
+            value: value.as_ref(),
+        }])
     }
 
     /// Remove `key`.
@@ -153,9 +160,7 @@ impl Db {
     /// # Errors
     /// As [`Db::insert`].
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<()> {
-        let mut b = WriteBatch::new();
-        b.remove(key.as_ref().to_vec());
-        self.apply_batch(b)
+        self.write_ops(vec![OpView::Remove { key: key.as_ref() }])
     }
 
     /// Apply every operation of `batch` atomically.
@@ -163,7 +168,17 @@ impl Db {
     /// # Errors
     /// As [`Db::insert`].
     pub fn apply_batch(&self, batch: WriteBatch) -> Result<()> {
-        match self.write(&Command::Batch(batch))? {
+        self.write_batch(&Command::Batch(batch).view())
+    }
+
+    /// Write a batch of borrowed operations: the caller's keys and values
+    /// are encoded straight into the entry, not copied into a batch first.
+    fn write_ops(&self, ops: Vec<OpView<'_>>) -> Result<()> {
+        self.write_batch(&CommandView::Batch(ops))
+    }
+
+    fn write_batch(&self, batch: &CommandView<'_>) -> Result<()> {
+        match self.write(batch)? {
             CommandResult::Written { .. } => Ok(()),
             other => Err(Error::Storage(format!("unexpected result {other:?}"))),
         }
@@ -181,10 +196,11 @@ impl Db {
         old: Option<impl AsRef<[u8]>>,
         new: Option<impl AsRef<[u8]>>,
     ) -> Result<std::result::Result<(), CasMismatch>> {
-        let cmd = Command::Cas(Cas {
-            key: key.as_ref().to_vec(),
-            expected: old.map(|v| v.as_ref().to_vec()),
-            new: new.map(|v| v.as_ref().to_vec()),
+        let (old, new) = (old.as_ref(), new.as_ref());
+        let cmd = CommandView::Cas(CasView {
+            key: key.as_ref(),
+            expected: old.map(AsRef::as_ref),
+            new: new.map(AsRef::as_ref),
         });
         match self.write(&cmd)? {
             CommandResult::Cas(r) => Ok(r),

@@ -19,10 +19,9 @@
 //! An entry with empty data (the entry a new leader appends) is not a
 //! command; the state machine applies it as a no-op.
 
-use bincode::de::read::Reader;
-use bincode::de::Decoder;
-use bincode::error::DecodeError;
-use bincode::{Decode, Encode};
+use bincode::de::BorrowDecoder;
+use bincode::error::{AllowedEnumVariants, DecodeError};
+use bincode::{BorrowDecode, Decode, Encode};
 
 use super::error::{Error, Result};
 
@@ -137,7 +136,7 @@ pub struct Cas {
 }
 
 /// A command carried in the data of a normal log entry.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Encode)]
 pub enum Command {
     /// Inserts and removes applied atomically, in order.
     Batch(WriteBatch),
@@ -224,6 +223,99 @@ impl Command {
     /// # Errors
     /// [`Error::TooLarge`] naming the first limit exceeded.
     pub fn validate(&self, limits: &Limits) -> Result<()> {
+        self.view().validate(limits)
+    }
+
+    /// Encode for a log entry: the version byte, then bincode.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        self.view().encode()
+    }
+
+    /// The command with its keys and values borrowed.
+    pub(crate) fn view(&self) -> CommandView<'_> {
+        match self {
+            Command::Batch(batch) => CommandView::Batch(
+                batch
+                    .ops()
+                    .iter()
+                    .map(|op| match op {
+                        Op::Insert { key, value } => OpView::Insert { key, value },
+                        Op::Remove { key } => OpView::Remove { key },
+                    })
+                    .collect(),
+            ),
+            Command::Cas(cas) => CommandView::Cas(CasView {
+                key: &cas.key,
+                expected: cas.expected.as_deref(),
+                new: cas.new.as_deref(),
+            }),
+            Command::Noop => CommandView::Noop,
+        }
+    }
+
+    /// Decode the data of a committed entry at `index` (used in errors only).
+    ///
+    /// # Errors
+    /// [`Error::UnknownCommandVersion`] for a version byte this build does not
+    /// know, [`Error::CorruptCommand`] for anything that is not exactly one
+    /// well-formed command.
+    pub fn decode_entry(index: u64, data: &[u8]) -> Result<Command> {
+        CommandView::decode_entry(index, data).map(Command::from)
+    }
+
+    /// [`Command::decode_entry`] outside the log (index 0 in errors).
+    ///
+    /// # Errors
+    /// As [`Command::decode_entry`].
+    pub fn decode(data: &[u8]) -> Result<Command> {
+        Command::decode_entry(0, data)
+    }
+}
+
+/// A command whose keys and values are borrowed, with the same encoding as
+/// [`Command`].
+///
+/// Read in place from the data of an entry, it lets the state machine copy
+/// each value once (into its own buffer) instead of three times;
+/// [`Command::decode_entry`] is this decoder followed by a copy, so the two
+/// cannot disagree. Built from a caller's slices, it lets `Db::insert`
+/// encode a write without first copying the key and value into a
+/// [`WriteBatch`]; [`Command::encode`] and [`Command::validate`] go
+/// through it too.
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
+pub(crate) enum CommandView<'a> {
+    /// See [`Command::Batch`]; the operations in order.
+    Batch(Vec<OpView<'a>>),
+    /// See [`Command::Cas`].
+    Cas(CasView<'a>),
+    /// See [`Command::Noop`].
+    Noop,
+}
+
+/// One operation of a [`CommandView::Batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode)]
+pub(crate) enum OpView<'a> {
+    /// See [`Op::Insert`].
+    Insert { key: &'a [u8], value: &'a [u8] },
+    /// See [`Op::Remove`].
+    Remove { key: &'a [u8] },
+}
+
+/// A [`Cas`] read in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode)]
+pub(crate) struct CasView<'a> {
+    pub key: &'a [u8],
+    pub expected: Option<&'a [u8]>,
+    pub new: Option<&'a [u8]>,
+}
+
+impl<'a> CommandView<'a> {
+    /// Check the command against `limits`.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] naming the first limit exceeded.
+    pub(crate) fn validate(&self, limits: &Limits) -> Result<()> {
         let check = |what: &'static str, len: usize, max: usize| {
             if len > max {
                 Err(Error::TooLarge { what, len, max })
@@ -232,22 +324,27 @@ impl Command {
             }
         };
         match self {
-            Command::Batch(batch) => {
-                check("batch operations", batch.len(), limits.batch_ops_max)?;
-                for op in batch.ops() {
-                    check("key bytes", op.key().len(), limits.key_bytes_max)?;
-                    if let Op::Insert { value, .. } = op {
-                        check("value bytes", value.len(), limits.value_bytes_max)?;
+            CommandView::Batch(ops) => {
+                check("batch operations", ops.len(), limits.batch_ops_max)?;
+                for op in ops {
+                    match *op {
+                        OpView::Insert { key, value } => {
+                            check("key bytes", key.len(), limits.key_bytes_max)?;
+                            check("value bytes", value.len(), limits.value_bytes_max)?;
+                        }
+                        OpView::Remove { key } => {
+                            check("key bytes", key.len(), limits.key_bytes_max)?;
+                        }
                     }
                 }
             }
-            Command::Cas(cas) => {
+            CommandView::Cas(cas) => {
                 check("key bytes", cas.key.len(), limits.key_bytes_max)?;
-                for v in [&cas.expected, &cas.new].into_iter().flatten() {
+                for v in [cas.expected, cas.new].into_iter().flatten() {
                     check("value bytes", v.len(), limits.value_bytes_max)?;
                 }
             }
-            Command::Noop => {}
+            CommandView::Noop => {}
         }
         // Cheap upper bound of the encoded size first; encode only if close.
         let bound = self.encoded_len_bound();
@@ -268,31 +365,31 @@ impl Command {
         let bytes = |b: &[u8]| VARINT_MAX + b.len();
         1 + VARINT_MAX
             + match self {
-                Command::Batch(batch) => {
+                CommandView::Batch(ops) => {
                     VARINT_MAX
-                        + batch
-                            .ops()
+                        + ops
                             .iter()
-                            .map(|op| match op {
-                                Op::Insert { key, value } => VARINT_MAX + bytes(key) + bytes(value),
-                                Op::Remove { key } => VARINT_MAX + bytes(key),
+                            .map(|op| match *op {
+                                OpView::Insert { key, value } => {
+                                    VARINT_MAX + bytes(key) + bytes(value)
+                                }
+                                OpView::Remove { key } => VARINT_MAX + bytes(key),
                             })
                             .sum::<usize>()
                 }
-                Command::Cas(cas) => {
-                    bytes(&cas.key)
-                        + [&cas.expected, &cas.new]
+                CommandView::Cas(cas) => {
+                    bytes(cas.key)
+                        + [cas.expected, cas.new]
                             .iter()
-                            .map(|v| 1 + v.as_deref().map_or(0, bytes))
+                            .map(|v| 1 + v.map_or(0, bytes))
                             .sum::<usize>()
                 }
-                Command::Noop => 0,
+                CommandView::Noop => 0,
             }
     }
 
     /// Encode for a log entry: the version byte, then bincode.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         // Sized once: growing by doubling would copy a large value a few times.
         let mut out = Vec::with_capacity(self.encoded_len_bound());
         out.push(COMMAND_FORMAT_VERSION);
@@ -301,13 +398,12 @@ impl Command {
         out
     }
 
-    /// Decode the data of a committed entry at `index` (used in errors only).
+    /// Decode the data of a committed entry at `index` (used in errors
+    /// only), borrowing keys and values from `data`.
     ///
     /// # Errors
-    /// [`Error::UnknownCommandVersion`] for a version byte this build does not
-    /// know, [`Error::CorruptCommand`] for anything that is not exactly one
-    /// well-formed command.
-    pub fn decode_entry(index: u64, data: &[u8]) -> Result<Command> {
+    /// As [`Command::decode_entry`].
+    pub(crate) fn decode_entry(index: u64, data: &'a [u8]) -> Result<CommandView<'a>> {
         let (&version, body) = data.split_first().ok_or_else(|| Error::CorruptCommand {
             index,
             reason: "empty payload".into(),
@@ -315,12 +411,14 @@ impl Command {
         if version != COMMAND_FORMAT_VERSION {
             return Err(Error::UnknownCommandVersion { index, version });
         }
-        let (command, read) =
-            bincode::decode_from_slice::<Command, _>(body, tandem_raft::types::codec_config())
-                .map_err(|e| Error::CorruptCommand {
-                    index,
-                    reason: e.to_string(),
-                })?;
+        let (command, read) = bincode::borrow_decode_from_slice::<CommandView<'a>, _>(
+            body,
+            tandem_raft::types::codec_config(),
+        )
+        .map_err(|e| Error::CorruptCommand {
+            index,
+            reason: e.to_string(),
+        })?;
         if read != body.len() {
             return Err(Error::CorruptCommand {
                 index,
@@ -329,104 +427,111 @@ impl Command {
         }
         Ok(command)
     }
-
-    /// [`Command::decode_entry`] outside the log (index 0 in errors).
-    ///
-    /// # Errors
-    /// As [`Command::decode_entry`].
-    pub fn decode(data: &[u8]) -> Result<Command> {
-        Command::decode_entry(0, data)
-    }
 }
 
-/// Decode a length-prefixed byte string without trusting the prefix: from a
-/// slice reader the bytes are taken only if they are all there.
-fn decode_bytes<D: Decoder>(decoder: &mut D) -> std::result::Result<Vec<u8>, DecodeError> {
-    let len = u64::decode(decoder)?;
-    let len = usize::try_from(len).map_err(|_| DecodeError::OutsideUsizeRange(len))?;
-    decoder.claim_bytes_read(len)?;
-    if let Some(bytes) = decoder.reader().peek_read(len) {
-        let out = bytes.to_vec();
-        decoder.reader().consume(len);
-        return Ok(out);
-    }
-    // Not a slice reader (or not enough bytes): read in bounded steps so a
-    // corrupt length fails at the end of the input, not in the allocator.
-    let mut out = Vec::with_capacity(len.min(64 * 1024));
-    let mut chunk = [0u8; 4096];
-    let mut left = len;
-    while left > 0 {
-        let n = left.min(chunk.len());
-        decoder.reader().read(&mut chunk[..n])?;
-        out.extend_from_slice(&chunk[..n]);
-        left -= n;
-    }
-    Ok(out)
-}
-
-fn decode_opt_bytes<D: Decoder>(
-    decoder: &mut D,
-) -> std::result::Result<Option<Vec<u8>>, DecodeError> {
-    match u8::decode(decoder)? {
-        0 => Ok(None),
-        1 => Ok(Some(decode_bytes(decoder)?)),
-        tag => Err(DecodeError::UnexpectedVariant {
-            type_name: "Option<Vec<u8>>",
-            allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 1 },
-            found: u32::from(tag),
-        }),
+impl From<CommandView<'_>> for Command {
+    fn from(view: CommandView<'_>) -> Command {
+        match view {
+            CommandView::Batch(ops) => Command::Batch(WriteBatch {
+                ops: ops
+                    .into_iter()
+                    .map(|op| match op {
+                        OpView::Insert { key, value } => Op::Insert {
+                            key: key.to_vec(),
+                            value: value.to_vec(),
+                        },
+                        OpView::Remove { key } => Op::Remove { key: key.to_vec() },
+                    })
+                    .collect(),
+            }),
+            CommandView::Cas(cas) => Command::Cas(Cas {
+                key: cas.key.to_vec(),
+                expected: cas.expected.map(<[u8]>::to_vec),
+                new: cas.new.map(<[u8]>::to_vec),
+            }),
+            CommandView::Noop => Command::Noop,
+        }
     }
 }
 
 // The decoders below mirror the derived encoders (variant index as a varint
-// u32, `Vec` as a varint length then items, `Option` as a 0/1 tag) and are
-// checked against them by the round-trip tests.
+// u32, `Vec` as a varint length then items, `Option` as a 0/1 tag, a byte
+// string as a varint length then the bytes) and are checked against them by
+// the round-trip tests. A length prefix is never trusted: bytes are taken
+// from the input only if that many remain, and no capacity is reserved from
+// a count read off the input beyond a small bound.
 
-impl<C> Decode<C> for Op {
-    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> std::result::Result<Self, DecodeError> {
+fn unexpected_variant(
+    type_name: &'static str,
+    found: u32,
+    allowed: &'static AllowedEnumVariants,
+) -> DecodeError {
+    DecodeError::UnexpectedVariant {
+        type_name,
+        allowed,
+        found,
+    }
+}
+
+impl<'de, C> BorrowDecode<'de, C> for OpView<'de> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> std::result::Result<Self, DecodeError> {
         match u32::decode(decoder)? {
-            0 => Ok(Op::Insert {
-                key: decode_bytes(decoder)?,
-                value: decode_bytes(decoder)?,
+            0 => Ok(OpView::Insert {
+                key: <&[u8]>::borrow_decode(decoder)?,
+                value: <&[u8]>::borrow_decode(decoder)?,
             }),
-            1 => Ok(Op::Remove {
-                key: decode_bytes(decoder)?,
+            1 => Ok(OpView::Remove {
+                key: <&[u8]>::borrow_decode(decoder)?,
             }),
-            found => Err(DecodeError::UnexpectedVariant {
-                type_name: "Op",
-                allowed: &bincode::error::AllowedEnumVariants::Range { min: 0, max: 1 },
+            found => Err(unexpected_variant(
+                "Op",
                 found,
-            }),
+                &AllowedEnumVariants::Range { min: 0, max: 1 },
+            )),
         }
     }
 }
-bincode::impl_borrow_decode!(Op);
 
-impl<C> Decode<C> for WriteBatch {
-    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> std::result::Result<Self, DecodeError> {
-        let len = u64::decode(decoder)?;
-        let len = usize::try_from(len).map_err(|_| DecodeError::OutsideUsizeRange(len))?;
-        // Each op takes at least 2 bytes, so a corrupt count runs out of
-        // input quickly; never pre-allocate from it.
-        let mut ops = Vec::with_capacity(len.min(1024));
-        for _ in 0..len {
-            ops.push(Op::decode(decoder)?);
-        }
-        Ok(WriteBatch { ops })
-    }
-}
-bincode::impl_borrow_decode!(WriteBatch);
-
-impl<C> Decode<C> for Cas {
-    fn decode<D: Decoder<Context = C>>(decoder: &mut D) -> std::result::Result<Self, DecodeError> {
-        Ok(Cas {
-            key: decode_bytes(decoder)?,
-            expected: decode_opt_bytes(decoder)?,
-            new: decode_opt_bytes(decoder)?,
+impl<'de, C> BorrowDecode<'de, C> for CasView<'de> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> std::result::Result<Self, DecodeError> {
+        Ok(CasView {
+            key: <&[u8]>::borrow_decode(decoder)?,
+            expected: Option::<&[u8]>::borrow_decode(decoder)?,
+            new: Option::<&[u8]>::borrow_decode(decoder)?,
         })
     }
 }
-bincode::impl_borrow_decode!(Cas);
+
+impl<'de, C> BorrowDecode<'de, C> for CommandView<'de> {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = C>>(
+        decoder: &mut D,
+    ) -> std::result::Result<Self, DecodeError> {
+        match u32::decode(decoder)? {
+            0 => {
+                let len = u64::decode(decoder)?;
+                let len = usize::try_from(len).map_err(|_| DecodeError::OutsideUsizeRange(len))?;
+                // Each op takes at least 2 bytes, so a corrupt count runs
+                // out of input quickly; never pre-allocate from it.
+                let mut ops = Vec::with_capacity(len.min(1024));
+                for _ in 0..len {
+                    ops.push(OpView::borrow_decode(decoder)?);
+                }
+                Ok(CommandView::Batch(ops))
+            }
+            1 => Ok(CommandView::Cas(CasView::borrow_decode(decoder)?)),
+            2 => Ok(CommandView::Noop),
+            found => Err(unexpected_variant(
+                "Command",
+                found,
+                &AllowedEnumVariants::Range { min: 0, max: 2 },
+            )),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -460,7 +565,11 @@ mod tests {
             let bytes = command.encode();
             assert_eq!(bytes[0], COMMAND_FORMAT_VERSION);
             assert_eq!(Command::decode(&bytes).unwrap(), command);
-            assert!(command.encoded_len_bound() >= bytes.len());
+            assert!(command.view().encoded_len_bound() >= bytes.len());
+            // The view encodes exactly as the owned command's derived encoder.
+            let derived =
+                bincode::encode_to_vec(&command, tandem_raft::types::codec_config()).unwrap();
+            assert_eq!(bytes[1..], derived[..]);
         }
     }
 
@@ -481,6 +590,65 @@ mod tests {
                 Command::decode(&longer),
                 Err(Error::CorruptCommand { .. })
             ));
+        }
+    }
+
+    #[test]
+    fn the_view_borrows_keys_and_values_from_the_entry() {
+        let mut batch = WriteBatch::new();
+        batch.insert(b"key".to_vec(), vec![9u8; 300]);
+        batch.remove(b"gone".to_vec());
+        let data = Command::Batch(batch).encode();
+        let within = |s: &[u8]| {
+            let range = data.as_ptr_range();
+            range.start <= s.as_ptr() && s.as_ptr_range().end <= range.end
+        };
+        match CommandView::decode_entry(1, &data).unwrap() {
+            CommandView::Batch(ops) => {
+                assert_eq!(ops.len(), 2);
+                let OpView::Insert { key, value } = ops[0] else {
+                    panic!("first op is the insert: {:?}", ops[0]);
+                };
+                assert_eq!((key, value), (&b"key"[..], &[9u8; 300][..]));
+                assert!(within(key) && within(value), "insert is not borrowed");
+                let OpView::Remove { key } = ops[1] else {
+                    panic!("second op is the remove: {:?}", ops[1]);
+                };
+                assert!(key == b"gone" && within(key));
+            }
+            other => panic!("expected a batch, got {other:?}"),
+        }
+        let cas = Command::Cas(Cas {
+            key: b"c".to_vec(),
+            expected: Some(b"old".to_vec()),
+            new: None,
+        })
+        .encode();
+        let CommandView::Cas(view) = CommandView::decode_entry(1, &cas).unwrap() else {
+            panic!("expected a compare-and-swap");
+        };
+        assert_eq!(
+            (view.key, view.expected, view.new),
+            (&b"c"[..], Some(&b"old"[..]), None)
+        );
+        assert!(cas.as_ptr_range().contains(&view.key.as_ptr()));
+    }
+
+    #[test]
+    fn unknown_variants_are_typed_errors() {
+        // Command variant 3 does not exist; neither does op variant 2.
+        for bytes in [
+            vec![COMMAND_FORMAT_VERSION, 3],
+            vec![COMMAND_FORMAT_VERSION, 0, 1, 2, 0],
+            vec![COMMAND_FORMAT_VERSION, 1, 0, 2],
+        ] {
+            assert!(
+                matches!(
+                    Command::decode_entry(4, &bytes),
+                    Err(Error::CorruptCommand { index: 4, .. })
+                ),
+                "{bytes:?}"
+            );
         }
     }
 

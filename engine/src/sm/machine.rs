@@ -75,7 +75,7 @@ use tandem_snapshot::{
 };
 use tracing::{debug, error, info, warn};
 
-use super::command::{CasMismatch, Command, CommandResult, Op};
+use super::command::{CasMismatch, CommandResult, CommandView, OpView};
 use super::conf::{decode_conf_change, next_conf_state};
 use super::durable::FileSyncer;
 use super::error::{Error, Result};
@@ -706,7 +706,7 @@ impl StateMachine {
             last_term = e.term;
             let result = match e.entry_type {
                 EntryType::EntryNormal if e.data.is_empty() => Ok(CommandResult::Noop),
-                EntryType::EntryNormal => Command::decode_entry(e.index, &e.data)
+                EntryType::EntryNormal => CommandView::decode_entry(e.index, &e.data)
                     .and_then(|command| group.apply_command(command)),
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
                     decode_conf_change(e.index, e.entry_type, &e.data).map(|change| {
@@ -1316,26 +1316,25 @@ impl<'a> Group<'a> {
         }
     }
 
-    fn apply_command(&mut self, command: Command) -> Result<CommandResult> {
+    fn apply_command(&mut self, command: CommandView<'_>) -> Result<CommandResult> {
         Ok(match command {
-            Command::Noop => CommandResult::Noop,
-            Command::Batch(batch) => {
-                let ops = batch.len();
-                self.pending.reserve(ops);
-                for op in batch.into_ops() {
-                    match op {
-                        Op::Insert { key, value } => {
-                            self.write(user_ivec(&key), Some(IVec::from(value)));
+            CommandView::Noop => CommandResult::Noop,
+            CommandView::Batch(ops) => {
+                self.pending.reserve(ops.len());
+                for op in &ops {
+                    match *op {
+                        OpView::Insert { key, value } => {
+                            self.write(user_ivec(key), Some(IVec::from(value)));
                         }
-                        Op::Remove { key } => self.write(user_ivec(&key), None),
+                        OpView::Remove { key } => self.write(user_ivec(key), None),
                     }
                 }
-                CommandResult::Written { ops }
+                CommandResult::Written { ops: ops.len() }
             }
-            Command::Cas(cas) => {
-                let key = user_ivec(&cas.key);
+            CommandView::Cas(cas) => {
+                let key = user_ivec(cas.key);
                 let current = self.current(&key)?;
-                if current.as_deref() == cas.expected.as_deref() {
+                if current.as_deref() == cas.expected {
                     self.write(key, cas.new.map(IVec::from));
                     CommandResult::Cas(Ok(()))
                 } else {
