@@ -507,7 +507,7 @@ impl Wal {
             next_seq,
             spares: manual_spares,
             bg,
-            buf: Vec::with_capacity(1 << 20),
+            zeros: Vec::new(),
             last_sync: Instant::now(),
         };
         let shared = Arc::new(Shared {

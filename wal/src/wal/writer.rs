@@ -72,7 +72,8 @@ pub(super) struct Writer {
     /// otherwise).
     pub(super) spares: Option<Spares>,
     pub(super) bg: Option<Bg>,
-    pub(super) buf: Vec<u8>,
+    /// Zeros for the end marker and the zero-ahead after a group's records.
+    pub(super) zeros: Vec<u8>,
     pub(super) last_sync: Instant,
 }
 
@@ -290,7 +291,6 @@ impl Writer {
             }
         }
         let seq = self.active.seq;
-        self.buf.clear();
         let mut preamble = Vec::new();
         // A group of empty submissions (barriers) writes nothing.
         let has_records = batch.iter().any(|r| !r.records.is_empty());
@@ -307,48 +307,65 @@ impl Writer {
             preamble.push(encode_hard_state(&st.log.hard_state));
         }
         let mut spans: Vec<(u64, usize)> = Vec::new();
+        let mut records_len = 0u64;
         for rec in preamble
             .iter_mut()
             .chain(batch.iter_mut().flat_map(|r| r.records.iter_mut()))
         {
             rec.seal(seq);
-            spans.push((self.active.offset + self.buf.len() as u64, rec.bytes.len()));
-            self.buf.extend_from_slice(&rec.bytes);
+            spans.push((self.active.offset + records_len, rec.bytes.len()));
+            records_len += rec.bytes.len() as u64;
         }
         assert!(
-            self.active.offset + self.buf.len() as u64 + END_MARKER_BYTES <= self.active.capacity,
+            self.active.offset + records_len + END_MARKER_BYTES <= self.active.capacity,
             "a group and its end marker fit the segment after rotation"
         );
         // Check before writing what recovery will check after reading back.
         debug_assert!(
-            spans.iter().all(|&(offset, len)| {
-                let from = (offset - self.active.offset) as usize;
-                crate::format::check_record(&self.buf[from..from + len], seq).is_ok()
-            }),
+            preamble
+                .iter()
+                .chain(batch.iter().flat_map(|r| r.records.iter()))
+                .all(|rec| crate::format::check_record(&rec.bytes, seq).is_ok()),
             "the writer's records validate"
         );
-        let records_len = self.buf.len() as u64;
         let end = self.active.offset + records_len;
-        // The end marker, in the same write: the records of the segment end
-        // here even if the bytes after it are stale (a recycled segment).
-        // The next group overwrites it. A group of barriers writes nothing:
-        // the marker of the previous group (or of the segment's
-        // preparation) is still in place.
+        // After the records, in the same write: the end marker (zeros), so
+        // the records of the segment end here even if the bytes after it
+        // are stale (a recycled segment); the next group overwrites it. A
+        // group of barriers writes nothing: the marker of the previous group
+        // (or of the segment's preparation) is still in place.
+        let mut tail_len = 0u64;
         if records_len > 0 {
-            self.buf
-                .resize((records_len + END_MARKER_BYTES) as usize, 0);
+            tail_len = END_MARKER_BYTES;
+            if end + END_MARKER_BYTES > self.active.zeroed_until {
+                // More zeros after the records, so the extent conversion of
+                // unwritten blocks is paid once per ZERO_AHEAD_BYTES.
+                let target = (end + ZERO_AHEAD_BYTES)
+                    .min(self.active.capacity)
+                    .max(end + END_MARKER_BYTES);
+                tail_len = target - end;
+                self.active.zeroed_until = target;
+            }
         }
-        if records_len > 0 && end + END_MARKER_BYTES > self.active.zeroed_until {
-            // More zeros after the records, so the extent conversion of
-            // unwritten blocks is paid once per ZERO_AHEAD_BYTES.
-            let target = (end + ZERO_AHEAD_BYTES)
-                .min(self.active.capacity)
-                .max(end + END_MARKER_BYTES);
-            self.buf.resize((records_len + (target - end)) as usize, 0);
-            self.active.zeroed_until = target;
+        // The tail is all zeros; the buffer only ever grows to the largest.
+        if (self.zeros.len() as u64) < tail_len {
+            self.zeros.resize(tail_len as usize, 0);
         }
-        if !self.buf.is_empty() {
-            if let Err(e) = self.active.file.write_at(self.active.offset, &self.buf) {
+        if records_len > 0 {
+            // One vectored write straight from the encoded records: no copy
+            // of the group into a buffer first.
+            let written = {
+                let pieces: Vec<&[u8]> = preamble
+                    .iter()
+                    .chain(batch.iter().flat_map(|r| r.records.iter()))
+                    .map(|rec| &rec.bytes[..])
+                    .chain(std::iter::once(&self.zeros[..tail_len as usize]))
+                    .collect();
+                self.active
+                    .file
+                    .write_vectored_at(self.active.offset, &pieces)
+            };
+            if let Err(e) = written {
                 shared.poison(format!("write to segment {seq}: {e}"));
                 return Self::fail(shared, batch);
             }
@@ -371,7 +388,6 @@ impl Writer {
         if must_sync && self.active.unsynced && !self.sync(shared) {
             return Self::fail(shared, batch);
         }
-        let base = self.active.offset;
         self.active.offset += records_len;
         // Only a group that wrote records (and so the preamble) makes the
         // segment's preamble present: a barrier-only first group in a new
@@ -381,9 +397,12 @@ impl Writer {
         let mut delete = Vec::new();
         {
             let mut st = shared.state.lock();
-            for &(offset, len) in &spans {
-                let from = (offset - base) as usize;
-                let bytes = &self.buf[from..from + len];
+            let records = preamble
+                .iter()
+                .chain(batch.iter().flat_map(|r| r.records.iter()));
+            for (&(offset, len), rec) in spans.iter().zip(records) {
+                let bytes = &rec.bytes[..];
+                debug_assert_eq!(bytes.len(), len);
                 let h = RECORD_HEADER_BYTES as usize;
                 let kind = match bytes[8] {
                     1 => Kind::Entries,
@@ -401,7 +420,7 @@ impl Writer {
             }
             st.written_ticket = last_ticket;
             st.stats.write_groups += 1;
-            st.stats.bytes_written += self.buf.len() as u64;
+            st.stats.bytes_written += records_len + tail_len;
             let cache_max = shared.opts.cache_bytes_max;
             st.evict(cache_max);
             if compaction {
