@@ -112,6 +112,12 @@ struct Live {
     applying: VecDeque<ApplyTask<CommandResult>>,
     sync_scheduled: bool,
     apply_scheduled: bool,
+    /// When the last snapshot job handed to the snapshot IO thread runs,
+    /// and the same for the maintenance thread (builds): each thread takes
+    /// its jobs in order, as in the runtime, so a job never overtakes one
+    /// handed over before it.
+    snap_io_at: u64,
+    maint_at: u64,
 }
 
 struct Replica {
@@ -402,6 +408,8 @@ impl World {
             applying: VecDeque::new(),
             sync_scheduled: false,
             apply_scheduled: false,
+            snap_io_at: 0,
+            maint_at: 0,
         });
         Ok(())
     }
@@ -990,10 +998,20 @@ impl World {
                 });
             }
             for job in snapshot_jobs {
-                // The maintenance and snapshot IO threads, a little later.
+                // The maintenance thread (builds) and the snapshot IO thread
+                // (everything else), a little later, each in order.
                 let delay = self.sched.random_in(200, 10_000);
-                self.sched.schedule_after(
-                    delay,
+                let earliest = self.sched.now() + delay;
+                let live = self.live_mut(id).expect("live");
+                let thread_at = if matches!(job, SnapshotJob::Build) {
+                    &mut live.maint_at
+                } else {
+                    &mut live.snap_io_at
+                };
+                let at = earliest.max(*thread_at + 1);
+                *thread_at = at;
+                self.sched.schedule_at(
+                    at,
                     Event::Snapshot {
                         id,
                         incarnation,

@@ -366,6 +366,12 @@ impl Receiver {
     }
 
     /// Result of a [`ReceiverAction::Stage`].
+    ///
+    /// Results must come back in the order the actions were handed out (one
+    /// IO thread does them in turn), so that a staging begun for a dropped
+    /// transfer completes before a new transfer with the same id has begun
+    /// and is ignored. A result for a chunk the current transfer never asked
+    /// for is a caller bug and panics.
     pub fn on_staged(
         &mut self,
         id: TransferId,
@@ -534,6 +540,54 @@ mod tests {
             r.on_begun(id(), Ok(())),
             vec![send(TransferMsg::Accept { id: id() })]
         );
+    }
+
+    /// A transfer dropped while a chunk is being staged and then offered
+    /// again under the same id: the old staging's completion, reported in
+    /// order (before the new staging has begun), is ignored, and the new
+    /// transfer stages that chunk itself. (Out of order, the old completion
+    /// would reach the new transfer, which never asked for the chunk: the
+    /// receiver refuses that as a caller bug.)
+    #[test]
+    fn an_old_staging_completion_after_a_reoffer_of_the_same_id_is_ignored() {
+        let (m, chunks) = snapshot();
+        let mut r = Receiver::new(ReceiverConfig {
+            idle_timeout_ticks: 2,
+        })
+        .unwrap();
+        started(&mut r, &m);
+        let chunk0 = TransferMsg::Chunk {
+            id: id(),
+            chunk_no: 0,
+            bytes: chunks[0].clone(),
+        };
+        assert!(matches!(
+            &r.on_message(chunk0.clone())[..],
+            [ReceiverAction::Stage { chunk_no: 0, .. }]
+        ));
+        // The sender goes quiet: the transfer is dropped mid-staging.
+        r.tick();
+        let dropped = r.tick();
+        assert!(dropped.contains(&ReceiverAction::Discard { id: id() }));
+        // The same transfer is offered again, then the old completion (and
+        // the discard's) come back in the order they were handed out.
+        assert!(matches!(
+            &r.on_message(offer(id(), &m))[..],
+            [ReceiverAction::Begin { .. }]
+        ));
+        assert!(
+            r.on_staged(id(), 0, Ok(())).is_empty(),
+            "a stale completion"
+        );
+        assert_eq!(
+            r.on_begun(id(), Ok(())),
+            vec![send(TransferMsg::Accept { id: id() })]
+        );
+        // Chunk 0 is not taken as staged: its next copy is staged anew.
+        assert!(matches!(
+            &r.on_message(chunk0)[..],
+            [ReceiverAction::Stage { chunk_no: 0, .. }]
+        ));
     }
 
     #[test]
