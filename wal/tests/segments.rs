@@ -321,3 +321,27 @@ fn a_barrier_that_rotates_leaves_the_preamble_to_the_next_group() {
     assert_eq!(wal.snapshot_point().unwrap(), (2, 1));
     assert_eq!(wal.entries(3, 4, None).unwrap(), entries(3, 1, 1, 100));
 }
+
+/// A compaction that nobody waits for is written, at the latest, with the
+/// next append's group (submissions are written in order), and is durable
+/// once that append is: power loss then keeps it.
+#[test]
+fn a_compaction_nobody_waits_for_is_durable_with_the_next_append() {
+    let fs = SimFs::new();
+    let wal =
+        Wal::open_with_fs(Arc::new(fs.clone()), "/wal", WalOptions::small_for_tests()).unwrap();
+    for k in 0..10u64 {
+        wal.submit_wait(entries(1 + k, 1, 1, 100), None).unwrap();
+    }
+    let compaction = wal.compact(6).unwrap();
+    assert_eq!(wal.first_index().unwrap(), 6, "reads below move at once");
+    wal.submit_wait(entries(11, 1, 1, 100), None).unwrap();
+    assert!(matches!(compaction.poll(), Some(Ok(()))));
+    // Power loss with the log still open: only what was synced survives.
+    fs.crash(tandem_wal::CrashSpec::default());
+    drop(wal);
+    let wal =
+        Wal::open_with_fs(Arc::new(fs.clone()), "/wal", WalOptions::small_for_tests()).unwrap();
+    assert_eq!(wal.first_index().unwrap(), 6);
+    assert_eq!(wal.last_index().unwrap(), 11);
+}
