@@ -149,10 +149,11 @@ impl Db {
     /// no leader commits it before the deadline (for `Timeout` the write
     /// may still be applied later).
     pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
-        self.write_ops(vec![OpView::Insert {
+        // Encoded straight from the caller's slices, not copied into a batch.
+        self.write_batch(&CommandView::Batch(vec![OpView::Insert {
             key: key.as_ref(),
             value: value.as_ref(),
-        }])
+        }]))
     }
 
     /// Remove `key`.
@@ -160,7 +161,9 @@ impl Db {
     /// # Errors
     /// As [`Db::insert`].
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<()> {
-        self.write_ops(vec![OpView::Remove { key: key.as_ref() }])
+        self.write_batch(&CommandView::Batch(vec![OpView::Remove {
+            key: key.as_ref(),
+        }]))
     }
 
     /// Apply every operation of `batch` atomically.
@@ -169,12 +172,6 @@ impl Db {
     /// As [`Db::insert`].
     pub fn apply_batch(&self, batch: WriteBatch) -> Result<()> {
         self.write_batch(&Command::Batch(batch).view())
-    }
-
-    /// Write a batch of borrowed operations: the caller's keys and values
-    /// are encoded straight into the entry, not copied into a batch first.
-    fn write_ops(&self, ops: Vec<OpView<'_>>) -> Result<()> {
-        self.write_batch(&CommandView::Batch(ops))
     }
 
     fn write_batch(&self, batch: &CommandView<'_>) -> Result<()> {

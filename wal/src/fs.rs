@@ -40,11 +40,7 @@ pub trait WalFile: Send + Sync + Debug {
     /// # Errors
     /// As [`WalFile::write_at`].
     fn write_vectored_at(&self, offset: u64, bufs: &[&[u8]]) -> io::Result<()> {
-        let mut all = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
-        for b in bufs {
-            all.extend_from_slice(b);
-        }
-        self.write_at(offset, &all)
+        self.write_at(offset, &bufs.concat())
     }
     /// Make the file's data (and the metadata needed to read it) durable:
     /// `fdatasync`.
