@@ -1,0 +1,19 @@
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <string.h>
+#include <time.h>
+#include <pthread.h>
+static double now(){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
+int fd; int sz; int n; int nt; int stride; off_t cur=0; pthread_mutex_t mu=PTHREAD_MUTEX_INITIALIZER;
+void* run(void*a){ char*b=malloc(sz); memset(b,'y',sz);
+  for(int i=0;i<n;i++){ pthread_mutex_lock(&mu); off_t off=cur; cur+=stride; pwrite(fd,b,sz,off); pthread_mutex_unlock(&mu); fdatasync(fd);} return 0;}
+int main(int argc,char**argv){ nt=atoi(argv[1]); sz=atoi(argv[2]); stride=atoi(argv[3]); n=atoi(argv[4]);
+  fd=open("/work/dio.dat",O_RDWR);
+  pthread_t th[64]; double t0=now();
+  for(long i=0;i<nt;i++) pthread_create(&th[i],0,run,(void*)i);
+  for(int i=0;i<nt;i++) pthread_join(th[i],0);
+  double t=now()-t0; printf("threads %d sz %d stride %d: %.0f total syncs/s\n",nt,sz,stride,nt*n/t);
+}
