@@ -155,36 +155,117 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
 }
 
-/// A record encoded by a submitter: header (with the CRC not yet salted) and
-/// payload in one buffer, plus the running CRC of `kind || payload`, so the
-/// writer only combines it with the segment sequence (O(log n), not a pass
-/// over the bytes).
+/// A record encoded by a submitter: header (with the CRC not yet salted),
+/// payload, and the running CRC of `kind || payload`, so the writer only
+/// combines it with the segment sequence (O(log n), not a pass over the
+/// bytes).
+///
+/// The bytes are held in pieces: `head` holds everything except the large
+/// payloads (see [`encode_entries`]), which stay in the entries' own
+/// buffers; the writer hands all pieces to one vectored write.
 #[derive(Debug)]
 pub struct EncodedRecord {
-    /// `len | crc placeholder | kind | payload`.
-    pub bytes: Vec<u8>,
+    /// `len | crc placeholder | kind | payload`, without the shared payloads.
+    head: Vec<u8>,
+    /// Shared payloads, in order: each goes right after `head[..at]`.
+    shared: Vec<(usize, Bytes)>,
+    /// Record bytes in all.
+    len: usize,
+    /// An entries record's entries, as their spans in the payload (the
+    /// writer indexes them from these instead of re-reading the bytes).
+    spans: Vec<EntrySpan>,
     crc_body: crc32fast::Hasher,
+}
+
+/// The pieces of an [`EncodedRecord`], in order (none empty).
+pub struct Pieces<'a> {
+    rec: &'a EncodedRecord,
+    /// Next shared payload.
+    k: usize,
+    /// Start of the next piece of `head`.
+    at: usize,
+    /// The next piece is shared payload `k` (not `head` up to it).
+    in_shared: bool,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        loop {
+            let r = self.rec;
+            if self.in_shared {
+                self.in_shared = false;
+                let (_, b) = &r.shared[self.k];
+                self.k += 1;
+                if !b.is_empty() {
+                    return Some(&b[..]);
+                }
+                continue;
+            }
+            let end = match r.shared.get(self.k) {
+                Some(&(pos, _)) => {
+                    self.in_shared = true;
+                    pos
+                }
+                None if self.at < r.head.len() => r.head.len(),
+                None => return None,
+            };
+            let piece = &r.head[self.at..end];
+            self.at = end;
+            if !piece.is_empty() {
+                return Some(piece);
+            }
+        }
+    }
 }
 
 impl EncodedRecord {
     fn new(kind: Kind, payload_hint: usize) -> Self {
-        let mut bytes = Vec::with_capacity(RECORD_HEADER_BYTES as usize + payload_hint);
-        bytes.extend_from_slice(&[0u8; 8]);
-        bytes.push(kind as u8);
+        let mut head = Vec::with_capacity(RECORD_HEADER_BYTES as usize + payload_hint);
+        head.extend_from_slice(&[0u8; 8]);
+        head.push(kind as u8);
         EncodedRecord {
-            bytes,
+            len: head.len(),
+            head,
+            shared: Vec::new(),
+            spans: Vec::new(),
             crc_body: crc32fast::Hasher::new(),
         }
     }
 
+    /// Append bytes copied into the record.
+    fn put(&mut self, b: &[u8]) {
+        self.head.extend_from_slice(b);
+        self.len += b.len();
+    }
+
+    /// Append a payload: shared if at least `shared_min` bytes (and not
+    /// empty), copied otherwise.
+    fn put_payload(&mut self, b: &Bytes, shared_min: usize) {
+        if !b.is_empty() && b.len() >= shared_min {
+            self.shared.push((self.head.len(), b.clone()));
+            self.len += b.len();
+        } else {
+            self.put(b);
+        }
+    }
+
     fn finish(mut self) -> Self {
-        let len = self.bytes.len() - RECORD_HEADER_BYTES as usize;
+        let len = self.len - RECORD_HEADER_BYTES as usize;
         assert!(
             len > 0 && len <= u32::MAX as usize,
             "record payload length {len}"
         );
-        self.bytes[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-        self.crc_body.update(&self.bytes[8..]);
+        self.head[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        let mut h = crc32fast::Hasher::new();
+        let mut skip = 8;
+        for piece in self.pieces() {
+            let n = skip.min(piece.len());
+            skip -= n;
+            h.update(&piece[n..]);
+        }
+        self.crc_body = h;
         self
     }
 
@@ -194,46 +275,102 @@ impl EncodedRecord {
         h.update(&seq.to_le_bytes());
         h.combine(&self.crc_body);
         let crc = h.finalize();
-        self.bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.head[4..8].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// Total bytes on disk.
     #[must_use]
     pub fn len(&self) -> u64 {
-        self.bytes.len() as u64
+        self.len as u64
+    }
+
+    /// The record's kind.
+    #[must_use]
+    pub fn kind(&self) -> Kind {
+        match self.head[8] {
+            1 => Kind::Entries,
+            2 => Kind::HardState,
+            _ => Kind::Marker,
+        }
+    }
+
+    /// The record's bytes as pieces, for a vectored write.
+    #[must_use]
+    pub fn pieces(&self) -> Pieces<'_> {
+        Pieces {
+            rec: self,
+            k: 0,
+            at: 0,
+            in_shared: false,
+        }
+    }
+
+    /// The payload, if it is held in one piece (hard states, markers, and
+    /// entries records without shared payloads).
+    #[must_use]
+    pub fn contiguous_payload(&self) -> Option<&[u8]> {
+        self.shared
+            .is_empty()
+            .then(|| &self.head[RECORD_HEADER_BYTES as usize..])
+    }
+
+    /// An entries record's entries, in order (empty for other kinds).
+    #[must_use]
+    pub fn entry_spans(&self) -> &[EntrySpan] {
+        &self.spans
+    }
+
+    /// The record's bytes in one buffer (tests and checks).
+    #[must_use]
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        self.pieces().for_each(|p| v.extend_from_slice(p));
+        v
     }
 }
 
 /// Encode an entries record. `entries` must be non-empty and contiguous.
+/// Payloads (data or context) of at least `shared_min` bytes are referenced
+/// (a clone of their [`Bytes`]), not copied: for large entries the copy
+/// costs as much memory bandwidth as the write itself. The bytes the record
+/// stands for are the same either way.
 #[must_use]
-pub fn encode_entries(entries: &[Entry]) -> EncodedRecord {
+pub fn encode_entries(entries: &[Entry], shared_min: usize) -> EncodedRecord {
     assert!(
         !entries.is_empty(),
         "an entries record holds at least one entry"
     );
     let hint = entries
         .iter()
-        .map(|e| ENTRY_HEADER_BYTES as usize + e.data.len() + e.context.len())
+        .map(|e| {
+            let inline = |b: &Bytes| if b.len() >= shared_min { 0 } else { b.len() };
+            ENTRY_HEADER_BYTES as usize + inline(&e.data) + inline(&e.context)
+        })
         .sum::<usize>()
         + ENTRIES_PREFIX_BYTES as usize;
     let mut r = EncodedRecord::new(Kind::Entries, hint);
-    r.bytes.extend_from_slice(&entries[0].index.to_le_bytes());
-    r.bytes
-        .extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    r.spans.reserve_exact(entries.len());
+    r.put(&entries[0].index.to_le_bytes());
+    r.put(&(entries.len() as u32).to_le_bytes());
     for (k, e) in entries.iter().enumerate() {
         assert_eq!(
             e.index,
             entries[0].index + k as u64,
             "entries are contiguous"
         );
-        r.bytes.push(entry_type_to_u8(e.entry_type));
-        r.bytes.extend_from_slice(&e.term.to_le_bytes());
-        r.bytes
-            .extend_from_slice(&(e.data.len() as u32).to_le_bytes());
-        r.bytes
-            .extend_from_slice(&(e.context.len() as u32).to_le_bytes());
-        r.bytes.extend_from_slice(&e.data);
-        r.bytes.extend_from_slice(&e.context);
+        let offset = (r.len - RECORD_HEADER_BYTES as usize) as u64;
+        r.put(&[entry_type_to_u8(e.entry_type)]);
+        r.put(&e.term.to_le_bytes());
+        r.put(&(e.data.len() as u32).to_le_bytes());
+        r.put(&(e.context.len() as u32).to_le_bytes());
+        r.put_payload(&e.data, shared_min);
+        r.put_payload(&e.context, shared_min);
+        r.spans.push(EntrySpan {
+            index: e.index,
+            term: e.term,
+            offset,
+            len: ENTRY_HEADER_BYTES + e.data.len() as u64 + e.context.len() as u64,
+        });
     }
     r.finish()
 }
@@ -242,9 +379,9 @@ pub fn encode_entries(entries: &[Entry]) -> EncodedRecord {
 #[must_use]
 pub fn encode_hard_state(hs: &HardState) -> EncodedRecord {
     let mut r = EncodedRecord::new(Kind::HardState, HARD_STATE_BYTES);
-    r.bytes.extend_from_slice(&hs.term.to_le_bytes());
-    r.bytes.extend_from_slice(&hs.vote.to_le_bytes());
-    r.bytes.extend_from_slice(&hs.commit.to_le_bytes());
+    r.put(&hs.term.to_le_bytes());
+    r.put(&hs.vote.to_le_bytes());
+    r.put(&hs.commit.to_le_bytes());
     r.finish()
 }
 
@@ -263,9 +400,9 @@ pub struct Marker {
 #[must_use]
 pub fn encode_marker(m: &Marker) -> EncodedRecord {
     let mut r = EncodedRecord::new(Kind::Marker, MARKER_BYTES);
-    r.bytes.extend_from_slice(&m.index.to_le_bytes());
-    r.bytes.extend_from_slice(&m.term.to_le_bytes());
-    r.bytes.push(u8::from(m.reset));
+    r.put(&m.index.to_le_bytes());
+    r.put(&m.term.to_le_bytes());
+    r.put(&[u8::from(m.reset)]);
     r.finish()
 }
 
@@ -656,10 +793,61 @@ mod tests {
         let mut buf = encode_header(seq).to_vec();
         for r in records.iter_mut() {
             r.seal(seq);
-            buf.extend_from_slice(&r.bytes);
+            buf.extend_from_slice(&r.to_vec());
         }
         buf.resize(size, 0);
         buf
+    }
+
+    #[test]
+    fn shared_payloads_encode_the_same_bytes_as_copied_ones() {
+        let sized = |index: u64, data: usize, ctx: usize| Entry {
+            entry_type: EntryType::EntryNormal,
+            term: 2 + index % 3,
+            index,
+            data: (0..data).map(|k| (k * 7 + index as usize) as u8).collect(),
+            context: (0..ctx).map(|k| (k * 13) as u8).collect(),
+        };
+        let es: Vec<Entry> = [
+            (0, 0),
+            (5, 0),
+            (511, 3),
+            (512, 0),
+            (4096, 600),
+            (0, 900),
+            (20_000, 0),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(k, &(d, c))| sized(10 + k as u64, d, c))
+        .collect();
+        let mut copied = encode_entries(&es, usize::MAX);
+        assert!(copied.contiguous_payload().is_some());
+        assert_eq!(copied.pieces().count(), 1);
+        for min in [1, 512, 4096, 20_000, 20_001] {
+            let mut shared = encode_entries(&es, min);
+            let n_shared = es
+                .iter()
+                .flat_map(|e| [e.data.len(), e.context.len()])
+                .filter(|&l| l > 0 && l >= min)
+                .count();
+            assert_eq!(shared.shared.len(), n_shared, "min {min}");
+            assert!(shared.pieces().all(|p| !p.is_empty()));
+            assert_eq!(shared.len(), copied.len());
+            for seq in [1, 9] {
+                copied.seal(seq);
+                shared.seal(seq);
+                let bytes = shared.to_vec();
+                assert_eq!(bytes, copied.to_vec(), "min {min} seq {seq}");
+                check_record(&bytes, seq).unwrap();
+            }
+            // The writer indexes from the spans: they are what a scan finds.
+            let (first, spans) =
+                parse_entries(&shared.to_vec()[RECORD_HEADER_BYTES as usize..]).unwrap();
+            assert_eq!(first, 10);
+            assert_eq!(shared.entry_spans(), &spans[..]);
+            assert_eq!(shared.kind(), Kind::Entries);
+        }
     }
 
     #[test]
@@ -676,7 +864,7 @@ mod tests {
             reset: true,
         };
         let mut recs = [
-            encode_entries(&es),
+            encode_entries(&es, 1),
             encode_hard_state(&hs),
             encode_marker(&m),
         ];
@@ -726,7 +914,7 @@ mod tests {
     #[test]
     fn damage_before_a_valid_record_is_found_and_a_torn_tail_is_not() {
         let mut recs: Vec<EncodedRecord> = (1..=3)
-            .map(|i| encode_entries(&[entry(i, 1, b"payload")]))
+            .map(|i| encode_entries(&[entry(i, 1, b"payload")], 1))
             .collect();
         let buf = segment(1, &mut recs, 1024);
         let second = 32 + recs[0].len() as usize;
@@ -757,7 +945,7 @@ mod tests {
     #[test]
     fn records_with_a_valid_crc_but_impossible_values_are_damage() {
         let mut recs = [
-            encode_entries(&[entry(1, 1, b"x")]),
+            encode_entries(&[entry(1, 1, b"x")], 1),
             encode_marker(&Marker {
                 index: u64::MAX,
                 term: 1,
@@ -771,7 +959,7 @@ mod tests {
             matches!(end, ScanEnd::Damaged { offset, .. } if offset == at),
             "{end:?}"
         );
-        let mut recs = [encode_entries(&[entry(INDEX_MAX, 1, b"x")])];
+        let mut recs = [encode_entries(&[entry(INDEX_MAX, 1, b"x")], 1)];
         let buf = segment(2, &mut recs, 512);
         let end = scan_segment::<()>(&buf, 2, |_| Ok(())).unwrap();
         assert!(
@@ -785,7 +973,7 @@ mod tests {
         let mut buf = encode_header(seq).to_vec();
         for r in records.iter_mut() {
             r.seal(seq);
-            buf.extend_from_slice(&r.bytes);
+            buf.extend_from_slice(&r.to_vec());
         }
         buf.extend_from_slice(&[0u8; END_MARKER_BYTES as usize]);
         buf
@@ -805,7 +993,7 @@ mod tests {
     fn a_recycled_segment_ends_at_its_end_marker_and_stale_records_never_count() {
         // Segment 3, full of valid records of its own.
         let mut old: Vec<EncodedRecord> = (1..=40)
-            .map(|i| encode_entries(&[entry(i, 1, b"old generation")]))
+            .map(|i| encode_entries(&[entry(i, 1, b"old generation")], 1))
             .collect();
         let old_image = written(3, &mut old);
         assert_eq!(count(&old_image, 3).0, 40);
@@ -817,7 +1005,7 @@ mod tests {
         assert_eq!((n, end), (0, ScanEnd::Clean { end: HEADER_BYTES }));
         // Two groups written into it, each followed by its end marker.
         let mut new: Vec<EncodedRecord> = (100..=102)
-            .map(|i| encode_entries(&[entry(i, 4, b"new")]))
+            .map(|i| encode_entries(&[entry(i, 4, b"new")], 1))
             .collect();
         let fresh = written(9, &mut new);
         image[..fresh.len()].copy_from_slice(&fresh);
@@ -872,7 +1060,7 @@ mod tests {
         // A valid record of this segment followed by garbage (not a record,
         // not an end) is what a stale record that passed the CRC by chance
         // looks like: it does not make earlier damage corruption.
-        let mut r = [encode_entries(&[entry(5, 1, b"x")])];
+        let mut r = [encode_entries(&[entry(5, 1, b"x")], 1)];
         let rec = written(2, &mut r);
         let rec = &rec[32..32 + r[0].len() as usize];
         let mut buf = encode_header(2).to_vec();

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 use tandem_raft::HardState;
 
 use crate::format::{
-    decode_hard_state, decode_marker, entries_header, walk_entries, Kind, Marker, RawRecord,
-    RECORD_HEADER_BYTES,
+    decode_hard_state, decode_marker, entries_header, walk_entries, EntrySpan, Kind, Marker,
+    RawRecord, RECORD_HEADER_BYTES,
 };
 
 /// Where one entry's bytes are.
@@ -289,47 +289,85 @@ impl LogState {
                 // or built by the writer; only its place in the log is
                 // checked here.
                 let (first, count) = entries_header(rec.payload);
-                if first <= self.snapshot.index {
-                    return Err(format!(
-                        "entries from {first} at or below the compaction point {}",
-                        self.snapshot.index
-                    ));
-                }
-                let last = self.last_index();
-                if first > last + 1 {
-                    // Only legitimate at the start of replay, after compaction
-                    // deleted the segments holding the entries before it; the
-                    // final check in recovery rejects it otherwise.
-                    self.index.clear();
-                    self.hole = Some((seg, rec.offset, first));
-                } else if first <= last {
-                    self.index.truncate_from(first);
-                    for v in self.seg_max.values_mut() {
-                        *v = (*v).min(first - 1);
-                    }
-                }
-                let base = rec.offset + RECORD_HEADER_BYTES;
-                assert!(
-                    base + rec.payload.len() as u64 <= u64::from(u32::MAX),
-                    "segment offsets fit u32"
-                );
-                let index = &mut self.index;
-                walk_entries(rec.payload, |s| {
-                    index.push(
-                        s.index,
-                        s.term,
-                        seg,
-                        Loc {
-                            offset: (base + s.offset) as u32,
-                            len: s.len as u32,
-                        },
-                    );
+                self.apply_entries(seg, rec.offset, rec.payload.len(), first, count, |f| {
+                    walk_entries(rec.payload, f).map(|_| ())
                 })?;
-                let top = first + count - 1;
-                let v = self.seg_max.get_mut(&seg).expect("inserted above");
-                *v = (*v).max(top);
             }
         }
+        Ok(())
+    }
+
+    /// [`LogState::apply`] of an entries record the writer built, from the
+    /// entries' spans instead of its bytes (its large payloads are not in
+    /// one buffer).
+    ///
+    /// # Errors
+    /// As [`LogState::apply`].
+    pub fn apply_entry_spans(
+        &mut self,
+        seg: u64,
+        offset: u64,
+        payload_len: usize,
+        spans: &[EntrySpan],
+    ) -> Result<(), String> {
+        let first = spans.first().ok_or("entries record with no entries")?.index;
+        self.apply_entries(seg, offset, payload_len, first, spans.len() as u64, |f| {
+            spans.iter().copied().for_each(f);
+            Ok(())
+        })
+    }
+
+    /// Index the entries of a record at `offset` of segment `seg`, which
+    /// `walk` lists in order.
+    fn apply_entries(
+        &mut self,
+        seg: u64,
+        offset: u64,
+        payload_len: usize,
+        first: u64,
+        count: u64,
+        walk: impl FnOnce(&mut dyn FnMut(EntrySpan)) -> Result<(), String>,
+    ) -> Result<(), String> {
+        self.seg_max.entry(seg).or_insert(0);
+        if first <= self.snapshot.index {
+            return Err(format!(
+                "entries from {first} at or below the compaction point {}",
+                self.snapshot.index
+            ));
+        }
+        let last = self.last_index();
+        if first > last + 1 {
+            // Only legitimate at the start of replay, after compaction
+            // deleted the segments holding the entries before it; the
+            // final check in recovery rejects it otherwise.
+            self.index.clear();
+            self.hole = Some((seg, offset, first));
+        } else if first <= last {
+            self.index.truncate_from(first);
+            for v in self.seg_max.values_mut() {
+                *v = (*v).min(first - 1);
+            }
+        }
+        let base = offset + RECORD_HEADER_BYTES;
+        assert!(
+            base + payload_len as u64 <= u64::from(u32::MAX),
+            "segment offsets fit u32"
+        );
+        let index = &mut self.index;
+        walk(&mut |s: EntrySpan| {
+            index.push(
+                s.index,
+                s.term,
+                seg,
+                Loc {
+                    offset: (base + s.offset) as u32,
+                    len: s.len as u32,
+                },
+            );
+        })?;
+        let top = first + count - 1;
+        let v = self.seg_max.get_mut(&seg).expect("inserted above");
+        *v = (*v).max(top);
         Ok(())
     }
 }

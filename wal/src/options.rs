@@ -75,6 +75,12 @@ pub struct WalOptions {
     /// once into blocks that already exist. 0 disables recycling. At most
     /// [`SPARES_MAX`].
     pub recycle_segments_max: usize,
+    /// Entry payloads (data or context) of at least this many bytes are
+    /// written from the entry's own buffer, as a piece of the group's
+    /// vectored write, instead of being copied into the encoded record
+    /// first. The bytes on disk are the same; this only trades a memory copy
+    /// for more pieces in the write. `usize::MAX` copies everything.
+    pub shared_payload_min: usize,
 }
 
 /// Upper bound of [`WalOptions::recycle_segments_max`].
@@ -93,6 +99,7 @@ impl Default for WalOptions {
             prefill_segments: true,
             pending_bytes_max: 64 * 1024 * 1024,
             recycle_segments_max: 4,
+            shared_payload_min: 4096,
         }
     }
 }
@@ -157,6 +164,8 @@ impl WalOptions {
             cache_bytes_max: 4 * 1024,
             entry_bytes_max: 2 * 1024,
             batch_bytes_max: 8 * 1024,
+            // Both ways of encoding a payload occur in tests.
+            shared_payload_min: 128,
             ..WalOptions::default()
         }
     }

@@ -692,7 +692,7 @@ impl Wal {
         }
         let mut records = Vec::with_capacity(2);
         if !entries.is_empty() {
-            records.push(encode_entries(&entries));
+            records.push(encode_entries(&entries, opts.shared_payload_min));
         }
         if let Some(hs) = &hard_state {
             records.push(encode_hard_state(hs));

@@ -117,6 +117,8 @@ fn opts_with(threads: bool) -> WalOptions {
         batch_bytes_max: 4 * 1024,
         entry_bytes_max: 2 * 1024,
         cache_bytes_max: 2 * 1024,
+        // Payloads of 150-549 bytes: some copied, some shared.
+        shared_payload_min: 300,
         ..WalOptions::default()
     }
 }

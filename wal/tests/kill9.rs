@@ -26,6 +26,8 @@ fn opts() -> WalOptions {
         batch_bytes_max: 128 * 1024,
         entry_bytes_max: 16 * 1024,
         cache_bytes_max: 64 * 1024,
+        // Payloads of 0-2999 bytes: some copied, some shared.
+        shared_payload_min: 1500,
         ..WalOptions::default()
     }
 }

@@ -12,8 +12,8 @@ use crossbeam_channel::{Receiver, Sender};
 use super::{Request, Shared};
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_hard_state, encode_marker, Kind, Marker, RawRecord, END_MARKER_BYTES, HEADER_BYTES,
-    RECORD_HEADER_BYTES,
+    encode_hard_state, encode_marker, EncodedRecord, Kind, Marker, RawRecord, END_MARKER_BYTES,
+    HEADER_BYTES, RECORD_HEADER_BYTES,
 };
 use crate::fs::{FileSystem, WalFile};
 use crate::options::SyncPolicy;
@@ -306,15 +306,15 @@ impl Writer {
             }));
             preamble.push(encode_hard_state(&st.log.hard_state));
         }
-        let mut spans: Vec<(u64, usize)> = Vec::new();
+        let mut spans: Vec<u64> = Vec::new();
         let mut records_len = 0u64;
         for rec in preamble
             .iter_mut()
             .chain(batch.iter_mut().flat_map(|r| r.records.iter_mut()))
         {
             rec.seal(seq);
-            spans.push((self.active.offset + records_len, rec.bytes.len()));
-            records_len += rec.bytes.len() as u64;
+            spans.push(self.active.offset + records_len);
+            records_len += rec.len();
         }
         assert!(
             self.active.offset + records_len + END_MARKER_BYTES <= self.active.capacity,
@@ -325,7 +325,7 @@ impl Writer {
             preamble
                 .iter()
                 .chain(batch.iter().flat_map(|r| r.records.iter()))
-                .all(|rec| crate::format::check_record(&rec.bytes, seq).is_ok()),
+                .all(|rec| crate::format::check_record(&rec.to_vec(), seq).is_ok()),
             "the writer's records validate"
         );
         let end = self.active.offset + records_len;
@@ -358,7 +358,7 @@ impl Writer {
                 let pieces: Vec<&[u8]> = preamble
                     .iter()
                     .chain(batch.iter().flat_map(|r| r.records.iter()))
-                    .map(|rec| &rec.bytes[..])
+                    .flat_map(EncodedRecord::pieces)
                     .chain(std::iter::once(&self.zeros[..tail_len as usize]))
                     .collect();
                 self.active
@@ -400,21 +400,25 @@ impl Writer {
             let records = preamble
                 .iter()
                 .chain(batch.iter().flat_map(|r| r.records.iter()));
-            for (&(offset, len), rec) in spans.iter().zip(records) {
-                let bytes = &rec.bytes[..];
-                debug_assert_eq!(bytes.len(), len);
+            for (&offset, rec) in spans.iter().zip(records) {
                 let h = RECORD_HEADER_BYTES as usize;
-                let kind = match bytes[8] {
-                    1 => Kind::Entries,
-                    2 => Kind::HardState,
-                    _ => Kind::Marker,
+                let payload_len = rec.len() as usize - h;
+                let replayed = match (rec.kind(), rec.contiguous_payload()) {
+                    (Kind::Entries, _) => {
+                        st.log
+                            .apply_entry_spans(seq, offset, payload_len, rec.entry_spans())
+                    }
+                    (kind, Some(payload)) => st.log.apply(
+                        seq,
+                        RawRecord {
+                            offset,
+                            kind,
+                            payload,
+                        },
+                    ),
+                    (kind, None) => unreachable!("only entries records share payloads ({kind:?})"),
                 };
-                let rec = RawRecord {
-                    offset,
-                    kind,
-                    payload: &bytes[h..],
-                };
-                if let Err(reason) = st.log.apply(seq, rec) {
+                if let Err(reason) = replayed {
                     panic!("the writer's own record at {seq}:{offset} does not replay: {reason}");
                 }
             }
