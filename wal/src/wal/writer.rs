@@ -306,14 +306,14 @@ impl Writer {
             }));
             preamble.push(encode_hard_state(&st.log.hard_state));
         }
-        let mut spans: Vec<u64> = Vec::new();
+        let mut offsets: Vec<u64> = Vec::new();
         let mut records_len = 0u64;
         for rec in preamble
             .iter_mut()
             .chain(batch.iter_mut().flat_map(|r| r.records.iter_mut()))
         {
             rec.seal(seq);
-            spans.push(self.active.offset + records_len);
+            offsets.push(self.active.offset + records_len);
             records_len += rec.len();
         }
         assert!(
@@ -400,7 +400,7 @@ impl Writer {
             let records = preamble
                 .iter()
                 .chain(batch.iter().flat_map(|r| r.records.iter()));
-            for (&offset, rec) in spans.iter().zip(records) {
+            for (&offset, rec) in offsets.iter().zip(records) {
                 let h = RECORD_HEADER_BYTES as usize;
                 let payload_len = rec.len() as usize - h;
                 let replayed = match (rec.kind(), rec.contiguous_payload()) {
