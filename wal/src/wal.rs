@@ -1213,7 +1213,23 @@ impl Shared {
                 .filter(|r| !r.compaction)
                 .map(|r| r.bytes)
                 .sum();
-            writer.cycle(self, batch);
+            // A panic while writing is a bug, but it must not leave the
+            // group's waiters (and every later one) waiting forever: poison
+            // the log, so that they and every later call get `Poisoned`,
+            // then let the panic go on. (A `Notify` of the lost group is
+            // dropped unfired.)
+            let cycled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                writer.cycle(self, batch);
+            }));
+            if let Err(panic) = cycled {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-string panic".into());
+                self.poison(format!("the wal writer panicked: {what}"));
+                std::panic::resume_unwind(panic);
+            }
             self.release(bytes);
         }
         n
