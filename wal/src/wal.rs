@@ -1216,10 +1216,11 @@ impl Shared {
             // A panic while writing is a bug, but it must not leave the
             // group's waiters (and every later one) waiting forever: poison
             // the log, so that they and every later call get `Poisoned`,
-            // then let the panic go on. (A `Notify` of the lost group is
-            // dropped unfired.)
+            // fail the group's notifications not fired yet, then let the
+            // panic go on.
+            let mut batch = batch;
             let cycled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                writer.cycle(self, batch);
+                writer.cycle(self, &mut batch);
             }));
             if let Err(panic) = cycled {
                 let what = panic
@@ -1228,6 +1229,17 @@ impl Shared {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "a non-string panic".into());
                 self.poison(format!("the wal writer panicked: {what}"));
+                Writer::fail(self, &mut batch);
+                // Everything queued behind it fails too: the thread that
+                // would have drained the queue may be the one unwinding.
+                // Nothing is queued after the poison (submissions check it).
+                loop {
+                    let mut rest = self.next_batch();
+                    if rest.is_empty() {
+                        break;
+                    }
+                    Writer::fail(self, &mut rest);
+                }
                 std::panic::resume_unwind(panic);
             }
             self.release(bytes);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::entry;
-use tandem_wal::{DirLock, Error, FileSystem, SimFs, Wal, WalFile, WalOptions};
+use tandem_wal::{DirLock, Error, FileSystem, Notify, SimFs, Wal, WalFile, WalOptions};
 
 /// `SimFs`, except that once `armed` a write past a segment header panics.
 #[derive(Debug)]
@@ -86,15 +86,18 @@ impl FileSystem for PanicFs {
 }
 
 fn open(background_threads: bool) -> (Wal, Arc<AtomicBool>) {
+    open_with(WalOptions {
+        background_threads,
+        ..WalOptions::small_for_tests()
+    })
+}
+
+fn open_with(opts: WalOptions) -> (Wal, Arc<AtomicBool>) {
     let armed = Arc::new(AtomicBool::new(false));
     let fs = Arc::new(PanicFs {
         inner: SimFs::new(),
         armed: armed.clone(),
     });
-    let opts = WalOptions {
-        background_threads,
-        ..WalOptions::small_for_tests()
-    };
     (Wal::open_with_fs(fs, "/wal", opts).unwrap(), armed)
 }
 
@@ -127,6 +130,42 @@ fn a_panic_on_the_writer_thread_fails_the_waiters_instead_of_hanging_them() {
         wal.submit(vec![entry(3, 1, 10)], None),
         Err(Error::Poisoned { .. })
     ));
+}
+
+#[test]
+fn notifications_of_the_lost_group_and_of_groups_queued_behind_it_fire_with_the_error() {
+    let (wal, armed) = open_with(WalOptions {
+        background_threads: false,
+        segment_bytes: 64 * 1024,
+        entry_bytes_max: 6000,
+        batch_bytes_max: 8000,
+        cache_bytes_max: 64 * 1024,
+        ..WalOptions::default()
+    });
+    wal.submit_wait(vec![entry(1, 1, 10)], None).unwrap();
+    armed.store(true, Ordering::SeqCst);
+    // Manual mode: nothing is written until the pump, and two 5000-byte
+    // entries do not fit one 8000-byte group, so the pump writes (and
+    // panics in) the first group while the second is still queued.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for (index, tag) in [(2, 20), (3, 30)] {
+        wal.submit_notify(
+            vec![entry(index, 1, 5000)],
+            None,
+            Notify::Channel {
+                sender: tx.clone(),
+                tag,
+            },
+        )
+        .unwrap();
+    }
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wal.pump()));
+    assert!(caught.is_err(), "the pump sees the panic");
+    let got: Vec<_> = rx.try_iter().collect();
+    assert_eq!(got.iter().map(|d| d.tag).collect::<Vec<_>>(), [20, 30]);
+    for d in &got {
+        assert!(is_writer_panic(&d.result), "{:?}", d.result);
+    }
 }
 
 #[test]

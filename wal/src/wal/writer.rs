@@ -194,10 +194,12 @@ impl Writer {
         }
     }
 
-    pub(super) fn fail(shared: &Shared, batch: Vec<Request>) {
+    /// Fail the notifications of `batch` not fired yet with the poison
+    /// reason, and wake the waiters (which find the log poisoned).
+    pub(super) fn fail(shared: &Shared, batch: &mut [Request]) {
         let reason = shared.poison_reason().unwrap_or_default();
         for r in batch {
-            if let Some(n) = r.notify {
+            if let Some(n) = r.notify.take() {
                 n.fire(
                     r.ticket,
                     Err(Error::Poisoned {
@@ -278,7 +280,9 @@ impl Writer {
 
     /// One group: every record of `batch` in one write, one fsync (per the
     /// policy), then the index update and the completions.
-    pub(super) fn cycle(&mut self, shared: &Shared, mut batch: Vec<Request>) {
+    /// Notifications are taken out of `batch` as they fire, so a caller
+    /// that catches a panic can fail the ones left.
+    pub(super) fn cycle(&mut self, shared: &Shared, batch: &mut [Request]) {
         if shared.poisoned.load(Ordering::SeqCst) {
             return Self::fail(shared, batch);
         }
@@ -448,8 +452,8 @@ impl Writer {
             shared.durable.store(last_ticket, Ordering::SeqCst);
             shared.wait_cv.notify_all();
         }
-        for r in batch {
-            if let Some(n) = r.notify {
+        for r in batch.iter_mut() {
+            if let Some(n) = r.notify.take() {
                 n.fire(r.ticket, Ok(()));
             }
         }
