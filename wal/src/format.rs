@@ -240,10 +240,15 @@ impl EncodedRecord {
         self.len += b.len();
     }
 
-    /// Append a payload: shared if at least `shared_min` bytes (and not
-    /// empty), copied otherwise.
+    /// Whether a payload is shared rather than copied.
+    fn shares(b: &Bytes, shared_min: usize) -> bool {
+        !b.is_empty() && b.len() >= shared_min
+    }
+
+    /// Append a payload: shared if [`EncodedRecord::shares`], copied
+    /// otherwise.
     fn put_payload(&mut self, b: &Bytes, shared_min: usize) {
-        if !b.is_empty() && b.len() >= shared_min {
+        if Self::shares(b, shared_min) {
             self.shared.push((self.head.len(), b.clone()));
             self.len += b.len();
         } else {
@@ -287,11 +292,7 @@ impl EncodedRecord {
     /// The record's kind.
     #[must_use]
     pub fn kind(&self) -> Kind {
-        match self.head[8] {
-            1 => Kind::Entries,
-            2 => Kind::HardState,
-            _ => Kind::Marker,
-        }
+        Kind::from_u8(self.head[8]).expect("the kind byte was written from a Kind")
     }
 
     /// The record's bytes as pieces, for a vectored write.
@@ -343,7 +344,13 @@ pub fn encode_entries(entries: &[Entry], shared_min: usize) -> EncodedRecord {
     let hint = entries
         .iter()
         .map(|e| {
-            let inline = |b: &Bytes| if b.len() >= shared_min { 0 } else { b.len() };
+            let inline = |b: &Bytes| {
+                if EncodedRecord::shares(b, shared_min) {
+                    0
+                } else {
+                    b.len()
+                }
+            };
             ENTRY_HEADER_BYTES as usize + inline(&e.data) + inline(&e.context)
         })
         .sum::<usize>()
