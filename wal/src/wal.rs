@@ -358,6 +358,16 @@ impl Completion {
     }
 }
 
+/// The bytes of a group counted in the pending budget (compaction markers
+/// are not).
+fn budget_bytes(batch: &[Request]) -> u64 {
+    batch
+        .iter()
+        .filter(|r| !r.compaction)
+        .map(|r| r.bytes)
+        .sum()
+}
+
 /// The write-ahead log of one replica. `Send + Sync`: share it in an `Arc`.
 pub struct Wal {
     shared: Arc<Shared>,
@@ -1208,11 +1218,7 @@ impl Shared {
                 break;
             }
             n += batch.len();
-            let bytes: u64 = batch
-                .iter()
-                .filter(|r| !r.compaction)
-                .map(|r| r.bytes)
-                .sum();
+            let bytes = budget_bytes(&batch);
             // A panic while writing is a bug, but it must not leave the
             // group's waiters (and every later one) waiting forever: poison
             // the log, so that they and every later call get `Poisoned`,
@@ -1230,6 +1236,7 @@ impl Shared {
                     .unwrap_or_else(|| "a non-string panic".into());
                 self.poison(format!("the wal writer panicked: {what}"));
                 Writer::fail(self, &mut batch);
+                self.release(bytes);
                 // Everything queued behind it fails too: the thread that
                 // would have drained the queue may be the one unwinding.
                 // Nothing is queued after the poison (submissions check it).
@@ -1239,6 +1246,7 @@ impl Shared {
                         break;
                     }
                     Writer::fail(self, &mut rest);
+                    self.release(budget_bytes(&rest));
                 }
                 std::panic::resume_unwind(panic);
             }

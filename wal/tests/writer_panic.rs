@@ -166,6 +166,11 @@ fn notifications_of_the_lost_group_and_of_groups_queued_behind_it_fire_with_the_
     for d in &got {
         assert!(is_writer_panic(&d.result), "{:?}", d.result);
     }
+    assert_eq!(
+        wal.stats().pending_bytes,
+        0,
+        "the failed groups give their budget back"
+    );
 }
 
 #[test]
