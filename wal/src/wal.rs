@@ -89,6 +89,9 @@ struct Request {
     /// group is fdatasynced only if another submission of the group needs
     /// it.
     sync: bool,
+    /// A synchronous submission ([`Mode::Lead`]): the thread blocked on it,
+    /// to hand the writer to ([`Shared::hand_off`]).
+    leader: Option<std::thread::Thread>,
 }
 
 /// How a submission is handed to the writer.
@@ -118,6 +121,8 @@ struct Queue {
     /// Encoded bytes of submissions reserved or queued and not yet written
     /// (compaction markers excluded); at most `pending_bytes_max`.
     pending_bytes: u64,
+    /// Queued synchronous submissions ([`Request::leader`]).
+    leads_queued: usize,
 }
 
 #[derive(Debug)]
@@ -239,8 +244,8 @@ struct Shared {
     durable: AtomicU64,
     poisoned: AtomicBool,
     closed: AtomicBool,
-    wait_lock: Mutex<()>,
-    wait_cv: Condvar,
+    /// Threads parked in [`Completion::wait`], with their tickets.
+    waiters: Mutex<Vec<(u64, std::thread::Thread)>>,
     /// Serialises [`Wal::append_next`] callers.
     append_lock: Mutex<()>,
     queue: Mutex<Queue>,
@@ -252,6 +257,35 @@ struct Shared {
     /// Spare files reused so far; bumped before a reuse overwrites a file
     /// that a reader may still hold a handle of (see [`Wal::entries`]).
     recycled: Arc<AtomicU64>,
+}
+
+/// The writer, held. Every holder releases it through this guard, which
+/// then hands the writer to the first queued synchronous submitter
+/// ([`Shared::hand_off`]): such a submitter, finding the writer taken,
+/// parks without waking the writer thread.
+struct WriterGuard<'a> {
+    shared: &'a Shared,
+    guard: Option<parking_lot::MutexGuard<'a, Writer>>,
+}
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Writer {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.shared.hand_off();
+    }
 }
 
 /// A handle on one submission; see [`Wal::submit`].
@@ -298,21 +332,13 @@ impl Completion {
 
     /// Wait for a submission that did not wake the writer thread: write the
     /// pending groups up to it in this thread if no one is writing;
-    /// otherwise wake the writer thread — the thread now writing may have
-    /// taken this submission or not, and the writer thread drains whatever
-    /// is left once the writer is free — and wait as usual.
+    /// otherwise wait: the thread now writing either takes this submission
+    /// into its group or, when it stops, hands the writer over to this
+    /// thread or to an earlier synchronous submitter ([`Shared::hand_off`]).
     fn lead(&self) -> Result<()> {
         let s = &self.shared;
         if s.opts.background_threads {
-            if let Some(mut w) = s.writer.try_lock() {
-                s.drain(&mut w, self.ticket);
-            } else {
-                // Under the queue lock, so the writer thread either sees the
-                // submission when it checks the queue or is already waiting
-                // and gets this notification.
-                let _q = s.queue.lock();
-                s.queue_cv.notify_one();
-            }
+            s.try_lead(self.ticket);
         }
         self.wait()
     }
@@ -339,20 +365,37 @@ impl Completion {
             // handing off to the writer thread and back, which saves two
             // context switches per commit for a lone appender. The queue is
             // drained only under the writer lock, so order is kept.
-            if let Some(mut w) = s.writer.try_lock() {
-                s.drain(&mut w, self.ticket);
-                drop(w);
+            if s.try_lead(self.ticket) {
                 if let Some(r) = s.status(self.ticket) {
                     return Some(r);
                 }
             }
-            let mut g = s.wait_lock.lock();
-            if let Some(r) = s.status(self.ticket) {
-                return Some(r);
+            // Park until the writer unparks this ticket's waiters (only
+            // them: a group's completion wakes no waiter of a later group),
+            // or hands this thread the writer. The bounded park is a safety
+            // net, not a mechanism: every path that leaves a synchronous
+            // submission queued hands off.
+            s.register(self.ticket);
+            let mut r = s.status(self.ticket);
+            if r.is_none() {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(PARK_MAX);
+                if !left.is_zero() {
+                    std::thread::park_timeout(left);
+                }
             }
-            if s.wait_cv.wait_until(&mut g, deadline).timed_out() {
-                drop(g);
-                return s.status(self.ticket);
+            if r.is_none() {
+                r = s.status(self.ticket);
+            }
+            // Once the ticket is durable, an entry left behind (registered
+            // after the writer unparked its group) is removed, with a
+            // harmless spurious unpark, by the next group's completion.
+            if !matches!(r, Some(Ok(()))) {
+                s.unregister(self.ticket);
+            }
+            if r.is_some() || Instant::now() >= deadline {
+                return r;
             }
         }
     }
@@ -367,6 +410,15 @@ fn budget_bytes(batch: &[Request]) -> u64 {
         .map(|r| r.bytes)
         .sum()
 }
+
+/// The longest a waiter parks before it looks again (a safety net: see
+/// [`Completion::wait_timeout`]). Unbounded in this crate's unit tests, so
+/// that a missing hand-off hangs a test instead of slowing it.
+const PARK_MAX: Duration = if cfg!(test) {
+    Duration::from_secs(3600)
+} else {
+    Duration::from_millis(100)
+};
 
 /// The write-ahead log of one replica. `Send + Sync`: share it in an `Arc`.
 pub struct Wal {
@@ -528,8 +580,7 @@ impl Wal {
             durable: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            wait_lock: Mutex::new(()),
-            wait_cv: Condvar::new(),
+            waiters: Mutex::new(Vec::new()),
             append_lock: Mutex::new(()),
             queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
@@ -775,14 +826,19 @@ impl Wal {
         debug_assert_eq!(st.mem_start + st.mem.len() as u64, st.last_index + 1);
         // Queued under the state lock so the writer sees submissions in the
         // order they changed the visible state.
-        self.shared.queue.lock().reqs.push_back(Request {
+        let lead = mode == Mode::Lead;
+        let mut q = self.shared.queue.lock();
+        q.reqs.push_back(Request {
             ticket,
             records,
             bytes,
             notify,
             compaction: false,
             sync: mode != Mode::Lazy,
+            leader: lead.then(std::thread::current),
         });
+        q.leads_queued += usize::from(lead);
+        drop(q);
         st.evict(opts.cache_bytes_max);
         drop(st);
         if mode == Mode::Wake {
@@ -904,6 +960,7 @@ impl Wal {
             notify: None,
             compaction: true,
             sync: true,
+            leader: None,
         });
         self.shared.queue_cv.notify_one();
         ticket
@@ -1178,13 +1235,85 @@ impl Shared {
         None
     }
 
+    /// Register the calling thread as waiting for `ticket`; check the
+    /// status after this (a completion published before it is not
+    /// signalled to it).
+    fn register(&self, ticket: u64) {
+        self.waiters.lock().push((ticket, std::thread::current()));
+    }
+
+    fn unregister(&self, ticket: u64) {
+        let me = std::thread::current().id();
+        let mut w = self.waiters.lock();
+        if let Some(k) = w.iter().position(|(t, th)| *t == ticket && th.id() == me) {
+            w.swap_remove(k);
+        }
+    }
+
+    /// Publish `ticket` as durable and unpark its waiters and earlier ones.
+    fn publish_durable(&self, ticket: u64) {
+        self.durable.store(ticket, Ordering::SeqCst);
+        let mut w = self.waiters.lock();
+        w.retain(|(t, th)| {
+            if *t <= ticket {
+                th.unpark();
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Unpark every waiter (poison, close).
     fn wake_all(&self) {
-        let _g = self.wait_lock.lock();
-        self.wait_cv.notify_all();
+        for (_, th) in self.waiters.lock().drain(..) {
+            th.unpark();
+        }
+    }
+
+    /// Caller-led group commit: if no one holds the writer, write the
+    /// pending groups until `until` is durable, then hand off. False if
+    /// another thread holds the writer.
+    fn try_lead(&self, until: u64) -> bool {
+        let Some(mut w) = self.try_lock_writer() else {
+            return false;
+        };
+        self.drain(&mut w, until);
+        true
+    }
+
+    /// Take the writer; releasing it hands off ([`WriterGuard`]).
+    fn lock_writer(&self) -> WriterGuard<'_> {
+        WriterGuard {
+            shared: self,
+            guard: Some(self.writer.lock()),
+        }
+    }
+
+    fn try_lock_writer(&self) -> Option<WriterGuard<'_>> {
+        Some(WriterGuard {
+            shared: self,
+            guard: Some(self.writer.try_lock()?),
+        })
+    }
+
+    /// On releasing the writer: unpark the thread of the first queued
+    /// synchronous submission, which then leads the next group. A
+    /// synchronous submitter whose `try_lead` failed does not wake the
+    /// writer thread; it parks, and relies on this or on being taken into
+    /// the group of whoever held the writer. (Asynchronous submissions wake
+    /// the writer thread, which drains until the queue is empty.)
+    fn hand_off(&self) {
+        let q = self.queue.lock();
+        if q.leads_queued > 0 {
+            if let Some(t) = q.reqs.iter().find_map(|r| r.leader.as_ref()) {
+                t.unpark();
+            }
+        }
     }
 
     fn pump(&self) -> Result<usize> {
-        let mut writer = self.writer.lock();
+        let mut writer = self.lock_writer();
         let n = self.drain(&mut writer, u64::MAX);
         writer.maybe_sync_due(self);
         drop(writer);
@@ -1203,7 +1332,9 @@ impl Shared {
                 break;
             }
             bytes += r.bytes;
-            batch.push(q.reqs.pop_front().expect("front exists"));
+            let r = q.reqs.pop_front().expect("front exists");
+            q.leads_queued -= usize::from(r.leader.is_some());
+            batch.push(r);
         }
         batch
     }
@@ -1341,7 +1472,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = Arc::new(Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap());
         // Another thread "is writing": the writer is taken.
-        let busy = wal.shared.writer.lock();
+        let busy = wal.shared.lock_writer();
         let (tx, rx) = crossbeam_channel::bounded(1);
         let submitter = {
             let wal = Arc::clone(&wal);
@@ -1350,20 +1481,131 @@ mod tests {
             })
         };
         // The submission is queued; the submitter cannot write it while the
-        // writer is taken, and did not wake the writer thread when it
-        // submitted. Whoever held the writer may or may not have taken it.
-        while wal.shared.queue.lock().reqs.is_empty() {
+        // writer is taken, did not wake the writer thread when it
+        // submitted, and is parked (registered as a waiter, it parks unless
+        // its ticket completes). Whoever held the writer may or may not have
+        // taken it.
+        while wal.shared.waiters.lock().is_empty() {
             std::thread::yield_now();
         }
+        assert_eq!(wal.shared.queue.lock().reqs.len(), 1);
         drop(busy);
-        // Nothing else will ever submit: unless the submitter handed over to
-        // the writer thread (or writes itself once the writer is free), this
-        // waits forever.
+        // Nothing else will ever submit: unless releasing the writer hands
+        // it to the parked submitter, this waits forever (in unit tests a
+        // waiter parks without a bound).
         let r = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the submission completes after the writer is released");
         r.unwrap();
         submitter.join().unwrap();
         assert_eq!(wal.entries(1, 2, None).unwrap(), vec![entry(1)]);
+    }
+
+    #[test]
+    fn a_completion_unparks_only_the_waiters_it_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap();
+        let s = &wal.shared;
+        s.register(5);
+        s.register(7);
+        s.register(6);
+        s.publish_durable(6);
+        let left: Vec<u64> = s.waiters.lock().iter().map(|(t, _)| *t).collect();
+        assert_eq!(left, vec![7]);
+        s.unregister(7);
+        assert!(s.waiters.lock().is_empty());
+    }
+
+    /// Synchronous appenders that hand the writer to one another, mixed with
+    /// asynchronous ones served by the writer thread, in groups split by
+    /// `batch_bytes_max` and across segment rotations. A waiter that no one
+    /// hands off to parks without a bound in unit tests, so a lost hand-off
+    /// hangs this test (and the channel below times it out).
+    #[test]
+    fn concurrent_appenders_are_all_served_and_their_entries_kept() {
+        const THREADS: u64 = 8;
+        const PER_THREAD: u64 = 150;
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for t in 0..THREADS {
+            let wal = Arc::clone(&wal);
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for k in 0..PER_THREAD {
+                    // Payloads from 1 to 1.5 KiB: several appends fill a
+                    // group's 8 KiB, so groups split.
+                    let len = 1024 + ((t * 131 + k * 17) % 512) as usize;
+                    let build = |next: u64| {
+                        vec![Entry {
+                            index: next,
+                            term: 1,
+                            data: vec![t as u8; len].into(),
+                            context: k.to_le_bytes().to_vec().into(),
+                            ..Entry::default()
+                        }]
+                    };
+                    let r = if t % 4 == 3 {
+                        wal.append_next(build).and_then(|c| c.wait())
+                    } else {
+                        wal.append_next_wait(build)
+                    };
+                    if let Err(e) = r {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                let _ = tx.send(Ok(t));
+            });
+        }
+        drop(tx);
+        for _ in 0..THREADS {
+            rx.recv_timeout(Duration::from_secs(120))
+                .expect("every appender finishes")
+                .unwrap();
+        }
+        let n = THREADS * PER_THREAD;
+        assert_eq!(wal.last_index().unwrap(), n);
+        let mut next_k = [0u64; THREADS as usize];
+        for e in wal.entries(1, n + 1, None).unwrap() {
+            let t = e.data[0] as usize;
+            assert!(e.data.iter().all(|b| *b as usize == t));
+            let k = u64::from_le_bytes(e.context[..].try_into().unwrap());
+            assert_eq!(k, next_k[t], "thread {t}'s appends in order, none lost");
+            next_k[t] += 1;
+        }
+        assert_eq!(next_k, [PER_THREAD; THREADS as usize]);
+    }
+
+    /// Rounds of synchronous appends that start together and end with every
+    /// appender waiting: a submitter left queued, parked, by a leader that
+    /// did not hand off has no later append to rescue it, and the round
+    /// never ends.
+    #[test]
+    fn a_round_of_synchronous_appends_always_ends() {
+        const THREADS: usize = 6;
+        const ROUNDS: usize = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap());
+        let barrier = Arc::new(std::sync::Barrier::new(THREADS));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for t in 0..THREADS {
+            let (wal, barrier, tx) = (Arc::clone(&wal), Arc::clone(&barrier), tx.clone());
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    barrier.wait();
+                    let r = wal.append_next_wait(|next| vec![entry(next)]);
+                    let _ = tx.send((round, t, r));
+                }
+            });
+        }
+        drop(tx);
+        for _ in 0..THREADS * ROUNDS {
+            let (round, t, r) = rx
+                .recv_timeout(Duration::from_secs(120))
+                .expect("every synchronous append of every round completes");
+            r.unwrap_or_else(|e| panic!("round {round}, thread {t}: {e}"));
+        }
+        assert_eq!(wal.last_index().unwrap(), (THREADS * ROUNDS) as u64);
     }
 }

@@ -133,7 +133,7 @@ pub(super) fn writer_loop(shared: &Shared) {
             }
             q.shutdown
         };
-        let mut w = shared.writer.lock();
+        let mut w = shared.lock_writer();
         shared.drain(&mut w, u64::MAX);
         w.maybe_sync_due(shared);
         if shutdown && shared.queue.lock().reqs.is_empty() {
@@ -447,11 +447,7 @@ impl Writer {
                 st.log.index.shrink();
             }
         }
-        {
-            let _g = shared.wait_lock.lock();
-            shared.durable.store(last_ticket, Ordering::SeqCst);
-            shared.wait_cv.notify_all();
-        }
+        shared.publish_durable(last_ticket);
         for r in batch.iter_mut() {
             if let Some(n) = r.notify.take() {
                 n.fire(r.ticket, Ok(()));
