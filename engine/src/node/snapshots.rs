@@ -223,6 +223,10 @@ pub struct SnapshotCounters {
     pub frames_malformed: u64,
     /// Raft messages dropped while an install was running.
     pub dropped_while_installing: u64,
+    /// Staging results for chunks never asked for (snapshot IO results
+    /// out of order: a bug), each aborting a transfer. Always 0 unless a
+    /// bug; the simulator checks it.
+    pub staged_unrequested: u64,
 }
 
 /// An outgoing transfer and the raft message it delivers at the end.
@@ -560,6 +564,7 @@ impl Transfers {
                 result,
             } => {
                 let acts = self.receiver.on_staged(id, chunk_no, result);
+                self.counters.staged_unrequested = self.receiver.stats().staged_unrequested;
                 self.on_receiver_actions(acts);
             }
             SnapshotEvent::Verified { id, result } => {

@@ -1388,6 +1388,13 @@ impl World {
             let Some(live) = r.live.as_ref() else {
                 continue;
             };
+            if live.core.counters().snapshot.staged_unrequested > 0 {
+                return Err(format!(
+                    "replica {}: a snapshot chunk staging result for a chunk never asked for \
+                     (snapshot IO results out of order)",
+                    r.id
+                ));
+            }
             let raft = &live.core.raw().raft;
             let log = &raft.raft_log;
             let first = log.first_index();

@@ -99,6 +99,9 @@ pub struct ReceiverStats {
     pub stale_messages: u64,
     /// Transfers dropped in favour of a newer one.
     pub superseded: u64,
+    /// Staging results for a chunk the current transfer never asked to
+    /// stage: a caller bug (results out of order), each aborting a transfer.
+    pub staged_unrequested: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -371,7 +374,8 @@ impl Receiver {
     /// IO thread does them in turn), so that a staging begun for a dropped
     /// transfer completes before a new transfer with the same id has begun
     /// and is ignored. A result for a chunk the current transfer never asked
-    /// for is a caller bug and panics.
+    /// for is a caller bug: it is logged as an error and the transfer is
+    /// aborted (the sender starts over), rather than taking the replica down.
     pub fn on_staged(
         &mut self,
         id: TransferId,
@@ -387,10 +391,21 @@ impl Receiver {
             return out;
         };
         let i = chunk_no as usize;
-        assert!(
-            c.requested[i],
-            "chunk {chunk_no} staged but never requested"
-        );
+        if !c.requested.get(i).copied().unwrap_or(false) {
+            self.stats.staged_unrequested += 1;
+            tracing::error!(
+                ?id,
+                chunk_no,
+                "a chunk was reported staged that this transfer never asked to stage \
+                 (a bug in the caller's IO ordering); aborting the transfer"
+            );
+            out.push(ReceiverAction::Send(TransferMsg::Abort {
+                id,
+                reason: AbortReason::ReceiverIo,
+            }));
+            self.drop_current(AbortReason::ReceiverIo, &mut out);
+            return out;
+        }
         if let Err(e) = result {
             warn!(?id, chunk_no, error = %e, "could not stage chunk");
             out.push(ReceiverAction::Send(TransferMsg::Abort {
@@ -548,6 +563,33 @@ mod tests {
     /// transfer stages that chunk itself. (Out of order, the old completion
     /// would reach the new transfer, which never asked for the chunk: the
     /// receiver refuses that as a caller bug.)
+    #[test]
+    fn a_staging_result_for_a_chunk_never_asked_for_aborts_the_transfer() {
+        let (m, _) = snapshot();
+        for chunk_no in [1, 1000] {
+            let mut r = Receiver::new(ReceiverConfig::default()).unwrap();
+            started(&mut r, &m);
+            // Chunk 1 was never received, so never handed out to stage; 1000
+            // is not a chunk of this snapshot at all.
+            assert_eq!(
+                r.on_staged(id(), chunk_no, Ok(())),
+                vec![
+                    send(TransferMsg::Abort {
+                        id: id(),
+                        reason: AbortReason::ReceiverIo
+                    }),
+                    ReceiverAction::Discard { id: id() },
+                    ReceiverAction::Failed {
+                        id: id(),
+                        reason: AbortReason::ReceiverIo
+                    },
+                ]
+            );
+            assert!(r.is_idle(), "chunk {chunk_no}");
+            assert_eq!(r.stats().staged_unrequested, 1);
+        }
+    }
+
     #[test]
     fn an_old_staging_completion_after_a_reoffer_of_the_same_id_is_ignored() {
         let (m, chunks) = snapshot();
