@@ -132,19 +132,32 @@ fn a_follower(cluster: &Cluster) -> (u64, u64) {
 }
 
 /// Write until the leader compacted its log past `index`, at least twice.
+///
+/// Compaction runs behind the writes (it waits for a state-machine flush and
+/// for any snapshot build), so how many writes it takes depends on the
+/// machine's load: rounds go on until it happened, and only a deadline far
+/// beyond any normal run (a hang guard, as in `wait_until`) stops them.
 fn write_until_compacted_past(cluster: &Cluster, db: &Db, index: u64, n: u64) {
     write_many(db, "bulk", n);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut round = 0;
     loop {
         let leader = cluster.wait_leader(Duration::from_secs(30)).unwrap();
         let r = cluster.replica(leader).unwrap();
         let first = r.wal().stats().first_index;
-        if first > index + 1 && r.status().unwrap().counters.compactions >= 2 {
+        let compactions = r.status().unwrap().counters.compactions;
+        if first > index + 1 && compactions >= 2 {
             break;
         }
         round += 1;
-        assert!(round < 50, "the leader never compacted past {index}");
+        assert!(
+            Instant::now() < deadline,
+            "the leader never compacted past {index} ({round} rounds of writes, first index \
+             {first}, {compactions} compactions)"
+        );
         write_many(db, &format!("more{round}"), 200);
+        // Let the flush and the compaction behind it run.
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
