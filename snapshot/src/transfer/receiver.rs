@@ -186,6 +186,18 @@ impl Receiver {
         }
     }
 
+    /// Tell the sender of `id` (the current transfer) that it is aborted,
+    /// and drop it.
+    fn abort_current(
+        &mut self,
+        id: TransferId,
+        reason: AbortReason,
+        out: &mut Vec<ReceiverAction>,
+    ) {
+        out.push(ReceiverAction::Send(TransferMsg::Abort { id, reason }));
+        self.drop_current(reason, out);
+    }
+
     /// Tells the receiver the raft term it has seen (on every term change).
     /// A transfer from an older leader term is dropped.
     pub fn on_term(&mut self, term: u64) -> Vec<ReceiverAction> {
@@ -358,11 +370,7 @@ impl Receiver {
             }
             Err(e) => {
                 warn!(?id, error = %e, "could not begin staging");
-                out.push(ReceiverAction::Send(TransferMsg::Abort {
-                    id,
-                    reason: AbortReason::ReceiverIo,
-                }));
-                self.drop_current(AbortReason::ReceiverIo, &mut out);
+                self.abort_current(id, AbortReason::ReceiverIo, &mut out);
             }
         }
         out
@@ -399,20 +407,12 @@ impl Receiver {
                 "a chunk was reported staged that this transfer never asked to stage \
                  (a bug in the caller's IO ordering); aborting the transfer"
             );
-            out.push(ReceiverAction::Send(TransferMsg::Abort {
-                id,
-                reason: AbortReason::ReceiverIo,
-            }));
-            self.drop_current(AbortReason::ReceiverIo, &mut out);
+            self.abort_current(id, AbortReason::ReceiverIo, &mut out);
             return out;
         }
         if let Err(e) = result {
             warn!(?id, chunk_no, error = %e, "could not stage chunk");
-            out.push(ReceiverAction::Send(TransferMsg::Abort {
-                id,
-                reason: AbortReason::ReceiverIo,
-            }));
-            self.drop_current(AbortReason::ReceiverIo, &mut out);
+            self.abort_current(id, AbortReason::ReceiverIo, &mut out);
             return out;
         }
         if !c.staged[i] {
@@ -448,13 +448,9 @@ impl Receiver {
             }
             Err(e) => {
                 warn!(?id, error = %e, "staged snapshot failed verification");
-                out.push(ReceiverAction::Send(TransferMsg::Abort {
-                    id,
-                    reason: AbortReason::VerifyFailed,
-                }));
                 // The staging area is already gone (Staging::finish removes
                 // it on failure); Discard is harmless if so.
-                self.drop_current(AbortReason::VerifyFailed, &mut out);
+                self.abort_current(id, AbortReason::VerifyFailed, &mut out);
             }
         }
         out
@@ -542,6 +538,15 @@ mod tests {
         ReceiverAction::Send(msg)
     }
 
+    /// What the receiver does when it aborts the current transfer `id()`.
+    fn aborted(reason: AbortReason) -> Vec<ReceiverAction> {
+        vec![
+            send(TransferMsg::Abort { id: id(), reason }),
+            ReceiverAction::Discard { id: id() },
+            ReceiverAction::Failed { id: id(), reason },
+        ]
+    }
+
     fn started(r: &mut Receiver, m: &Manifest) {
         let a = r.on_message(offer(id(), m));
         assert_eq!(
@@ -573,17 +578,7 @@ mod tests {
             // is not a chunk of this snapshot at all.
             assert_eq!(
                 r.on_staged(id(), chunk_no, Ok(())),
-                vec![
-                    send(TransferMsg::Abort {
-                        id: id(),
-                        reason: AbortReason::ReceiverIo
-                    }),
-                    ReceiverAction::Discard { id: id() },
-                    ReceiverAction::Failed {
-                        id: id(),
-                        reason: AbortReason::ReceiverIo
-                    },
-                ]
+                aborted(AbortReason::ReceiverIo)
             );
             assert!(r.is_idle(), "chunk {chunk_no}");
             assert_eq!(r.stats().staged_unrequested, 1);
@@ -768,20 +763,7 @@ mod tests {
             bytes: chunks[0].clone(),
         });
         let a = r.on_staged(id(), 0, Err(Error::InvalidState("disk full".into())));
-        assert_eq!(
-            a,
-            vec![
-                send(TransferMsg::Abort {
-                    id: id(),
-                    reason: AbortReason::ReceiverIo
-                }),
-                ReceiverAction::Discard { id: id() },
-                ReceiverAction::Failed {
-                    id: id(),
-                    reason: AbortReason::ReceiverIo
-                },
-            ]
-        );
+        assert_eq!(a, aborted(AbortReason::ReceiverIo));
         assert!(r.is_idle());
         assert_eq!(r.current(), None);
     }
@@ -820,20 +802,7 @@ mod tests {
         let mut r = Receiver::new(ReceiverConfig::default()).unwrap();
         assert!(r.cancel().is_empty());
         started(&mut r, &m);
-        assert_eq!(
-            r.cancel(),
-            vec![
-                send(TransferMsg::Abort {
-                    id: id(),
-                    reason: AbortReason::Cancelled
-                }),
-                ReceiverAction::Discard { id: id() },
-                ReceiverAction::Failed {
-                    id: id(),
-                    reason: AbortReason::Cancelled
-                },
-            ]
-        );
+        assert_eq!(r.cancel(), aborted(AbortReason::Cancelled));
     }
 
     #[test]
