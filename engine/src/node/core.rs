@@ -456,7 +456,7 @@ impl<S: Storage, R> NodeCore<S, R> {
     #[must_use]
     pub fn counters(&self) -> Counters {
         Counters {
-            snapshot: self.snap.counters,
+            snapshot: self.snap.counters(),
             ..self.counters
         }
     }

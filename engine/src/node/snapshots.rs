@@ -297,6 +297,14 @@ impl Transfers {
         }
     }
 
+    /// The counters, with those the receiver keeps itself.
+    pub(crate) fn counters(&self) -> SnapshotCounters {
+        SnapshotCounters {
+            staged_unrequested: self.receiver.stats().staged_unrequested,
+            ..self.counters
+        }
+    }
+
     /// True while a build is running.
     pub(crate) fn is_building(&self) -> bool {
         self.building
@@ -564,7 +572,6 @@ impl Transfers {
                 result,
             } => {
                 let acts = self.receiver.on_staged(id, chunk_no, result);
-                self.counters.staged_unrequested = self.receiver.stats().staged_unrequested;
                 self.on_receiver_actions(acts);
             }
             SnapshotEvent::Verified { id, result } => {

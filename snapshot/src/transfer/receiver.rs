@@ -562,12 +562,6 @@ mod tests {
         );
     }
 
-    /// A transfer dropped while a chunk is being staged and then offered
-    /// again under the same id: the old staging's completion, reported in
-    /// order (before the new staging has begun), is ignored, and the new
-    /// transfer stages that chunk itself. (Out of order, the old completion
-    /// would reach the new transfer, which never asked for the chunk: the
-    /// receiver refuses that as a caller bug.)
     #[test]
     fn a_staging_result_for_a_chunk_never_asked_for_aborts_the_transfer() {
         let (m, _) = snapshot();
@@ -585,6 +579,12 @@ mod tests {
         }
     }
 
+    /// A transfer dropped while a chunk is being staged and then offered
+    /// again under the same id: the old staging's completion, reported in
+    /// order (before the new staging has begun), is ignored, and the new
+    /// transfer stages that chunk itself. (Out of order, the old completion
+    /// would reach the new transfer, which never asked for the chunk: the
+    /// receiver treats that as a caller bug and aborts the transfer.)
     #[test]
     fn an_old_staging_completion_after_a_reoffer_of_the_same_id_is_ignored() {
         let (m, chunks) = snapshot();
