@@ -1518,9 +1518,10 @@ mod tests {
 
     /// Synchronous appenders that hand the writer to one another, mixed with
     /// asynchronous ones served by the writer thread, in groups split by
-    /// `batch_bytes_max` and across segment rotations. A waiter that no one
-    /// hands off to parks without a bound in unit tests, so a lost hand-off
-    /// hangs this test (and the channel below times it out).
+    /// `batch_bytes_max` and across segment rotations, keep every append, in
+    /// order. (A lost hand-off is usually rescued here by a later append;
+    /// `a_round_of_synchronous_appends_always_ends` is the test that catches
+    /// one.)
     #[test]
     fn concurrent_appenders_are_all_served_and_their_entries_kept() {
         const THREADS: u64 = 8;
