@@ -162,7 +162,7 @@ fn leader_state_at_snapshot_point_arrives_intact() {
     let sw = StateSwitch::open(&tmp.path().join("follower-sm")).unwrap();
     let dir = sw.create_version("v-00000000000000000777").unwrap();
     {
-        let fdb = sled::open(&dir).unwrap();
+        let fdb = common::open_sled(&dir);
         for p in staged.pairs() {
             let (k, v) = p.unwrap();
             fdb.insert(k, v).unwrap();
@@ -170,7 +170,7 @@ fn leader_state_at_snapshot_point_arrives_intact() {
         fdb.flush().unwrap();
     }
     sw.switch_to("v-00000000000000000777").unwrap();
-    let live = sled::open(sw.recover().unwrap().unwrap()).unwrap();
+    let live = common::open_sled(&sw.recover().unwrap().unwrap());
     let got: Vec<_> = live
         .iter()
         .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))

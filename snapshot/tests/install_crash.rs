@@ -14,7 +14,7 @@ type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 fn live_state(root: &Path) -> Option<Pairs> {
     let sw = StateSwitch::open(root).unwrap();
     let dir = sw.recover().unwrap()?;
-    let db = sled::open(&dir).unwrap();
+    let db = common::open_sled(&dir);
     let out = db
         .iter()
         .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
@@ -32,7 +32,7 @@ fn install_pairs(
 ) -> Result<(), Error> {
     let dir = sw.create_version(name)?;
     {
-        let db = sled::open(&dir).unwrap();
+        let db = common::open_sled(&dir);
         for (i, p) in pairs.enumerate() {
             if stop_after == Some(i) {
                 // Crash in the middle of filling the new state.

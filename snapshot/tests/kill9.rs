@@ -25,7 +25,7 @@ fn version_name(g: u64) -> String {
 
 fn install(sw: &StateSwitch, g: u64, pairs: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) {
     let dir = sw.create_version(&version_name(g)).unwrap();
-    let db = sled::open(&dir).unwrap();
+    let db = common::open_sled(&dir);
     for (k, v) in pairs {
         db.insert(k, v).unwrap();
     }
@@ -76,7 +76,7 @@ fn kill9_child() {
 fn live(sm: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let sw = StateSwitch::open(sm).unwrap();
     let dir = sw.recover().unwrap().expect("a live version");
-    let db = sled::open(&dir).unwrap();
+    let db = common::open_sled(&dir);
     db.iter()
         .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())))
         .collect::<Result<_, _>>()

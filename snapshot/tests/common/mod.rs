@@ -52,3 +52,23 @@ pub fn build(
 pub fn read_all(r: &SnapshotReader) -> Vec<(Vec<u8>, Vec<u8>)> {
     r.pairs().collect::<Result<_, _>>().unwrap()
 }
+
+/// `sled::open`, retried while the lock of an earlier handle of the same
+/// directory in this process is still held. sled 0.34 releases its file
+/// lock only when its background flusher drops the last handle, which can
+/// be a moment after the `Db` itself was dropped, so reopening right away
+/// fails now and then ("could not acquire lock"). Bounded: 10 s.
+pub fn open_sled(dir: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}
