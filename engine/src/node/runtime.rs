@@ -1221,8 +1221,17 @@ mod tests {
         let t = Duration::from_secs(20);
         let idx = wait(&node(leader).propose(b"a".to_vec()), t).unwrap();
         assert!(idx >= 2, "the leader's empty entry comes first");
-        // A follower refuses, naming the leader.
+        // A follower refuses, naming the leader (once it has heard from it:
+        // the commit above may not have needed this follower).
         let follower = if leader == 1 { 2 } else { 1 };
+        let deadline = Instant::now() + t;
+        while node(follower).status().unwrap().leader != Some(leader) {
+            assert!(
+                Instant::now() < deadline,
+                "the follower never heard from the leader"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         match wait(&node(follower).propose(b"x".to_vec()), t) {
             Err(Error::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
             other => panic!("expected NotLeader, got {other:?}"),
