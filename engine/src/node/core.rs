@@ -262,7 +262,8 @@ struct Compaction {
     durable: u64,
     /// A flush was asked for and has not been reported yet.
     flush_inflight: bool,
-    /// Bytes of entries handed to the WAL since the last compaction.
+    /// Bytes of entries in the log after the last compaction point: those
+    /// handed to the WAL since, and those a compaction held back.
     bytes_since: u64,
     /// `bytes_since` when the last flush was asked for.
     bytes_at_flush: u64,
@@ -991,8 +992,14 @@ impl<S: Storage, R> NodeCore<S, R> {
         }
         c.requested = new_first;
         c.prune(new_first);
-        c.bytes_since = 0;
-        c.bytes_at_flush = 0;
+        // What stays in the log still counts towards the next compaction:
+        // forgetting it would leave a log whose compaction lagged behind
+        // (held back by a slow flush or a follower) uncompacted until as
+        // many bytes again are written, which may never happen.
+        let remaining = c.bytes_after(upto);
+        let compacted = c.bytes_since.saturating_sub(remaining);
+        c.bytes_since = remaining;
+        c.bytes_at_flush = c.bytes_at_flush.saturating_sub(compacted);
         self.counters.compactions += 1;
         tracing::debug!(
             id = self.id,

@@ -28,6 +28,11 @@ struct Sim {
     /// The first index of the last compaction each node asked for (the
     /// in-memory log is not compacted: only the request is recorded).
     compacted: BTreeMap<u64, u64>,
+    /// Nodes whose state-machine flushes are slow: a flush asked for is
+    /// recorded here (the applied index it makes durable) until
+    /// `finish_flush`.
+    slow_flush: HashSet<u64>,
+    flushing: BTreeMap<u64, u64>,
     now: Instant,
 }
 
@@ -57,6 +62,8 @@ impl Sim {
             hold_disk: HashSet::new(),
             applied: BTreeMap::new(),
             compacted: BTreeMap::new(),
+            slow_flush: HashSet::new(),
+            flushing: BTreeMap::new(),
             now: Instant::now(),
         }
     }
@@ -114,16 +121,32 @@ impl Sim {
                     node.on_applied(last, &[]);
                 }
                 if fx.flush_durable {
-                    // Everything applied is durable at once.
+                    // Everything applied is durable at once, or when a slow
+                    // flush finishes.
                     let applied = self
                         .applied
                         .get(&id)
                         .and_then(|l| l.last())
                         .map_or(0, |e| e.0);
-                    node.on_durable(applied);
+                    if self.slow_flush.contains(&id) {
+                        assert!(
+                            self.flushing.insert(id, applied).is_none(),
+                            "a second flush asked for while one is in flight"
+                        );
+                    } else {
+                        node.on_durable(applied);
+                    }
                 }
             }
         }
+    }
+
+    /// The slow flush of `id` finishes; a flush asked for after it is
+    /// slow too while `id` is in `slow_flush`.
+    fn finish_flush(&mut self, id: u64) {
+        let index = self.flushing.remove(&id).expect("a flush in flight");
+        self.nodes.get_mut(&id).unwrap().on_durable(index);
+        self.settle();
     }
 
     fn deliver(&mut self) {
@@ -560,6 +583,41 @@ fn a_lagging_follower_holds_compaction_back_within_both_bounds_only() {
     assert!(
         by_entries > 30,
         "not compacted past the follower: {by_entries}"
+    );
+}
+
+#[test]
+fn compaction_held_back_by_a_slow_flush_catches_up_once_writes_stop() {
+    // Compaction by bytes only. The leader's flush is slow: the compaction
+    // it allows stops where the flush started, far behind the last entry.
+    // After the writes stop, the log must still be compacted close to its
+    // end: what that compaction kept still counts towards the next one.
+    let mut sim = Sim::with_config(3, |c| {
+        c.snapshot.compact_log_entries = 1_000_000;
+        c.snapshot.compact_log_bytes = 4096;
+    });
+    sim.elect(1);
+    sim.slow_flush.insert(1);
+    sim.write_committed(1, 30, 200);
+    let flushed = *sim.flushing.get(&1).expect("a flush was asked for");
+    sim.write_committed(1, 40, 200);
+    let last = sim.applied[&1].last().unwrap().0;
+    assert!(flushed + 30 < last);
+    sim.finish_flush(1);
+    let first = sim.compacted[&1];
+    assert!(first <= flushed + 1, "compacted past the durable index");
+    // No more writes. The next flush (asked for at once: the bytes written
+    // during the first one) is quick, and time passes.
+    sim.slow_flush.remove(&1);
+    sim.finish_flush(1);
+    for _ in 0..5 {
+        sim.heartbeat();
+    }
+    let first = sim.compacted[&1];
+    // Within one compaction threshold (about 20 entries here) of the end.
+    assert!(
+        first + 25 > last,
+        "the log stayed uncompacted from {first} to {last}"
     );
 }
 
