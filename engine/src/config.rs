@@ -124,9 +124,9 @@ pub struct SnapshotConfig {
     /// Compact once this many durable applied entries are in the log.
     /// Default 10 000.
     pub compact_log_entries: u64,
-    /// ... or once the log holds this many bytes of entries
-    /// (`Entry::size_bytes`) after the last compaction point (appended since,
-    /// or held back by it). Default 64 MiB.
+    /// ... or once this many bytes of entries (`Entry::size_bytes`) were
+    /// appended since the last compaction (counting those it left after the
+    /// durable index, which a slow flush held back). Default 64 MiB.
     pub compact_log_bytes: u64,
     /// Entries below the durable applied index kept for a lagging follower,
     /// at most. Default 50 000.

@@ -262,8 +262,8 @@ struct Compaction {
     durable: u64,
     /// A flush was asked for and has not been reported yet.
     flush_inflight: bool,
-    /// Bytes of entries in the log after the last compaction point: those
-    /// handed to the WAL since, and those a compaction held back.
+    /// Bytes of entries handed to the WAL since the last compaction, plus
+    /// those it left after the durable index.
     bytes_since: u64,
     /// `bytes_since` when the last flush was asked for.
     bytes_at_flush: u64,
@@ -992,14 +992,16 @@ impl<S: Storage, R> NodeCore<S, R> {
         }
         c.requested = new_first;
         c.prune(new_first);
-        // What stays in the log still counts towards the next compaction:
-        // forgetting it would leave a log whose compaction lagged behind
-        // (held back by a slow flush or a follower) uncompacted until as
-        // many bytes again are written, which may never happen.
-        let remaining = c.bytes_after(upto);
-        let compacted = c.bytes_since.saturating_sub(remaining);
+        // The bytes after the durable index still count towards the next
+        // compaction: they were appended while the flush ran, and without
+        // them a compaction that a slow flush held back would stay where it
+        // is once the writes stop (until as many bytes again are written).
+        // Bytes kept for a lagging follower do not count: flushing cannot
+        // free them, and counting them would compact on every poll.
+        let remaining = c.bytes_after(durable);
+        let counted = c.bytes_since.saturating_sub(remaining);
         c.bytes_since = remaining;
-        c.bytes_at_flush = c.bytes_at_flush.saturating_sub(compacted);
+        c.bytes_at_flush = c.bytes_at_flush.saturating_sub(counted);
         self.counters.compactions += 1;
         tracing::debug!(
             id = self.id,
