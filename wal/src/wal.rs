@@ -164,6 +164,11 @@ pub struct WalStats {
     /// Zeros written by the background thread to prefill new segments
     /// (`prefill_segments`), not counted in `bytes_written`.
     pub prefill_bytes: u64,
+    /// Write groups written by a waiting submitter itself instead of the
+    /// writer thread (caller-led group commit: [`Wal::submit_wait`],
+    /// [`Wal::submit_notify_wait`], [`Completion::wait`]); included in
+    /// `write_groups`.
+    pub groups_led_by_callers: u64,
 }
 
 struct State {
@@ -571,6 +576,7 @@ impl Wal {
             bg,
             zeros: Vec::new(),
             last_sync: Instant::now(),
+            caller_led: false,
         };
         let shared = Arc::new(Shared {
             opts: opts.clone(),
@@ -676,6 +682,24 @@ impl Wal {
         notify: Notify,
     ) -> Result<u64> {
         self.submit_inner(entries, hard_state, Some(notify), Mode::Wake)
+    }
+
+    /// [`Wal::submit_notify`], then wait until durable, writing the group in
+    /// the calling thread when no other thread is writing (as
+    /// [`Wal::submit_wait`]). `notify` fires on the thread that writes the
+    /// group: when that is this one, before the call returns.
+    ///
+    /// # Errors
+    /// As [`Wal::submit_wait`]; `notify` is not called if the submission
+    /// itself fails.
+    pub fn submit_notify_wait(
+        &self,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+        notify: Notify,
+    ) -> Result<()> {
+        let ticket = self.submit_inner(entries, hard_state, Some(notify), Mode::Lead)?;
+        self.completion(ticket).lead()
     }
 
     /// Append entries built from the next free index, atomically with
@@ -1278,7 +1302,9 @@ impl Shared {
         let Some(mut w) = self.try_lock_writer() else {
             return false;
         };
+        w.caller_led = true;
         self.drain(&mut w, until);
+        w.caller_led = false;
         true
     }
 
@@ -1497,6 +1523,94 @@ mod tests {
             .recv_timeout(Duration::from_secs(60))
             .expect("the submission completes after the writer is released");
         r.unwrap();
+        submitter.join().unwrap();
+        assert_eq!(wal.entries(1, 2, None).unwrap(), vec![entry(1)]);
+    }
+
+    #[test]
+    fn submit_notify_wait_writes_in_the_calling_thread_when_the_writer_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap();
+        let me = std::thread::current().id();
+        let mut here = 0;
+        for i in 1..=20u64 {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            wal.submit_notify_wait(
+                vec![entry(i)],
+                None,
+                Notify::Callback(Box::new(move |_, r| {
+                    let _ = tx.send((std::thread::current().id(), r.is_ok()));
+                })),
+            )
+            .unwrap();
+            // A group written here was notified before the call returned.
+            // The writer thread may have taken the group in first (it can,
+            // for a moment after it starts: it checks the queue before it
+            // sleeps); it notifies right after publishing the group durable.
+            let (thread, ok) = rx.try_recv().unwrap_or_else(|_| {
+                let got = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+                assert_ne!(got.0, me, "written here but not notified before returning");
+                got
+            });
+            assert!(ok);
+            here += usize::from(thread == me);
+        }
+        let st = wal.stats();
+        assert_eq!(st.write_groups, 20);
+        assert_eq!(st.groups_led_by_callers, here as u64);
+        assert!(here > 0, "no group was written by the submitting thread");
+        assert_eq!(
+            wal.entries(1, 21, None).unwrap(),
+            (1..=20).map(entry).collect::<Vec<_>>()
+        );
+        // Asynchronous submissions are written by the writer thread.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        wal.submit_notify(
+            vec![entry(21)],
+            None,
+            Notify::Callback(Box::new(move |_, r| {
+                let _ = tx.send((std::thread::current().id(), r.is_ok()));
+            })),
+        )
+        .unwrap();
+        let (thread, ok) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(ok);
+        assert_ne!(thread, me);
+        let st = wal.stats();
+        assert_eq!(
+            (st.write_groups, st.groups_led_by_callers),
+            (21, here as u64)
+        );
+    }
+
+    #[test]
+    fn submit_notify_wait_hands_over_when_another_thread_is_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap());
+        let busy = wal.shared.lock_writer();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (ntx, nrx) = crossbeam_channel::bounded(1);
+        let submitter = {
+            let wal = Arc::clone(&wal);
+            std::thread::spawn(move || {
+                let notify = Notify::Callback(Box::new(move |_, r| {
+                    let _ = ntx.send(r.is_ok());
+                }));
+                let _ = tx.send(wal.submit_notify_wait(vec![entry(1)], None, notify));
+            })
+        };
+        while wal.shared.waiters.lock().is_empty() {
+            std::thread::yield_now();
+        }
+        assert!(
+            nrx.try_recv().is_err(),
+            "not durable while the writer is taken"
+        );
+        drop(busy);
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the submission completes after the writer is released")
+            .unwrap();
+        assert!(nrx.recv_timeout(Duration::from_secs(60)).unwrap());
         submitter.join().unwrap();
         assert_eq!(wal.entries(1, 2, None).unwrap(), vec![entry(1)]);
     }

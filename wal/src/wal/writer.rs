@@ -75,6 +75,9 @@ pub(super) struct Writer {
     /// Zeros for the end marker and the zero-ahead after a group's records.
     pub(super) zeros: Vec<u8>,
     pub(super) last_sync: Instant,
+    /// Set while a submitter, not the writer thread, writes groups
+    /// ([`WalStats::groups_led_by_callers`](crate::WalStats)).
+    pub(super) caller_led: bool,
 }
 
 pub(super) fn background(
@@ -428,6 +431,7 @@ impl Writer {
             }
             st.written_ticket = last_ticket;
             st.stats.write_groups += 1;
+            st.stats.groups_led_by_callers += u64::from(self.caller_led);
             st.stats.bytes_written += records_len + tail_len;
             let cache_max = shared.opts.cache_bytes_max;
             st.evict(cache_max);
