@@ -99,21 +99,26 @@ impl LogWriter for WalWriter {
                 .map_err(|e| Error::Storage(format!("wal: {e}")))?;
             entries = rest;
         }
-        self.wal
-            .submit_notify(
-                entries,
-                task.hard_state,
-                // On the WAL's writer thread, the moment the group is durable:
-                // a follower's acknowledgement leaves from here, without a
-                // round through the raft loop.
-                Notify::Callback(Box::new(move |_, res| match res {
-                    Ok(()) => durable.report(number, messages),
-                    // The WAL is poisoned: the next submit fails and stops
-                    // the replica; requests waiting on this one time out.
-                    Err(e) => tracing::error!(error = %e, "WAL write failed"),
-                })),
-            )
-            .map_err(|e| Error::Storage(format!("wal: {e}")))?;
+        // Called the moment the group is durable, on the thread that wrote
+        // it: a follower's acknowledgement leaves from there, without a
+        // round through the raft loop.
+        let notify = Notify::Callback(Box::new(move |_, res| match res {
+            Ok(()) => durable.report(number, messages),
+            // The WAL is poisoned: the next submit fails and stops
+            // the replica; requests waiting on this one time out.
+            Err(e) => tracing::error!(error = %e, "WAL write failed"),
+        }));
+        if task.write_here {
+            // Written and synced on this thread unless another one is
+            // writing (then taken into its group or handed over).
+            self.wal
+                .submit_notify_wait(entries, task.hard_state, notify)
+                .map_err(|e| Error::Storage(format!("wal: {e}")))?;
+        } else {
+            self.wal
+                .submit_notify(entries, task.hard_state, notify)
+                .map_err(|e| Error::Storage(format!("wal: {e}")))?;
+        }
         Ok(())
     }
 
@@ -488,6 +493,7 @@ mod tests {
                 snapshot: None,
                 lazy: false,
                 messages: vec![ack.clone()],
+                write_here: false,
             },
             &Durability::new(tx, Arc::clone(&sent) as Arc<dyn Transport>, 9),
         )

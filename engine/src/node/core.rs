@@ -76,6 +76,10 @@ pub struct PersistTask {
     /// later Readies; raft tolerates reordering, and every message still
     /// leaves only after what it promises is durable. Empty for lazy tasks.
     pub messages: Vec<Message>,
+    /// Set by the runtime, not the core: the calling thread may write and
+    /// sync this task itself and return once it is durable, instead of
+    /// handing it to the log's writer thread (see `RaftLoop::carry_out`).
+    pub write_here: bool,
 }
 
 /// Committed entries for the apply thread.
@@ -882,6 +886,7 @@ impl<S: Storage, R> NodeCore<S, R> {
                     snapshot,
                     lazy,
                     messages,
+                    write_here: false,
                 });
             }
             if needs_io && !lazy {

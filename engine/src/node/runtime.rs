@@ -715,7 +715,21 @@ impl<S: Storage, R: Send + 'static, W: LogWriter> RaftLoop<S, R, W> {
                 self.core.report_unreachable(to);
             }
         }
-        for t in fx.persist {
+        // Who writes the log. A follower writes its own appends: it has
+        // nothing else to do until they are durable (what arrives meanwhile
+        // waits in its inbox and forms the next group, as it would behind
+        // the writer thread), and waking the writer thread would put one
+        // more thread hand-off on every write's critical path. So does a
+        // leader with at most one proposal in flight and nothing to apply
+        // (a lone client): its appends to the followers have left already,
+        // and their acknowledgements are waiting by the time its own sync
+        // returns. A busy leader hands its writes to the writer thread, so
+        // that it can take proposals, acknowledgements and applies while
+        // the disk syncs.
+        let write_here =
+            !self.core.is_leader() || (fx.apply.is_empty() && self.core.pending_proposals() < 2);
+        for mut t in fx.persist {
+            t.write_here = write_here;
             if let Err(e) = self.writer.submit(t, durable) {
                 tracing::error!(id = self.core.id(), error = %e, "log write failed; stopping");
                 *self.failed.lock() = Some(e.to_string());
