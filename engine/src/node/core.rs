@@ -68,8 +68,9 @@ pub struct PersistTask {
     /// [`NodeCore::on_persisted`]: raft's persisted messages of this Ready,
     /// e.g. a follower's acknowledgement of the entries. The log writer
     /// sends them the moment the task is durable (in the threaded runtime,
-    /// from the WAL writer's completion: one thread hand-off less on every
-    /// write's critical path than a round through the raft loop). Messages
+    /// from the completion of the WAL group that made it durable, on
+    /// whichever thread wrote it: one thread hand-off less on every write's
+    /// critical path than a round through the raft loop). Messages
     /// of a Ready with nothing to sync (or only a lazy hard state) wait in
     /// the core for the Readies before it and leave in a later poll's
     /// [`Effects::send`], so they may reach the network after messages of
