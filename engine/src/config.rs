@@ -129,12 +129,17 @@ pub struct SnapshotConfig {
     /// durable index, which a slow flush held back). Default 64 MiB.
     pub compact_log_bytes: u64,
     /// Entries below the durable applied index kept for a lagging follower,
-    /// at most. Default 50 000.
+    /// at most. Default 50 000. A follower back from a snapshot is not held
+    /// to it until it first comes within both bounds (see `lag_bytes_max`).
     pub lag_entries_max: u64,
     /// ... and bytes of log (`Entry::size_bytes` of the entries after the
     /// follower's index, counted per persisted batch) kept for it, at most:
     /// with large entries the entry bound alone could keep gigabytes.
-    /// Default 512 MiB; at least 4096.
+    /// Default 512 MiB; at least 4096. For a follower back from a snapshot,
+    /// which replays what was written during the transfer, twice this is
+    /// kept until it first comes within the bounds (otherwise a transfer
+    /// slower than writing past the bounds would need snapshot after
+    /// snapshot).
     pub lag_bytes_max: u64,
     /// How snapshots are cut into chunks (default 1 MiB chunks).
     pub writer: WriterConfig,

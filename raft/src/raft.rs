@@ -244,6 +244,12 @@ impl<S: Storage> Raft<S> {
         &self.prs
     }
 
+    /// The progress tracker, mutable: for tests that put a peer's progress
+    /// in a given state. Changing it otherwise bypasses the protocol.
+    pub fn mut_prs(&mut self) -> &mut ProgressTracker {
+        &mut self.prs
+    }
+
     /// The volatile state.
     #[must_use]
     pub fn soft_state(&self) -> SoftState {

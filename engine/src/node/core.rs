@@ -23,7 +23,7 @@
 //! The loop never waits: it hands the Ready over (`advance_append_async`)
 //! and goes on batching new inputs while the WAL syncs.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use std::sync::Arc;
@@ -278,6 +278,10 @@ struct Compaction {
     /// entry up to it)`, oldest first, for the lagging-follower byte bound.
     /// Pruned at compaction: one mark per batch still in the log.
     marks: std::collections::VecDeque<(u64, u64)>,
+    /// Followers this leader sent a snapshot to that have not yet come
+    /// within the lag bounds since: peer id → the snapshot's index. See
+    /// `NodeCore::maybe_compact`.
+    catching_up: BTreeMap<u64, u64>,
 }
 
 impl Compaction {
@@ -438,6 +442,12 @@ impl<S: Storage, R> NodeCore<S, R> {
     #[must_use]
     pub fn raw(&self) -> &RawNode<S> {
         &self.raw
+    }
+
+    /// The consensus core, mutable (tests that set a peer's progress).
+    #[cfg(test)]
+    pub(crate) fn raw_mut(&mut self) -> &mut RawNode<S> {
+        &mut self.raw
     }
 
     /// The known leader.
@@ -965,7 +975,9 @@ impl<S: Storage, R> NodeCore<S, R> {
         let floor = durable.saturating_sub(cfg.lag_entries_max);
         let mut upto = durable;
         if self.raw.raft.state == StateRole::Leader {
-            for (&id, pr) in self.raw.raft.prs().iter() {
+            let prs = self.raw.raft.prs();
+            c.catching_up.retain(|id, _| prs.get(*id).is_some());
+            for (&id, pr) in prs.iter() {
                 if id == self.id {
                     continue;
                 }
@@ -973,7 +985,10 @@ impl<S: Storage, R> NodeCore<S, R> {
                     // The follower goes on from the snapshot's index once
                     // it has it: keep what follows it however long the
                     // transfer takes (it is bounded by its own timeouts).
-                    ProgressState::Snapshot => upto = upto.min(pr.pending_snapshot),
+                    ProgressState::Snapshot => {
+                        upto = upto.min(pr.pending_snapshot);
+                        c.catching_up.insert(id, pr.pending_snapshot);
+                    }
                     // Replicating: keep what it has not acknowledged (entries
                     // in flight may still be lost and re-sent), within the
                     // bounds. Probing (e.g. right after a snapshot or a
@@ -985,12 +1000,39 @@ impl<S: Storage, R> NodeCore<S, R> {
                         } else {
                             pr.matched.max(pr.next_idx.saturating_sub(1))
                         };
-                        if needs >= floor && c.bytes_after(needs) <= cfg.lag_bytes_max {
+                        let bytes = c.bytes_after(needs);
+                        if needs >= floor && bytes <= cfg.lag_bytes_max {
                             upto = upto.min(needs);
+                            c.catching_up.remove(&id);
+                        } else if let Some(&snapshot) = c.catching_up.get(&id) {
+                            // Back from a snapshot and replaying what the
+                            // leader wrote during the transfer, which can
+                            // exceed the bounds: compacting it away now
+                            // would send it another snapshot, and again
+                            // after that one whenever a transfer takes
+                            // longer than writing past the bounds. Kept
+                            // until it is within them, or until twice the
+                            // byte bound follows it (then it cannot keep up).
+                            if bytes <= cfg.lag_bytes_max.saturating_mul(2) {
+                                upto = upto.min(needs);
+                            } else {
+                                c.catching_up.remove(&id);
+                                tracing::warn!(
+                                    id = self.id,
+                                    follower = id,
+                                    snapshot,
+                                    needs,
+                                    bytes,
+                                    "a follower back from a snapshot fell more than twice \
+                                     lag_bytes_max behind; compacting past it"
+                                );
+                            }
                         }
                     }
                 }
             }
+        } else {
+            c.catching_up.clear();
         }
         let new_first = upto + 1;
         if new_first <= first || new_first <= c.requested {
