@@ -37,6 +37,20 @@ fn replicas_restart_when_sled_applied_past_the_wal_commit_index() {
         for i in 0..WRITES {
             db.insert(key(i), i.to_le_bytes()).unwrap();
         }
+        // A write is acknowledged once a quorum has it: the third replica
+        // may still be receiving (or writing) the last ones. Shut down once
+        // every replica has applied them all, which is the state this test
+        // starts from.
+        let last = cluster.status().iter().map(|s| s.commit).max().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while cluster.status().iter().any(|s| s.applied < last) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replicas did not all apply {last}: {:#?}",
+                cluster.status()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(db);
         cluster.shutdown();
     }
