@@ -178,6 +178,9 @@ struct World {
     check_quorum: bool,
     /// The compaction threshold drawn for this seed (small in half of them).
     compact_log_entries: u64,
+    /// Small lag bounds `(entries, bytes)` drawn for this seed (half of
+    /// them; see [`lag_bounds`]); `None`: the defaults.
+    lag_bounds: Option<(u64, u64)>,
     /// Set after the final power loss: faults stop, clients go on.
     calm: bool,
     /// Index and voters of the newest membership change applied anywhere.
@@ -195,6 +198,19 @@ fn seed_dir(parent: &Path, seed: u64) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     parent.join(format!("tandem-sim-{}-{n}-s{seed}", std::process::id()))
+}
+
+/// Small lag bounds for half of the seeds: a follower that falls behind is
+/// then compacted past and catches up by snapshot (the defaults, 50 000
+/// entries and 512 MiB, are never reached within a seed), and one back from
+/// a snapshot replays past the bounds. Drawn from the seed by a generator of
+/// its own, so that the scheduler's draws of a seed are those it had before
+/// this setting existed.
+fn lag_bounds(seed: u64) -> Option<(u64, u64)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x1A6B_0D5E_ED5E_ED00);
+    rng.gen_bool(0.5)
+        .then(|| (rng.gen_range(4..=64), rng.gen_range(4096..=64 * 1024)))
 }
 
 fn wal_options() -> WalOptions {
@@ -255,6 +271,7 @@ impl World {
             pre_vote,
             check_quorum,
             compact_log_entries,
+            lag_bounds: lag_bounds(opts.seed),
             calm: false,
             latest_conf: (0, initial_voters.clone()),
         };
@@ -304,10 +321,17 @@ impl World {
             max_inflight_msgs: 16,
             pre_vote: self.pre_vote,
             check_quorum: self.check_quorum,
-            snapshot: SnapshotConfig {
-                compact_log_entries: self.compact_log_entries,
-                compact_log_bytes: 4096.max(self.compact_log_entries * 64),
-                ..SnapshotConfig::default()
+            snapshot: {
+                let mut s = SnapshotConfig {
+                    compact_log_entries: self.compact_log_entries,
+                    compact_log_bytes: 4096.max(self.compact_log_entries * 64),
+                    ..SnapshotConfig::default()
+                };
+                if let Some((entries, bytes)) = self.lag_bounds {
+                    s.lag_entries_max = entries;
+                    s.lag_bytes_max = bytes;
+                }
+                s
             },
             ..Config::new(id)
         };
