@@ -643,6 +643,16 @@ fn a_replicating_follower_keeps_its_unacknowledged_entries() {
     );
 }
 
+/// Three replicas with small lag bounds: 4 entries, 8 KiB (the tests write
+/// entries of 1 000 bytes), compacting every 8 entries.
+fn small_lag_bounds() -> Sim {
+    Sim::with_config(3, |c| {
+        c.snapshot.compact_log_entries = 8;
+        c.snapshot.lag_entries_max = 4;
+        c.snapshot.lag_bytes_max = 8 << 10;
+    })
+}
+
 /// Put the leader's progress of `peer` in the snapshot state (a snapshot at
 /// `index` being sent), or back to probing (the install finished).
 fn set_progress(sim: &mut Sim, leader: u64, peer: u64, snapshot: Option<u64>) {
@@ -656,12 +666,7 @@ fn set_progress(sim: &mut Sim, leader: u64, peer: u64, snapshot: Option<u64>) {
 
 #[test]
 fn a_follower_back_from_a_snapshot_keeps_what_followed_it_within_twice_the_byte_bound() {
-    // Small bounds: 4 entries, 8 KiB; entries of 1 000 bytes.
-    let mut sim = Sim::with_config(3, |c| {
-        c.snapshot.compact_log_entries = 8;
-        c.snapshot.lag_entries_max = 4;
-        c.snapshot.lag_bytes_max = 8 << 10;
-    });
+    let mut sim = small_lag_bounds();
     sim.cut.insert(3);
     sim.elect(1);
     sim.write_committed(1, 10, 1000);
@@ -697,11 +702,7 @@ fn a_follower_back_from_a_snapshot_keeps_what_followed_it_within_twice_the_byte_
 
 #[test]
 fn a_follower_back_from_a_snapshot_that_catches_up_is_bounded_as_before() {
-    let mut sim = Sim::with_config(3, |c| {
-        c.snapshot.compact_log_entries = 8;
-        c.snapshot.lag_entries_max = 4;
-        c.snapshot.lag_bytes_max = 8 << 10;
-    });
+    let mut sim = small_lag_bounds();
     sim.elect(1);
     sim.write_committed(1, 10, 1000);
     sim.heartbeat();
