@@ -1,6 +1,6 @@
 //! The error type of the `tandem` crate.
 //!
-//! Operating conditions a caller must handle are variants of [`Error`];
+//! Operating conditions a caller must handle are variants of [`Error`](enum@Error);
 //! broken internal invariants are panics with a message, never errors.
 
 use std::path::PathBuf;

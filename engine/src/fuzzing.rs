@@ -4,7 +4,7 @@
 //!
 //! Every function takes arbitrary bytes and must not panic, except through
 //! an assertion of a real invariant (a bug). Inputs are interpreted with a
-//! small [`Bytes`] reader that yields zeros once exhausted, so every input,
+//! small `Bytes` reader that yields zeros once exhausted, so every input,
 //! including the empty one, is a valid program.
 
 use std::collections::BTreeMap;

@@ -1,10 +1,11 @@
 //! A deterministic simulator of the whole engine.
 //!
 //! One seed runs several replicas of the REAL engine code on one thread:
-//! the step function ([`NodeCore`]) over [`DiskStorage`], i.e. the real WAL
-//! (manual mode, on the simulated disk [`SimFs`]) and the real sled state
+//! the step function ([`NodeCore`](crate::node::NodeCore)) over
+//! [`DiskStorage`](crate::sm::DiskStorage), i.e. the real WAL (manual mode,
+//! on the simulated disk [`SimFs`](tandem_wal::SimFs)) and the real sled state
 //! machine. Everything that is a thread, a clock or a device in production
-//! is an event of a seeded [`Scheduler`] here:
+//! is an event of a seeded [`Scheduler`](crate::verify::Scheduler) here:
 //!
 //! | production                       | simulated by                                     |
 //! |----------------------------------|--------------------------------------------------|
@@ -20,7 +21,7 @@
 //! # What a crash leaves
 //!
 //! The WAL's disk loses every write not synced; a random prefix of the
-//! unsynced writes survives and the next one may be torn ([`SimFs::crash`]).
+//! unsynced writes survives and the next one may be torn ([`SimFs::crash`](tandem_wal::SimFs::crash)).
 //! sled recovers a prefix of its atomic batches that includes at least
 //! everything made durable by the last `flush_durable`: the simulator
 //! records the state machine's image after the last flush and after every
@@ -33,7 +34,7 @@
 //!
 //! After every event: election safety, log matching, leader completeness,
 //! committed entries never changing, `applied ≤ committed ≤ last`
-//! ([`InvariantChecker`] over the replicas' logs) and state-machine safety
+//! ([`InvariantChecker`](crate::verify::invariants::InvariantChecker) over the replicas' logs) and state-machine safety
 //! (every applied entry, as it is applied). At every crash, and at the end
 //! of the seed after a power loss of every replica: durability — each
 //! acknowledged write is held by enough replicas that no quorum of voters

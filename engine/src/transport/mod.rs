@@ -8,7 +8,7 @@
 //! itself, which knows the membership. [`InProcNetwork`] is the in-process
 //! implementation, with fault injection for tests and the demo; replicas in
 //! separate processes plug in any other implementation through
-//! [`crate::Node::open`].
+//! [`Replica::open`](crate::Replica::open).
 
 mod inproc;
 

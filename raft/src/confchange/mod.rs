@@ -1,6 +1,6 @@
 //! Membership changes: computing the configuration a change yields
 //! ([`changer`]) and rebuilding a configuration from its persisted form
-//! ([`restore`]). Both are pure: they touch no progress and no log, so the
+//! ([`restore`](mod@restore)). Both are pure: they touch no progress and no log, so the
 //! engine can compute the next [`ConfState`] outside a `RawNode` with
 //! [`apply_conf_change_to`] and get exactly what `RawNode::apply_conf_change`
 //! produces.
