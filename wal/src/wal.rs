@@ -1493,8 +1493,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_synchronous_submitter_hands_over_when_another_thread_is_writing() {
+    /// Run `submit` (a synchronous submission of entry 1) on another thread
+    /// while this one holds the writer, then release it: the submitter must
+    /// be handed the writer (or be taken into the group of whoever holds
+    /// it).
+    fn hands_over_while_another_thread_writes(
+        submit: impl FnOnce(&Wal) -> Result<()> + Send + 'static,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let wal = Arc::new(Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap());
         // Another thread "is writing": the writer is taken.
@@ -1503,7 +1508,7 @@ mod tests {
         let submitter = {
             let wal = Arc::clone(&wal);
             std::thread::spawn(move || {
-                let _ = tx.send(wal.submit_wait(vec![entry(1)], None));
+                let _ = tx.send(submit(&wal));
             })
         };
         // The submission is queued; the submitter cannot write it while the
@@ -1515,6 +1520,7 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(wal.shared.queue.lock().reqs.len(), 1);
+        assert_eq!(wal.shared.durable.load(Ordering::SeqCst), 0);
         drop(busy);
         // Nothing else will ever submit: unless releasing the writer hands
         // it to the parked submitter, this waits forever (in unit tests a
@@ -1525,6 +1531,11 @@ mod tests {
         r.unwrap();
         submitter.join().unwrap();
         assert_eq!(wal.entries(1, 2, None).unwrap(), vec![entry(1)]);
+    }
+
+    #[test]
+    fn a_synchronous_submitter_hands_over_when_another_thread_is_writing() {
+        hands_over_while_another_thread_writes(|wal| wal.submit_wait(vec![entry(1)], None));
     }
 
     #[test]
@@ -1585,34 +1596,14 @@ mod tests {
 
     #[test]
     fn submit_notify_wait_hands_over_when_another_thread_is_writing() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = Arc::new(Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap());
-        let busy = wal.shared.lock_writer();
-        let (tx, rx) = crossbeam_channel::bounded(1);
         let (ntx, nrx) = crossbeam_channel::bounded(1);
-        let submitter = {
-            let wal = Arc::clone(&wal);
-            std::thread::spawn(move || {
-                let notify = Notify::Callback(Box::new(move |_, r| {
-                    let _ = ntx.send(r.is_ok());
-                }));
-                let _ = tx.send(wal.submit_notify_wait(vec![entry(1)], None, notify));
-            })
-        };
-        while wal.shared.waiters.lock().is_empty() {
-            std::thread::yield_now();
-        }
-        assert!(
-            nrx.try_recv().is_err(),
-            "not durable while the writer is taken"
-        );
-        drop(busy);
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("the submission completes after the writer is released")
-            .unwrap();
+        hands_over_while_another_thread_writes(move |wal| {
+            let notify = Notify::Callback(Box::new(move |_, r| {
+                let _ = ntx.send(r.is_ok());
+            }));
+            wal.submit_notify_wait(vec![entry(1)], None, notify)
+        });
         assert!(nrx.recv_timeout(Duration::from_secs(60)).unwrap());
-        submitter.join().unwrap();
-        assert_eq!(wal.entries(1, 2, None).unwrap(), vec![entry(1)]);
     }
 
     #[test]
