@@ -21,7 +21,7 @@ use std::time::Duration;
 use tandem_raft::{
     ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, SnapshotMetadata,
 };
-use tandem_wal::{Notify, Wal, WalOptions};
+use tandem_wal::{FileSystem, Notify, StdFs, Wal, WalOptions};
 
 use crate::config::{Config, ReadConsistency, SyncPolicy};
 use crate::error::{Error, Result};
@@ -238,7 +238,24 @@ impl Replica {
         transport: Arc<dyn Transport>,
         bootstrap: Option<&[u64]>,
     ) -> Result<Replica> {
-        Self::open_inner(cfg, dir, transport, bootstrap)
+        Self::open_inner(cfg, dir, transport, bootstrap, StdFs::shared())
+    }
+
+    /// [`Replica::open`] with the write-ahead log on another file system:
+    /// for tests that inject faults into the log, e.g. a
+    /// [`tandem_wal::SimFs`] whose next fsync fails. The state machine and
+    /// snapshots stay on the real file system.
+    ///
+    /// # Errors
+    /// As [`Replica::open`].
+    pub fn open_with_wal_fs(
+        cfg: &Config,
+        dir: &Path,
+        transport: Arc<dyn Transport>,
+        bootstrap: Option<&[u64]>,
+        wal_fs: Arc<dyn FileSystem>,
+    ) -> Result<Replica> {
+        Self::open_inner(cfg, dir, transport, bootstrap, wal_fs)
     }
 
     fn open_inner(
@@ -246,13 +263,14 @@ impl Replica {
         dir: &Path,
         transport: Arc<dyn Transport>,
         bootstrap: Option<&[u64]>,
+        wal_fs: Arc<dyn FileSystem>,
     ) -> Result<Replica> {
         cfg.validate()?;
         let lock = DirLock::acquire(dir)?;
         let sm = Arc::new(StateMachine::open(dir.join("sm"), &cfg.state_machine)?);
         let wal_opts = wal_options(cfg);
         let wal = Arc::new(
-            Wal::open(dir.join("wal"), wal_opts)
+            Wal::open_with_fs(wal_fs, dir.join("wal"), wal_opts)
                 .map_err(|e| Error::Storage(format!("wal: {e}")))?,
         );
         let fresh = wal
