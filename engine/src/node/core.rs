@@ -305,6 +305,14 @@ impl Compaction {
         total - upto
     }
 
+    /// Whether a follower that needs the entries after `needs` is within
+    /// the lag bounds (`lag_entries_max` below the durable applied index,
+    /// `lag_bytes_max` of log after it).
+    fn within_lag(&self, needs: u64, cfg: &crate::config::SnapshotConfig) -> bool {
+        needs >= self.durable.saturating_sub(cfg.lag_entries_max)
+            && self.bytes_after(needs) <= cfg.lag_bytes_max
+    }
+
     /// The log now starts at `first`: drop marks no bound can ask about
     /// (keeping the last one below `first` as the base of the next).
     fn prune(&mut self, first: u64) {
@@ -322,6 +330,18 @@ impl<S: Storage, R> std::fmt::Debug for NodeCore<S, R> {
             .field("leader", &self.leader)
             .field("applied", &self.applied)
             .finish_non_exhaustive()
+    }
+}
+
+/// The index after which a replicating or probing follower needs the log:
+/// what it acknowledged when replicating (entries in flight may be lost and
+/// re-sent); from the probe's index when probing (e.g. right after a
+/// snapshot or a leader change, when `matched` is not known yet).
+fn follower_needs(pr: &tandem_raft::Progress) -> u64 {
+    if pr.state == ProgressState::Replicate {
+        pr.matched
+    } else {
+        pr.matched.max(pr.next_idx.saturating_sub(1))
     }
 }
 
@@ -925,6 +945,39 @@ impl<S: Storage, R> NodeCore<S, R> {
         fx
     }
 
+    /// Remember (on every poll, whether or not a compaction is due) each
+    /// follower this leader is sending a snapshot to, for the grace after
+    /// the install (see `maybe_compact`); forget departed members, and
+    /// everything when not leading.
+    fn note_snapshot_transfers(&mut self) {
+        let c = &mut self.compaction;
+        if self.raw.raft.state != StateRole::Leader {
+            c.catching_up.clear();
+            return;
+        }
+        let prs = self.raw.raft.prs();
+        let cfg = &self.cfg.snapshot;
+        // Done: departed, or back within the bounds since.
+        let done: Vec<u64> = c
+            .catching_up
+            .keys()
+            .copied()
+            .filter(|&id| {
+                prs.get(id).is_none_or(|pr| {
+                    pr.state != ProgressState::Snapshot && c.within_lag(follower_needs(pr), cfg)
+                })
+            })
+            .collect();
+        for id in done {
+            c.catching_up.remove(&id);
+        }
+        for (&id, pr) in prs.iter() {
+            if pr.state == ProgressState::Snapshot {
+                c.catching_up.insert(id, pr.pending_snapshot);
+            }
+        }
+    }
+
     /// The compaction policy (see [`crate::config::SnapshotConfig`]): once
     /// the log holds `compact_log_entries` applied entries, or
     /// `compact_log_bytes` were appended since the last compaction, ask for
@@ -933,6 +986,7 @@ impl<S: Storage, R> NodeCore<S, R> {
     /// entries and `lag_bytes_max` bytes) for followers that are
     /// replicating or being sent a snapshot.
     fn maybe_compact(&mut self, fx: &mut Effects<R>) {
+        self.note_snapshot_transfers();
         if self.snap.is_building() {
             // The snapshot being built must still cover the compaction
             // point when it is done, or raft would ask for another one.
@@ -972,12 +1026,9 @@ impl<S: Storage, R> NodeCore<S, R> {
             return;
         }
         let durable = c.durable;
-        let floor = durable.saturating_sub(cfg.lag_entries_max);
         let mut upto = durable;
         if self.raw.raft.state == StateRole::Leader {
-            let prs = self.raw.raft.prs();
-            c.catching_up.retain(|id, _| prs.get(*id).is_some());
-            for (&id, pr) in prs.iter() {
+            for (&id, pr) in self.raw.raft.prs().iter() {
                 if id == self.id {
                     continue;
                 }
@@ -985,25 +1036,17 @@ impl<S: Storage, R> NodeCore<S, R> {
                     // The follower goes on from the snapshot's index once
                     // it has it: keep what follows it however long the
                     // transfer takes (it is bounded by its own timeouts).
-                    ProgressState::Snapshot => {
-                        upto = upto.min(pr.pending_snapshot);
-                        c.catching_up.insert(id, pr.pending_snapshot);
-                    }
+                    ProgressState::Snapshot => upto = upto.min(pr.pending_snapshot),
                     // Replicating: keep what it has not acknowledged (entries
                     // in flight may still be lost and re-sent), within the
                     // bounds. Probing (e.g. right after a snapshot or a
                     // leader change, when `matched` is not known yet): keep
                     // from the probe's index.
                     ProgressState::Replicate | ProgressState::Probe => {
-                        let needs = if pr.state == ProgressState::Replicate {
-                            pr.matched
-                        } else {
-                            pr.matched.max(pr.next_idx.saturating_sub(1))
-                        };
+                        let needs = follower_needs(pr);
                         let bytes = c.bytes_after(needs);
-                        if needs >= floor && bytes <= cfg.lag_bytes_max {
+                        if c.within_lag(needs, cfg) {
                             upto = upto.min(needs);
-                            c.catching_up.remove(&id);
                         } else if let Some(&snapshot) = c.catching_up.get(&id) {
                             // Back from a snapshot and replaying what the
                             // leader wrote during the transfer, which can
@@ -1031,8 +1074,6 @@ impl<S: Storage, R> NodeCore<S, R> {
                     }
                 }
             }
-        } else {
-            c.catching_up.clear();
         }
         let new_first = upto + 1;
         if new_first <= first || new_first <= c.requested {
