@@ -122,6 +122,12 @@ impl LogWriter for WalWriter {
         Ok(())
     }
 
+    fn failure(&self) -> Option<String> {
+        self.wal
+            .poisoned()
+            .map(|reason| format!("storage: wal poisoned: {reason}"))
+    }
+
     fn compact(&mut self, first_index: u64) -> Result<()> {
         // Never past the durable applied index (the core asks only up to
         // what was reported durable, which can only grow; clamp anyway).

@@ -40,13 +40,10 @@ fn write(replicas: &[Replica], key: &str) {
     }
 }
 
-#[test]
-fn a_follower_whose_fsync_fails_stops_and_the_others_go_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let net = InProcNetwork::new(7);
-    let fs = SimFs::new();
+/// Three replicas of a new cluster; replica `faulty` keeps its WAL on `fs`.
+fn open_three(dir: &std::path::Path, net: &InProcNetwork, fs: &SimFs, faulty: u64) -> Vec<Replica> {
     let voters = [1u64, 2, 3];
-    let replicas: Vec<Replica> = voters
+    voters
         .iter()
         .map(|&id| {
             let cfg = Config {
@@ -54,9 +51,9 @@ fn a_follower_whose_fsync_fails_stops_and_the_others_go_on() {
                 election_ticks: 50,
                 ..Config::new(id)
             };
-            let path = dir.path().join(format!("node-{id}"));
+            let path = dir.join(format!("node-{id}"));
             let transport = Arc::new(net.transport(id));
-            let r = if id == 3 {
+            let r = if id == faulty {
                 let wal_fs: Arc<dyn FileSystem> = Arc::new(fs.clone());
                 Replica::open_with_wal_fs(&cfg, &path, transport, Some(&voters), wal_fs)
             } else {
@@ -66,9 +63,20 @@ fn a_follower_whose_fsync_fails_stops_and_the_others_go_on() {
             net.register(r.inbox());
             r
         })
-        .collect();
+        .collect()
+}
+
+fn leads(r: &Replica) -> bool {
+    r.status().is_ok_and(|s| s.leader == Some(s.id))
+}
+
+#[test]
+fn a_follower_whose_fsync_fails_stops_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = InProcNetwork::new(7);
+    let fs = SimFs::new();
+    let replicas = open_three(dir.path(), &net, &fs, 3);
     // Replica 3 must be a follower: if it leads, it hands leadership to 1.
-    let leads = |r: &Replica| r.status().is_ok_and(|s| s.leader == Some(s.id));
     wait_until("replica 1 or 2 leads", || {
         if leads(&replicas[2]) {
             // Refused if it just lost leadership: then asked again.
@@ -108,4 +116,54 @@ fn a_follower_whose_fsync_fails_stops_and_the_others_go_on() {
             .iter()
             .all(|r| r.status().is_ok_and(|s| s.applied >= applied + 20))
     });
+}
+
+#[test]
+fn a_leader_whose_fsync_fails_stops_and_the_others_elect_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = InProcNetwork::new(8);
+    let fs = SimFs::new();
+    let replicas = open_three(dir.path(), &net, &fs, 1);
+    wait_until("replica 1 leads", || {
+        if !leads(&replicas[0]) {
+            if let Some(other) = replicas[1..].iter().find(|r| leads(r)) {
+                let _ = other.node().transfer_leader(1);
+            } else {
+                let _ = replicas[0].node().campaign();
+            }
+        }
+        leads(&replicas[0])
+    });
+    for i in 0..5 {
+        write(&replicas[..1], &format!("before/{i}"));
+    }
+    // Several clients at once, so the leader hands its writes to the WAL's
+    // writer thread, which meets the failed fsync.
+    std::thread::scope(|scope| {
+        for c in 0..4 {
+            let leader = &replicas[0];
+            scope.spawn(move || {
+                for i in 0.. {
+                    let r =
+                        leader.propose_wait(insert(&format!("c{c}/{i}")), Duration::from_secs(5));
+                    if r.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        fs.fail_next_sync();
+    });
+    wait_until("replica 1 stops on its failed fsync", || {
+        replicas[0].node().failure().is_some()
+    });
+    let why = replicas[0].node().failure().unwrap();
+    assert!(
+        why.contains("wal poisoned") || why.contains("fsync"),
+        "stopped for another reason: {why}"
+    );
+    for i in 0..10 {
+        write(&replicas[1..], &format!("after/{i}"));
+    }
 }

@@ -1212,6 +1212,17 @@ impl Wal {
         s
     }
 
+    /// Why the log can no longer be written, once a write or fsync failed
+    /// (it is poisoned: every later call fails); `None` while it is healthy.
+    #[must_use]
+    pub fn poisoned(&self) -> Option<String> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            Some(self.shared.poison_reason().unwrap_or_default())
+        } else {
+            None
+        }
+    }
+
     /// The directory of this log.
     #[must_use]
     pub fn dir(&self) -> &Path {

@@ -104,6 +104,14 @@ pub trait LogWriter: Send + 'static {
         let _ = first_index;
         Ok(())
     }
+
+    /// Why the log can no longer be written, once it cannot (e.g. a failed
+    /// fsync poisoned it, on whichever thread wrote); `None` while healthy.
+    /// The raft loop checks it before every step: the raft core treats a
+    /// failed read of the log as fatal, and a poisoned log fails reads too.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A [`LogWriter`] over raft's in-memory storage: "durable" at once. For
@@ -370,14 +378,26 @@ impl<R: Send + 'static> Node<R> {
         let raft_thread = std::thread::Builder::new()
             .name(format!("tandem-raft-{id}"))
             .spawn(move || {
-                lp.run(
-                    &cmd_rx,
-                    &msg_rx,
-                    &applied_rx,
-                    &host_rx,
-                    &stop_rx,
-                    &loop_stop,
-                );
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    lp.run(
+                        &cmd_rx,
+                        &msg_rx,
+                        &applied_rx,
+                        &host_rx,
+                        &stop_rx,
+                        &loop_stop,
+                    );
+                }));
+                if let Err(panic) = ran {
+                    // The log failed on another thread (the writer's fsync)
+                    // while this one was stepping, and the raft core met the
+                    // failed log: a stop for that failure, not a bug. Any
+                    // other panic is one, and goes on.
+                    if !lp.log_failed() {
+                        std::panic::resume_unwind(panic);
+                    }
+                    lp.finish(&cmd_rx);
+                }
             })
             .map_err(spawn_err)?;
         threads.insert(0, raft_thread);
@@ -571,7 +591,7 @@ impl<S: Storage, R: Send + 'static, W: LogWriter> RaftLoop<S, R, W> {
         let (done_tx, done_rx) = unbounded::<u64>();
         let durable = Durability::new(done_tx, Arc::clone(&self.transport), self.cluster_id);
         let mut next_tick = Instant::now() + self.tick_interval;
-        while !stop.load(Ordering::Acquire) && self.failed.lock().is_none() {
+        while !stop.load(Ordering::Acquire) && self.failed.lock().is_none() && !self.log_failed() {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             select! {
                 recv(stop_rx) -> _ => break,
@@ -622,6 +642,9 @@ impl<S: Storage, R: Send + 'static, W: LogWriter> RaftLoop<S, R, W> {
                     std::thread::yield_now();
                 }
             }
+            if self.log_failed() {
+                break;
+            }
             let now = Instant::now();
             let mut ticked = false;
             while now >= next_tick {
@@ -642,13 +665,29 @@ impl<S: Storage, R: Send + 'static, W: LogWriter> RaftLoop<S, R, W> {
                 }
             }
         }
-        // What a follower held back is applied before the apply thread stops.
+        self.finish(cmd_rx);
+    }
+
+    /// After the loop: what a follower held back is applied before the
+    /// apply thread stops, requests in flight are failed, and commands that
+    /// raced with the stop are answered too.
+    fn finish(&mut self, cmd_rx: &Receiver<Cmd<R>>) {
         self.release_held();
         self.core.shutdown();
-        // Commands that raced with shutdown are answered too.
         while let Ok(c) = cmd_rx.try_recv() {
             self.refuse(c);
         }
+    }
+
+    /// True (and the replica's failure recorded) once the log can no longer
+    /// be written: stop before the raft core reads the failed log.
+    fn log_failed(&self) -> bool {
+        let Some(why) = self.writer.failure() else {
+            return false;
+        };
+        tracing::error!(id = self.core.id(), error = %why, "log failed; stopping");
+        self.failed.lock().get_or_insert(why);
+        true
     }
 
     fn refuse(&self, c: Cmd<R>) {
