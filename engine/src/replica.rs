@@ -244,7 +244,7 @@ impl Replica {
         transport: Arc<dyn Transport>,
         bootstrap: Option<&[u64]>,
     ) -> Result<Replica> {
-        Self::open_inner(cfg, dir, transport, bootstrap, StdFs::shared())
+        Self::open_with_wal_fs(cfg, dir, transport, bootstrap, StdFs::shared())
     }
 
     /// [`Replica::open`] with the write-ahead log on another file system:
@@ -255,16 +255,6 @@ impl Replica {
     /// # Errors
     /// As [`Replica::open`].
     pub fn open_with_wal_fs(
-        cfg: &Config,
-        dir: &Path,
-        transport: Arc<dyn Transport>,
-        bootstrap: Option<&[u64]>,
-        wal_fs: Arc<dyn FileSystem>,
-    ) -> Result<Replica> {
-        Self::open_inner(cfg, dir, transport, bootstrap, wal_fs)
-    }
-
-    fn open_inner(
         cfg: &Config,
         dir: &Path,
         transport: Arc<dyn Transport>,
