@@ -42,7 +42,7 @@ struct WalWriter {
 }
 
 impl LogWriter for WalWriter {
-    fn submit(&mut self, task: PersistTask, durable: &Durability) -> Result<()> {
+    fn submit(&mut self, task: PersistTask, durable: &Durability, write_here: bool) -> Result<()> {
         if let Some(snap) = &task.snapshot {
             // The state machine already switched to this snapshot (the
             // commit point of an install); the log now restarts after it.
@@ -104,11 +104,12 @@ impl LogWriter for WalWriter {
         // round through the raft loop.
         let notify = Notify::Callback(Box::new(move |_, res| match res {
             Ok(()) => durable.report(number, messages),
-            // The WAL is poisoned: the next submit fails and stops
-            // the replica; requests waiting on this one time out.
+            // The WAL is poisoned: the raft loop sees it
+            // (`LogWriter::failure`) and stops the replica; requests
+            // waiting on this one fail or time out.
             Err(e) => tracing::error!(error = %e, "WAL write failed"),
         }));
-        if task.write_here {
+        if write_here {
             // Written and synced on this thread unless another one is
             // writing (then taken into its group or handed over).
             self.wal
@@ -507,9 +508,9 @@ mod tests {
                 snapshot: None,
                 lazy: false,
                 messages: vec![ack.clone()],
-                write_here: false,
             },
             &Durability::new(tx, Arc::clone(&sent) as Arc<dyn Transport>, 9),
+            false,
         )
         .unwrap();
         assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), 7);

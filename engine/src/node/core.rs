@@ -77,10 +77,6 @@ pub struct PersistTask {
     /// later Readies; raft tolerates reordering, and every message still
     /// leaves only after what it promises is durable. Empty for lazy tasks.
     pub messages: Vec<Message>,
-    /// Set by the runtime, not the core: the calling thread may write and
-    /// sync this task itself and return once it is durable, instead of
-    /// handing it to the log's writer thread (see `RaftLoop::carry_out`).
-    pub write_here: bool,
 }
 
 /// Committed entries for the apply thread.
@@ -917,7 +913,6 @@ impl<S: Storage, R> NodeCore<S, R> {
                     snapshot,
                     lazy,
                     messages,
-                    write_here: false,
                 });
             }
             if needs_io && !lazy {
@@ -1044,7 +1039,6 @@ impl<S: Storage, R> NodeCore<S, R> {
                     // from the probe's index.
                     ProgressState::Replicate | ProgressState::Probe => {
                         let needs = follower_needs(pr);
-                        let bytes = c.bytes_after(needs);
                         if c.within_lag(needs, cfg) {
                             upto = upto.min(needs);
                         } else if let Some(&snapshot) = c.catching_up.get(&id) {
@@ -1056,6 +1050,7 @@ impl<S: Storage, R> NodeCore<S, R> {
                             // longer than writing past the bounds. Kept
                             // until it is within them, or until twice the
                             // byte bound follows it (then it cannot keep up).
+                            let bytes = c.bytes_after(needs);
                             if bytes <= cfg.lag_bytes_max.saturating_mul(2) {
                                 upto = upto.min(needs);
                             } else {

@@ -88,12 +88,14 @@ impl Durability {
 /// [lazy](PersistTask::lazy) task is written in order but needs no sync of
 /// its own and is not reported.
 pub trait LogWriter: Send + 'static {
-    /// Start persisting `task`.
+    /// Start persisting `task`. With `write_here`, the calling thread may
+    /// write and sync it itself and return once it is durable, instead of
+    /// handing it to a writer thread (see `RaftLoop::carry_out`).
     ///
     /// # Errors
     /// If the log can no longer accept writes (e.g. an fsync failed: the
     /// log is poisoned). The replica then stops.
-    fn submit(&mut self, task: PersistTask, durable: &Durability) -> Result<()>;
+    fn submit(&mut self, task: PersistTask, durable: &Durability, write_here: bool) -> Result<()>;
 
     /// Drop log entries below `first_index`, after everything submitted so
     /// far (the core asks only up to the durable applied index).
@@ -120,7 +122,7 @@ pub trait LogWriter: Send + 'static {
 pub struct MemLogWriter(pub MemStorage);
 
 impl LogWriter for MemLogWriter {
-    fn submit(&mut self, task: PersistTask, durable: &Durability) -> Result<()> {
+    fn submit(&mut self, task: PersistTask, durable: &Durability, _write_here: bool) -> Result<()> {
         let mut w = self.0.wl();
         if let Some(snap) = task.snapshot {
             w.apply_snapshot(snap)?;
@@ -685,8 +687,11 @@ impl<S: Storage, R: Send + 'static, W: LogWriter> RaftLoop<S, R, W> {
         let Some(why) = self.writer.failure() else {
             return false;
         };
-        tracing::error!(id = self.core.id(), error = %why, "log failed; stopping");
-        self.failed.lock().get_or_insert(why);
+        let mut failed = self.failed.lock();
+        if failed.is_none() {
+            tracing::error!(id = self.core.id(), error = %why, "log failed; stopping");
+            *failed = Some(why);
+        }
         true
     }
 
@@ -767,9 +772,8 @@ impl<S: Storage, R: Send + 'static, W: LogWriter> RaftLoop<S, R, W> {
         // the disk syncs.
         let write_here =
             !self.core.is_leader() || (fx.apply.is_empty() && self.core.pending_proposals() < 2);
-        for mut t in fx.persist {
-            t.write_here = write_here;
-            if let Err(e) = self.writer.submit(t, durable) {
+        for t in fx.persist {
+            if let Err(e) = self.writer.submit(t, durable, write_here) {
                 tracing::error!(id = self.core.id(), error = %e, "log write failed; stopping");
                 *self.failed.lock() = Some(e.to_string());
                 return;
