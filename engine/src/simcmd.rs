@@ -65,6 +65,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let mut failures: Vec<SimFailure> = Vec::new();
     let (mut committed, mut acknowledged, mut crashes, mut events) = (0u64, 0u64, 0u64, 0u64);
+    let (mut conf_changes, mut joint_configs, mut joint_left) = (0u64, 0u64, 0u64);
     let mut passed = 0u64;
     for seed in args.start..args.start + args.seeds {
         let opts = SimOptions {
@@ -92,6 +93,9 @@ pub fn run(args: &Args) -> Result<(), String> {
                 acknowledged += stats.acknowledged;
                 crashes += stats.crashes;
                 events += stats.events;
+                conf_changes += stats.conf_changes;
+                joint_configs += stats.joint_configs;
+                joint_left += stats.joint_left;
                 if args.verbose {
                     println!("seed {seed}: ok {stats:?}");
                 }
@@ -131,7 +135,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         ran as f64 / secs.max(1e-9)
     );
     println!(
-        "totals over passing seeds: {events} events, {committed} committed entries (max index per seed, summed), {acknowledged} acknowledged writes, {crashes} crashes"
+        "totals over passing seeds: {events} events, {committed} committed entries (max index per seed, summed), {acknowledged} acknowledged writes, {crashes} crashes, {conf_changes} membership changes, {joint_configs} joint configurations entered and {joint_left} left"
     );
     for f in &failures {
         println!(

@@ -164,6 +164,11 @@ pub struct SeedStats {
     pub sync_failures: u64,
     /// Membership changes applied by the leader.
     pub conf_changes: u64,
+    /// Joint configurations entered (counted once, by the first replica to
+    /// apply one).
+    pub joint_configs: u64,
+    /// Joint configurations left (counted the same way).
+    pub joint_left: u64,
     /// Log compactions carried out.
     pub compactions: u64,
     /// Client operations answered after the final power loss and restart.

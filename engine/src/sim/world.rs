@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use sled::IVec;
-use tandem_raft::{ConfChange, ConfChangeType, ConfState, HardState, StateRole};
+use tandem_raft::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, HardState,
+    StateRole,
+};
 use tandem_wal::{CrashSpec, Durable, Notify, SimFs, Wal, WalOptions};
 
 use super::{replay_command, PlantedBug, SeedStats, SimFailure, SimOptions};
 use crate::config::{Config, ReadConsistency, SnapshotConfig};
 use crate::error::Error;
-use crate::node::core::conf_change_v2;
 use crate::node::oneshot::{self, TryRecvError};
 use crate::node::{
     ApplyTask, Effects, NodeCore, SnapshotCatalog, SnapshotEvent, SnapshotHost, SnapshotJob,
@@ -183,8 +185,9 @@ struct World {
     lag_bounds: Option<(u64, u64)>,
     /// Set after the final power loss: faults stop, clients go on.
     calm: bool,
-    /// Index and voters of the newest membership change applied anywhere.
-    latest_conf: (u64, Vec<u64>),
+    /// Index and configuration of the newest membership change applied
+    /// anywhere.
+    latest_conf: (u64, ConfState),
 }
 
 /// The directory of one incarnation's sled database, under the seed's directory.
@@ -211,6 +214,18 @@ fn lag_bounds(seed: u64) -> Option<(u64, u64)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x1A6B_0D5E_ED5E_ED00);
     rng.gen_bool(0.5)
         .then(|| (rng.gen_range(4..=64), rng.gen_range(4096..=64 * 1024)))
+}
+
+/// `id` is in the configuration, on either side if it is joint.
+fn is_member(cs: &ConfState, id: u64) -> bool {
+    [
+        &cs.voters,
+        &cs.learners,
+        &cs.voters_outgoing,
+        &cs.learners_next,
+    ]
+    .iter()
+    .any(|ids| ids.contains(&id))
 }
 
 fn wal_options() -> WalOptions {
@@ -273,7 +288,7 @@ impl World {
             compact_log_entries,
             lag_bounds: lag_bounds(opts.seed),
             calm: false,
-            latest_conf: (0, initial_voters.clone()),
+            latest_conf: (0, ConfState::from_voters(initial_voters.iter().copied())),
         };
         for id in 1..=spare {
             w.create_replica(id, id != spare)?;
@@ -655,8 +670,15 @@ impl World {
     }
 
     /// One membership change, chosen from the current configuration of the
-    /// leader: add the spare as learner, promote it, or remove a voter
-    /// (never below three voters).
+    /// leader:
+    /// - in a joint configuration, leave it (unless the leader leaves it by
+    ///   itself);
+    /// - otherwise, in one of three cases, replace a voter by a learner or a
+    ///   non-member through a joint configuration: the voter is removed or
+    ///   demoted to learner, and the configuration is left automatically or
+    ///   by a later change;
+    /// - otherwise promote a learner, add a non-member as learner, or remove
+    ///   a voter (never below three voters), in that order of preference.
     fn membership_change(&mut self, now: Instant) -> Option<u64> {
         let l = self.leader()?;
         let cs = self.replicas[&l]
@@ -669,24 +691,60 @@ impl World {
             .prs()
             .conf()
             .to_conf_state();
-        let spare = self.spare;
-        let (change_type, node_id) = if cs.learners.contains(&spare) {
-            (ConfChangeType::AddNode, spare)
-        } else if !cs.voters.contains(&spare) && !self.replicas[&spare].removed {
-            (ConfChangeType::AddLearnerNode, spare)
+        let outsider =
+            (1..=self.spare).find(|&id| !is_member(&cs, id) && !self.replicas[&id].removed);
+        let learner = cs.learners.first().copied();
+        let single = |change_type, node_id| ConfChangeV2 {
+            changes: vec![ConfChangeSingle {
+                change_type,
+                node_id,
+            }],
+            ..ConfChangeV2::default()
+        };
+        let cc = if !cs.voters_outgoing.is_empty() {
+            if cs.auto_leave {
+                return None;
+            }
+            // An empty change with the automatic transition leaves.
+            ConfChangeV2::default()
+        } else if let Some(newcomer) = learner.or(outsider).filter(|_| self.sched.chance(1, 3)) {
+            let i = self.sched.random_in(0, cs.voters.len() as u64 - 1) as usize;
+            let leaving = if self.sched.chance(1, 2) {
+                ConfChangeType::RemoveNode
+            } else {
+                ConfChangeType::AddLearnerNode
+            };
+            let transition = match self.sched.random_in(0, 2) {
+                0 => ConfChangeTransition::Auto,
+                1 => ConfChangeTransition::Implicit,
+                _ => ConfChangeTransition::Explicit,
+            };
+            ConfChangeV2 {
+                transition,
+                changes: vec![
+                    ConfChangeSingle {
+                        change_type: ConfChangeType::AddNode,
+                        node_id: newcomer,
+                    },
+                    ConfChangeSingle {
+                        change_type: leaving,
+                        node_id: cs.voters[i],
+                    },
+                ],
+                context: Vec::new(),
+            }
+        } else if let Some(id) = learner {
+            single(ConfChangeType::AddNode, id)
+        } else if let Some(id) = outsider {
+            single(ConfChangeType::AddLearnerNode, id)
         } else if cs.voters.len() > 3 {
             let i = self.sched.random_in(0, cs.voters.len() as u64 - 1) as usize;
-            (ConfChangeType::RemoveNode, cs.voters[i])
+            single(ConfChangeType::RemoveNode, cs.voters[i])
         } else {
             return None;
         };
-        let cc = conf_change_v2(ConfChange {
-            change_type,
-            node_id,
-            context: Vec::new(),
-        });
         let (tx, _rx) = oneshot::channel();
-        self.trace(|| format!("leader {l} proposes {change_type:?} {node_id}"));
+        self.trace(|| format!("leader {l} proposes {cc:?}"));
         self.live_mut(l)
             .expect("leader is live")
             .core
@@ -1247,7 +1305,11 @@ impl World {
         }
         for c in &out.conf_changes {
             if c.index > self.latest_conf.0 {
-                self.latest_conf = (c.index, c.conf_state.voters.clone());
+                let was_joint = !self.latest_conf.1.voters_outgoing.is_empty();
+                let joint = !c.conf_state.voters_outgoing.is_empty();
+                self.stats.joint_configs += u64::from(joint && !was_joint);
+                self.stats.joint_left += u64::from(was_joint && !joint);
+                self.latest_conf = (c.index, c.conf_state.clone());
             }
         }
         let changes: Vec<_> = out.conf_changes.iter().map(|c| c.change.clone()).collect();
@@ -1264,12 +1326,12 @@ impl World {
             // reached their bound): a new state a crash can leave.
             push_image(&mut r.images, &live.sm)?;
         }
-        let removed_self =
-            out.conf_changes.iter().any(|c| {
-                !c.conf_state.voters.contains(&id) && !c.conf_state.learners.contains(&id)
-            }) && out.conf_changes.last().is_some_and(|c| {
-                !c.conf_state.voters.contains(&id) && !c.conf_state.learners.contains(&id)
-            });
+        // A replica of the outgoing side of a joint configuration is still a
+        // member until the configuration is left.
+        let removed_self = out
+            .conf_changes
+            .last()
+            .is_some_and(|c| !is_member(&c.conf_state, id));
         for entry in &task.entries {
             if entry.index > out.applied_index {
                 break;
@@ -1384,9 +1446,11 @@ impl World {
     }
 
     /// The voters of the newest configuration any replica applied (a
-    /// replica that is behind, or down, may know an older one).
-    fn voters(&self) -> Vec<u64> {
-        self.latest_conf.1.clone()
+    /// replica that is behind, or down, may know an older one): incoming and
+    /// outgoing (empty unless that configuration is joint).
+    fn voters(&self) -> (Vec<u64>, Vec<u64>) {
+        let cs = &self.latest_conf.1;
+        (cs.voters.clone(), cs.voters_outgoing.clone())
     }
 
     /// Every acknowledged write must be held by so many voters that no
@@ -1395,7 +1459,7 @@ impl World {
         let views = self.durable_views()?;
         let voters = self.voters();
         self.checker
-            .check_no_quorum_lacks(&views, &voters)
+            .check_no_quorum_lacks(&views, &voters.0, &voters.1)
             .map_err(|v| {
                 format!(
                     "durability {when}: {v}; voters {voters:?}; {}",
@@ -1504,7 +1568,7 @@ impl World {
         }
         let views = self.durable_views()?;
         self.checker
-            .check_no_quorum_lacks(&views, &voters)
+            .check_no_quorum_lacks(&views, &voters.0, &voters.1)
             .map_err(|v| {
                 format!(
                     "durability after a power loss of every replica: {v}; voters {voters:?}; {}",

@@ -224,6 +224,16 @@ pub enum Violation {
         /// How many are needed.
         quorum: usize,
     },
+    /// An acknowledged write is lacked by a quorum of a joint configuration:
+    /// by a quorum of its incoming voters and one of its outgoing voters.
+    JointDurability {
+        /// The acknowledged entry.
+        entry: EntryId,
+        /// The incoming voters, and those of them holding it.
+        incoming: (Vec<u64>, Vec<u64>),
+        /// The outgoing voters, and those of them holding it.
+        outgoing: (Vec<u64>, Vec<u64>),
+    },
 }
 
 impl fmt::Display for Violation {
@@ -286,6 +296,16 @@ impl fmt::Display for Violation {
                 f,
                 "durability: acknowledged {entry} is held by voters {holders:?} only, \
                  fewer than the {quorum} needed"
+            ),
+            Violation::JointDurability {
+                entry,
+                incoming,
+                outgoing,
+            } => write!(
+                f,
+                "durability: acknowledged {entry} is held only by {:?} of the incoming voters \
+                 {:?} and {:?} of the outgoing voters {:?}: a joint quorum lacks it",
+                incoming.1, incoming.0, outgoing.1, outgoing.0
             ),
         }
     }
@@ -493,6 +513,43 @@ pub fn check_no_quorum_lacks(
     check_held_by(acknowledged, views, voters, n - (n / 2 + 1) + 1)
 }
 
+/// [`check_no_quorum_lacks`] for a configuration that may be joint. A quorum
+/// of a joint configuration is a majority of `incoming` together with a
+/// majority of `outgoing`, so a write is exposed only if both sets have a
+/// quorum that lacks it. With `outgoing` empty (not joint) this is
+/// `check_no_quorum_lacks(incoming)`.
+///
+/// # Errors
+/// [`Violation::Durability`] (not joint) or [`Violation::JointDurability`]
+/// for the first write that a quorum of the configuration lacks.
+pub fn check_no_joint_quorum_lacks(
+    acknowledged: &[EntryId],
+    views: &[ReplicaView],
+    incoming: &[u64],
+    outgoing: &[u64],
+) -> Result<(), Violation> {
+    if outgoing.is_empty() {
+        return check_no_quorum_lacks(acknowledged, views, incoming);
+    }
+    for entry in acknowledged {
+        let one = std::slice::from_ref(entry);
+        if let (
+            Err(Violation::Durability { holders: i, .. }),
+            Err(Violation::Durability { holders: o, .. }),
+        ) = (
+            check_no_quorum_lacks(one, views, incoming),
+            check_no_quorum_lacks(one, views, outgoing),
+        ) {
+            return Err(Violation::JointDurability {
+                entry: *entry,
+                incoming: (incoming.to_vec(), i),
+                outgoing: (outgoing.to_vec(), o),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_held_by(
     acknowledged: &[EntryId],
     views: &[ReplicaView],
@@ -646,16 +703,19 @@ impl InvariantChecker {
     }
 
     /// Checks every acknowledged write against durable views with
-    /// [`check_no_quorum_lacks`].
+    /// [`check_no_joint_quorum_lacks`] (`outgoing` empty unless the
+    /// configuration is joint).
     ///
     /// # Errors
-    /// [`Violation::Durability`] for the first write held by too few voters.
+    /// [`Violation::Durability`] or [`Violation::JointDurability`] for the
+    /// first write a quorum lacks.
     pub fn check_no_quorum_lacks(
         &self,
         views: &[ReplicaView],
-        voters: &[u64],
+        incoming: &[u64],
+        outgoing: &[u64],
     ) -> Result<(), Violation> {
-        check_no_quorum_lacks(&self.acknowledged, views, voters)
+        check_no_joint_quorum_lacks(&self.acknowledged, views, incoming, outgoing)
     }
 
     /// Forgets committed, applied and acknowledged entries below `index`,
@@ -965,5 +1025,46 @@ mod tests {
         );
         checker.forget_below(3);
         checker.check_durability(&views, &[1, 2, 3]).unwrap();
+    }
+
+    /// Replacing voter 3 by 4 through a joint configuration: a write held by
+    /// 2 and 3 is lacked by the incoming quorum {1, 4}, but an election also
+    /// needs an outgoing quorum, and every one of those holds it. Only when
+    /// both sides have a quorum without it is it exposed.
+    #[test]
+    fn a_joint_quorum_needs_both_sides_to_lack_a_write() {
+        let mut checker = InvariantChecker::new();
+        checker.record_acknowledged(e(2, 1));
+        let (incoming, outgoing) = ([1, 2, 4], [1, 2, 3]);
+        let held_by_2_and_3 = [
+            view(1, 1, &[1], 1),
+            view(2, 1, &[1, 1], 2),
+            view(3, 1, &[1, 1], 2),
+            view(4, 1, &[1], 1),
+        ];
+        assert!(checker
+            .check_no_quorum_lacks(&held_by_2_and_3, &incoming, &[])
+            .is_err());
+        checker
+            .check_no_quorum_lacks(&held_by_2_and_3, &incoming, &outgoing)
+            .unwrap();
+        let held_by_3 = [
+            view(1, 1, &[1], 1),
+            view(2, 1, &[1], 1),
+            view(3, 1, &[1, 1], 2),
+            view(4, 1, &[1], 1),
+        ];
+        let err = checker
+            .check_no_quorum_lacks(&held_by_3, &incoming, &outgoing)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            Violation::JointDurability {
+                entry: e(2, 1),
+                incoming: (incoming.to_vec(), vec![]),
+                outgoing: (outgoing.to_vec(), vec![3]),
+            }
+        );
+        assert!(err.to_string().contains("a joint quorum lacks it"), "{err}");
     }
 }
