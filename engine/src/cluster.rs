@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use tandem_raft::{ConfChangeSingle, ConfChangeType, ConfChangeV2, StateRole};
+use tandem_raft::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, StateRole,
+};
 
 use crate::config::{ClusterConfig, Config};
 use crate::db::Db;
@@ -247,13 +249,18 @@ impl Cluster {
         if id == 0 {
             return Err(Error::UnknownNode(0));
         }
-        let cc = ConfChangeV2 {
+        self.propose_conf_change(ConfChangeV2 {
             changes: vec![ConfChangeSingle {
                 change_type,
                 node_id: id,
             }],
             ..ConfChangeV2::default()
-        };
+        })
+    }
+
+    /// Propose `cc` through the leader, retrying across leader changes
+    /// within the client deadline, until it is applied or refused.
+    fn propose_conf_change(&self, cc: ConfChangeV2) -> Result<()> {
         let deadline = Instant::now() + self.cfg.client_deadline;
         loop {
             let leader = self.leader_replica()?;
@@ -318,6 +325,88 @@ impl Cluster {
         self.change(ConfChangeType::RemoveNode, id)?;
         if self.replica(id).is_some() {
             self.stop(id)?;
+        }
+        Ok(())
+    }
+
+    /// Replace voter `old` by `new` in one membership change, through a
+    /// joint configuration: while it lasts, every decision needs a quorum of
+    /// the old voters and one of the new, so the cluster never passes
+    /// through a configuration that a single failure could stall (as adding
+    /// first, to an even number of voters, would) and never runs with one
+    /// voter fewer (as removing first would). `new` is started, empty, if it
+    /// does not run here; a learner is promoted. Returns once the cluster has
+    /// left the joint configuration; `old` (the leader too) is then stopped
+    /// if it runs here.
+    ///
+    /// # Errors
+    /// [`Error::UnknownNode`] if `old` is not a voter;
+    /// [`Error::InvalidInput`] if `new` is `old`, `0` or already a voter;
+    /// [`Error::ConfChange`] if refused (for instance while another joint
+    /// change is under way); [`Error::Timeout`] if the joint configuration
+    /// is not left within the client deadline; open errors.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # use tandem::{Cluster, ClusterConfig};
+    /// # fn main() -> tandem::Result<()> {
+    /// let cluster = Cluster::open("./data", ClusterConfig::with_replicas(3))?;
+    /// cluster.replace(3, 4)?; // voters 1, 2, 4; replica 3 stopped
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn replace(&self, old: u64, new: u64) -> Result<()> {
+        if new == old || new == 0 {
+            return Err(Error::InvalidInput(format!(
+                "cannot replace voter {old} by {new}"
+            )));
+        }
+        let cs = self.leader_replica()?.status()?.conf_state;
+        if !cs.voters.contains(&old) {
+            return Err(Error::UnknownNode(old));
+        }
+        if cs.voters.contains(&new) {
+            return Err(Error::InvalidInput(format!("{new} is a voter already")));
+        }
+        if self.replica(new).is_none() {
+            self.start_joining(new)?;
+        }
+        let cc = ConfChangeV2 {
+            // Two voters change: a joint configuration, left automatically.
+            transition: ConfChangeTransition::Auto,
+            changes: vec![
+                ConfChangeSingle {
+                    change_type: ConfChangeType::AddNode,
+                    node_id: new,
+                },
+                ConfChangeSingle {
+                    change_type: ConfChangeType::RemoveNode,
+                    node_id: old,
+                },
+            ],
+            context: Vec::new(),
+        };
+        let target = |cs: &ConfState| cs.voters.contains(&new) && !cs.voters.contains(&old);
+        match self.propose_conf_change(cc) {
+            Ok(()) => {}
+            // A retry after a leader change can meet the first attempt
+            // already applied, and be refused for it.
+            Err(Error::ConfChange(_)) if target(&self.leader_replica()?.status()?.conf_state) => {}
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + self.cfg.client_deadline;
+        loop {
+            let cs = self.leader_replica()?.status()?.conf_state;
+            if target(&cs) && cs.voters_outgoing.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(self.cfg.client_deadline));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.replica(old).is_some() {
+            self.stop(old)?;
         }
         Ok(())
     }

@@ -41,6 +41,12 @@
 //! let leader = cluster.leader().unwrap();
 //! let status = cluster.replica(leader).unwrap().status().unwrap();
 //! assert_eq!(status.conf_state.voters, vec![1, 2, 3, 4]);
+//!
+//! // Replace a voter in one change, through a joint configuration.
+//! cluster.replace(4, 5).unwrap();
+//! let leader = cluster.leader().unwrap();
+//! let status = cluster.replica(leader).unwrap().status().unwrap();
+//! assert_eq!(status.conf_state.voters, vec![1, 2, 3, 5]);
 //! ```
 //!
 //! Reopening the same directory with [`Cluster::open`] restarts every

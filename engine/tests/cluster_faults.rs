@@ -173,6 +173,69 @@ fn membership_changes_while_writing() {
 }
 
 #[test]
+fn voters_are_replaced_through_joint_configurations_while_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db();
+    let cs = |c: &Cluster| {
+        let l = c.wait_leader(Duration::from_secs(20)).unwrap();
+        c.replica(l).unwrap().status().unwrap().conf_state
+    };
+    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = spawn_writers(&db, 2, &stop);
+    // A follower by a new, empty replica.
+    cluster.replace(follower, 4).unwrap();
+    let after = cs(&cluster);
+    assert!(
+        after.voters_outgoing.is_empty(),
+        "left the joint configuration: {after:?}"
+    );
+    let mut want: Vec<u64> = (1..=4).filter(|&i| i != follower).collect();
+    assert_eq!(after.voters, want);
+    assert!(
+        cluster.replica(follower).is_none(),
+        "the replaced voter stopped"
+    );
+    // The leader itself by a learner.
+    cluster.add_learner(5).unwrap();
+    cluster.replace(leader, 5).unwrap();
+    wait_until("a leader among the rest", || {
+        cluster.leader().is_some_and(|l| l != leader)
+    });
+    want.retain(|&i| i != leader);
+    want.push(5);
+    wait_until("the new leader to know the final configuration", || {
+        let cs = cs(&cluster);
+        cs.voters == want && cs.voters_outgoing.is_empty()
+    });
+    assert!(cs(&cluster).learners.is_empty());
+    assert!(cluster.replica(leader).is_none());
+    // Misuse.
+    assert!(matches!(
+        cluster.replace(77, 6),
+        Err(Error::UnknownNode(77))
+    ));
+    assert!(matches!(
+        cluster.replace(want[0], want[0]),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        cluster.replace(want[0], want[1]),
+        Err(Error::InvalidInput(_))
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(!acked.is_empty());
+    check_all_replicas_hold(&cluster, &acked);
+}
+
+#[test]
 fn leader_transfer_while_writing_and_reads_right_after() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::open(dir.path(), config(3)).unwrap();
