@@ -16,6 +16,12 @@ use tandem::verify::{check, CheckResult, HistoryRecorder, Op, Outcome, Output};
 use tandem::{Cluster, ClusterConfig, Db, Error};
 
 fn config() -> ClusterConfig {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let mut cfg = ClusterConfig::with_replicas(3);
     cfg.node.tick_interval = Duration::from_millis(5);
     cfg.client_deadline = Duration::from_secs(5);
@@ -105,7 +111,9 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
         .collect();
 
     // Faults while the clients run: crash and restart the leader, isolate
-    // a replica, then a flaky network, then heal; twice.
+    // a replica, then a flaky network, then heal, then replace a voter (the
+    // leader every other round) by a new replica through a joint
+    // configuration; twice.
     let nemesis = {
         let cluster = Arc::clone(&cluster);
         let stop = Arc::clone(&stop);
@@ -119,7 +127,8 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
                     cluster.restart(leader).expect("restart it");
                 }
                 pause();
-                let victim = 1 + round % 3;
+                let running = cluster.running();
+                let victim = running[round as usize % running.len()];
                 cluster.network().isolate(victim);
                 pause();
                 cluster.network().rejoin(victim);
@@ -133,6 +142,25 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
                 pause();
                 cluster.network().set_faults(Faults::default());
                 cluster.network().heal();
+                let leader = cluster
+                    .wait_leader(Duration::from_secs(30))
+                    .expect("a leader after healing");
+                let old = if round % 2 == 0 {
+                    leader
+                } else {
+                    *cluster
+                        .running()
+                        .iter()
+                        .find(|&&id| id != leader)
+                        .expect("a follower")
+                };
+                if let Err(e) = cluster.replace(old, 3 + round) {
+                    panic!(
+                        "round {round}: replace {old} by {}: {e}; {:#?}",
+                        3 + round,
+                        cluster.status()
+                    );
+                }
             }
             // Some operations on the healed cluster, then stop the clients.
             cluster

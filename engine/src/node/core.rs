@@ -151,8 +151,8 @@ pub struct Counters {
     pub messages_received: u64,
     /// Raft messages handed out to send.
     pub messages_sent: u64,
-    /// Messages dropped because the sender is not a member.
-    pub dropped_non_member: u64,
+    /// Messages dropped because their sender was removed from the cluster.
+    pub dropped_from_removed: u64,
     /// Snapshot transfer frames received.
     pub snapshot_frames: u64,
     /// Proposals accepted by the consensus core.
@@ -242,7 +242,11 @@ pub struct NodeCore<S: Storage, R> {
     applied: u64,
     /// Last index handed to the apply thread.
     apply_handed: u64,
+    /// Every replica of the current configuration, on both sides if joint.
     members: HashSet<u64>,
+    /// Replicas that left a configuration this replica applied (and have
+    /// not rejoined one since): their messages are dropped.
+    removed: HashSet<u64>,
     role: StateRole,
     leader: u64,
     /// The term in which this replica, as leader, last had a leadership
@@ -406,6 +410,7 @@ impl<S: Storage, R> NodeCore<S, R> {
             applied,
             apply_handed: applied,
             members: members_of(&initial.conf_state),
+            removed: HashSet::new(),
             role: StateRole::Follower,
             leader: 0,
             transfer_term: 0,
@@ -520,17 +525,23 @@ impl<S: Storage, R> NodeCore<S, R> {
     }
 
     /// Handle an incoming envelope (already checked for cluster id).
-    /// Messages from non-members are dropped and counted — except while
-    /// this replica knows no membership yet (a new replica being added).
+    ///
+    /// Messages from replicas this replica saw removed are dropped and
+    /// counted, so a removed replica cannot disturb the cluster (by
+    /// campaigning at higher terms, say). Messages from replicas merely
+    /// absent from this replica's configuration are not: that configuration
+    /// may be stale (restored from an older snapshot, or not yet caught up),
+    /// and the sender a leader elected in a newer one that this replica
+    /// learns only from that leader's appends.
     pub fn step(&mut self, env: Envelope) {
         match env.payload {
             Payload::Raft(m) => {
-                if !self.members.is_empty() && !self.members.contains(&m.from) {
-                    self.counters.dropped_non_member += 1;
+                if self.removed.contains(&m.from) {
+                    self.counters.dropped_from_removed += 1;
                     tracing::debug!(
                         id = self.id,
                         from = m.from,
-                        "dropped message from non-member"
+                        "dropped message from a removed replica"
                     );
                     return;
                 }
@@ -557,8 +568,8 @@ impl<S: Storage, R> NodeCore<S, R> {
                 self.step_raft(m);
             }
             Payload::SnapshotChunk(bytes) => {
-                if !self.members.is_empty() && !self.members.contains(&env.from) {
-                    self.counters.dropped_non_member += 1;
+                if self.removed.contains(&env.from) {
+                    self.counters.dropped_from_removed += 1;
                     return;
                 }
                 self.counters.snapshot_frames += 1;
@@ -620,7 +631,7 @@ impl<S: Storage, R> NodeCore<S, R> {
         self.applied = self.applied.max(index);
         self.apply_handed = self.apply_handed.max(index);
         self.compaction.durable = self.compaction.durable.max(index);
-        self.members = members_of(&meta.conf_state);
+        self.set_members(&meta.conf_state);
         self.reads.on_applied(self.applied);
         self.step_raft(m);
         let restored = self.raw.raft.raft_log.has_pending_snapshot();
@@ -803,6 +814,15 @@ impl<S: Storage, R> NodeCore<S, R> {
         }
     }
 
+    /// Take `cs` as the configuration: who left the previous one is
+    /// removed, who is in this one is not.
+    fn set_members(&mut self, cs: &ConfState) {
+        let next = members_of(cs);
+        self.removed.extend(self.members.difference(&next));
+        self.removed.retain(|id| !next.contains(id));
+        self.members = next;
+    }
+
     /// The apply thread applied everything up to `index`; `conf_changes`
     /// are the membership changes that took effect, in order.
     ///
@@ -822,7 +842,7 @@ impl<S: Storage, R> NodeCore<S, R> {
         for cc in conf_changes {
             match self.raw.apply_conf_change(cc) {
                 Ok(cs) => {
-                    self.members = members_of(&cs);
+                    self.set_members(&cs);
                     tracing::info!(id = self.id, ?cs, "membership changed");
                 }
                 Err(e) => tracing::warn!(id = self.id, error = %e, "conf change not applied"),

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::oneshot::{channel, Receiver};
-use tandem_raft::{ConfState, MemStorage, Message, MessageType};
+use tandem_raft::{ConfChange, ConfChangeType, ConfState, MemStorage, Message, MessageType};
 
-use super::core::{NodeCore, PersistTask};
+use super::core::{conf_change_v2, NodeCore, PersistTask};
 use crate::config::{Config, ReadConsistency};
 use crate::error::{Error, Result};
 use crate::transport::Envelope;
@@ -413,32 +413,78 @@ fn shutdown_completes_everything_in_flight() {
     assert!(matches!(r.try_recv().unwrap(), Err(Error::ShuttingDown)));
 }
 
-#[test]
-fn messages_from_non_members_are_dropped_and_counted() {
-    let mut sim = Sim::new(3);
-    sim.elect(1);
-    let term = sim.nodes[&1].status().term;
-    let before = sim.nodes[&2].status();
-    // A removed or foreign node campaigning at a higher term must not
-    // disturb the cluster.
-    let vote = Message {
+/// A vote request from `from` at a term well above the current one.
+fn vote_from(from: u64, to: u64, term: u64) -> Message {
+    Message {
         msg_type: MessageType::MsgRequestVote,
-        from: 9,
-        to: 2,
-        term: term + 5,
-        log_term: term + 5,
+        from,
+        to,
+        term,
+        log_term: term,
         index: 1_000,
         ..Message::default()
-    };
-    sim.nodes.get_mut(&2).unwrap().step(Envelope::raft(1, vote));
+    }
+}
+
+#[test]
+fn messages_from_a_removed_replica_are_dropped_and_counted() {
+    let mut sim = Sim::new(3);
+    sim.elect(1);
+    // Replica 2 applies the removal of 3.
+    let remove_3 = conf_change_v2(ConfChange {
+        change_type: ConfChangeType::RemoveNode,
+        node_id: 3,
+        context: Vec::new(),
+    });
+    let node = sim.nodes.get_mut(&2).unwrap();
+    let applied = node.status().applied;
+    node.on_applied(applied, &[remove_3]);
+    let term = sim.nodes[&2].status().term;
+    let before = sim.nodes[&2].status();
+    // The removed replica campaigning at a higher term must not disturb it.
+    let vote = vote_from(3, 2, term + 5);
+    sim.nodes.get_mut(&2).unwrap().step(Envelope::raft(3, vote));
     sim.settle();
     let after = sim.nodes[&2].status();
     assert_eq!(
-        after.counters.dropped_non_member,
-        before.counters.dropped_non_member + 1
+        after.counters.dropped_from_removed,
+        before.counters.dropped_from_removed + 1
     );
-    assert_eq!(after.term, before.term, "a non-member moved the term");
+    assert_eq!(after.term, before.term, "a removed replica moved the term");
     assert_eq!(after.leader, Some(1));
+}
+
+/// A replica whose configuration does not hold the leader (it restarted
+/// from, or installed, an older state) must still take the leader's
+/// traffic: the leader's appends are how it learns the newer
+/// configuration. Dropping messages from every non-member instead left a
+/// cluster without a leader after voters were replaced one by one (a
+/// joiner installed a snapshot older than the replicas leading it).
+#[test]
+fn a_replica_whose_configuration_lacks_the_leader_follows_it() {
+    let mut sim = Sim::new(3);
+    sim.cut.insert(3);
+    sim.elect(1);
+    sim.write_committed(1, 3, 16);
+    // Replica 3 comes up, empty, with a configuration of 2, 3 and 4 only.
+    let stale = MemStorage::new_with_conf_state(ConfState::from_voters([2, 3, 4]));
+    let cfg = Config {
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        ..Config::new(3)
+    };
+    sim.nodes
+        .insert(3, NodeCore::new(&cfg, stale, 0, 999).unwrap());
+    sim.cut.remove(&3);
+    sim.write_committed(1, 2, 16);
+    for _ in 0..5 {
+        sim.heartbeat();
+    }
+    let st = sim.nodes[&3].status();
+    assert_eq!(st.counters.dropped_from_removed, 0);
+    assert_eq!(st.leader, Some(1), "{st:?}");
+    let leader_commit = sim.nodes[&1].status().commit;
+    assert_eq!(st.commit, leader_commit, "it caught up with the leader");
 }
 
 /// An append from leader 1 in term 1 after `(index, log_term)`.

@@ -188,6 +188,12 @@ struct World {
     /// Index and configuration of the newest membership change applied
     /// anywhere.
     latest_conf: (u64, ConfState),
+    /// Every replica that has been in one of those configurations, with the
+    /// index of the first that held it (0: an initial voter). Like etcd, the
+    /// cluster never reuses the id of a removed replica: only replicas never
+    /// in one may be added, and a configuration without a replica, past the
+    /// one that added it, is its removal.
+    joined: BTreeMap<u64, u64>,
 }
 
 /// The directory of one incarnation's sled database, under the seed's directory.
@@ -289,6 +295,7 @@ impl World {
             lag_bounds: lag_bounds(opts.seed),
             calm: false,
             latest_conf: (0, ConfState::from_voters(initial_voters.iter().copied())),
+            joined: initial_voters.iter().map(|&id| (id, 0)).collect(),
         };
         for id in 1..=spare {
             w.create_replica(id, id != spare)?;
@@ -473,6 +480,33 @@ impl World {
             .filter(|(_, l)| l.core.is_leader())
             .max_by_key(|(_, l)| l.core.raw().raft.term)
             .map(|(id, _)| id)
+    }
+
+    /// One line per replica: up or down, role, term, commit, applied and
+    /// the configuration it holds.
+    fn describe_replicas(&self) -> String {
+        let lines: Vec<String> = self
+            .replicas
+            .values()
+            .map(|r| match &r.live {
+                None if r.removed => format!("replica {}: removed", r.id),
+                None => format!("replica {}: down", r.id),
+                Some(l) => {
+                    let raft = &l.core.raw().raft;
+                    format!(
+                        "replica {}: {:?} term {} commit {} applied {} last {} {:?}",
+                        r.id,
+                        raft.state,
+                        raft.term,
+                        raft.raft_log.committed,
+                        l.sm.applied_index(),
+                        raft.raft_log.last_index(),
+                        raft.prs().conf().to_conf_state()
+                    )
+                }
+            })
+            .collect();
+        lines.join("; ")
     }
 
     fn is_live(&self, id: u64, incarnation: u64) -> bool {
@@ -691,8 +725,9 @@ impl World {
             .prs()
             .conf()
             .to_conf_state();
-        let outsider =
-            (1..=self.spare).find(|&id| !is_member(&cs, id) && !self.replicas[&id].removed);
+        let outsider = (1..=self.spare).find(|&id| {
+            !is_member(&cs, id) && !self.joined.contains_key(&id) && !self.replicas[&id].removed
+        });
         let learner = cs.learners.first().copied();
         let single = |change_type, node_id| ConfChangeV2 {
             changes: vec![ConfChangeSingle {
@@ -1310,6 +1345,18 @@ impl World {
                 self.stats.joint_configs += u64::from(joint && !was_joint);
                 self.stats.joint_left += u64::from(was_joint && !joint);
                 self.latest_conf = (c.index, c.conf_state.clone());
+                let cs = &self.latest_conf.1;
+                for &m in [
+                    &cs.voters,
+                    &cs.learners,
+                    &cs.voters_outgoing,
+                    &cs.learners_next,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    self.joined.entry(m).or_insert(c.index);
+                }
             }
         }
         let changes: Vec<_> = out.conf_changes.iter().map(|c| c.change.clone()).collect();
@@ -1328,10 +1375,16 @@ impl World {
         }
         // A replica of the outgoing side of a joint configuration is still a
         // member until the configuration is left.
+        // Replaying old entries (after a restart that lost its state) passes
+        // through configurations from before this replica joined: those are
+        // not its removal.
         let removed_self = out
             .conf_changes
             .last()
-            .is_some_and(|c| !is_member(&c.conf_state, id));
+            .filter(|c| {
+                !is_member(&c.conf_state, id) && self.joined.get(&id).is_some_and(|&j| c.index > j)
+            })
+            .map(|c| (c.index, c.conf_state.clone()));
         for entry in &task.entries {
             if entry.index > out.applied_index {
                 break;
@@ -1340,9 +1393,11 @@ impl World {
                 .record_applied(id, EntryId::of(entry))
                 .map_err(|v| v.to_string())?;
         }
-        if removed_self {
+        if let Some((index, cs)) = removed_self {
             // A removed replica shuts down for good.
-            self.trace(|| format!("replica {id} applied its own removal; it stops"));
+            self.trace(|| {
+                format!("replica {id} applied its own removal at {index} ({cs:?}); it stops")
+            });
             let r = self.replicas.get_mut(&id).expect("replica");
             r.removed = true;
             r.live = None;
@@ -1613,6 +1668,16 @@ impl World {
             }
         }
         self.stats.ops_after_power_loss = self.stats.ops_ok - ops_before;
+        // Liveness: with every replica up and the network healed, the
+        // cluster elects a leader and answers its clients.
+        if self.stats.ops_after_power_loss == 0 {
+            return Err(format!(
+                "liveness: no client operation answered in {RECOVERY_EVENTS} events after the \
+                 power loss, with every replica up and no faults; newest configuration {:?}; {}",
+                self.latest_conf.1,
+                self.describe_replicas()
+            ));
+        }
         // Operations still in flight have an unknown outcome.
         for c in &mut self.clients {
             match c.pending.take() {
