@@ -32,6 +32,9 @@ use tandem_snapshot::TransferMsg;
 /// Events run after the final power loss and restart (no faults).
 const RECOVERY_EVENTS: u64 = 1_200;
 
+/// Events a member still behind after them is given to catch up.
+const CATCH_UP_EVENTS_MAX: u64 = 20_000;
+
 /// Simulated microseconds per raft tick.
 const TICK_US: u64 = 10_000;
 /// Most sled images kept between two flushes (older intermediate ones are
@@ -1662,9 +1665,54 @@ impl World {
             let at = self.sched.random_in(1_000, 20_000);
             self.sched.schedule_after(at, Event::Client(c));
         }
-        for _ in 0..RECOVERY_EVENTS {
+        // Halfway, note what the leader has committed: every member must
+        // have caught up with it by the end.
+        let mut halfway = None;
+        for k in 0..RECOVERY_EVENTS {
+            if k == RECOVERY_EVENTS / 2 {
+                halfway = self.leader().map(|l| {
+                    let raft = &self.replicas[&l]
+                        .live
+                        .as_ref()
+                        .expect("leader is live")
+                        .core
+                        .raw()
+                        .raft;
+                    (
+                        l,
+                        raft.raft_log.committed,
+                        raft.prs().conf().to_conf_state(),
+                    )
+                });
+            }
             if !self.step()? {
                 break;
+            }
+        }
+        // A member still behind may be waiting out a lost message (a
+        // snapshot resent, say): give it more time, bounded.
+        if let Some((leader, committed, cs)) = halfway {
+            let behind = |w: &World| {
+                w.replicas
+                    .values()
+                    .find(|r| {
+                        r.live.as_ref().is_some_and(|l| {
+                            is_member(&cs, r.id) && l.core.raw().raft.raft_log.committed < committed
+                        })
+                    })
+                    .map(|r| r.id)
+            };
+            let mut extra = 0;
+            while let Some(id) = behind(self) {
+                if extra == CATCH_UP_EVENTS_MAX || !self.step()? {
+                    return Err(format!(
+                        "liveness: replica {id} did not catch up with what leader {leader} had \
+                         committed ({committed}) in {} events, with no faults; {}",
+                        RECOVERY_EVENTS - RECOVERY_EVENTS / 2 + extra,
+                        self.describe_replicas()
+                    ));
+                }
+                extra += 1;
             }
         }
         self.stats.ops_after_power_loss = self.stats.ops_ok - ops_before;
