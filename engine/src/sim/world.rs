@@ -485,6 +485,65 @@ impl World {
             .map(|(id, _)| id)
     }
 
+    /// Liveness, with every replica up and the network healed: the cluster
+    /// elects a leader and answers a client, then every member catches up
+    /// with what that leader has committed. A seed may need more than the
+    /// recovery events for it (split votes, a lost message made up for by
+    /// a retransmission): it gets up to [`CATCH_UP_EVENTS_MAX`] more.
+    fn check_liveness(&mut self, ops_before: u64) -> Result<(), String> {
+        let mut extra = 0;
+        let mut more = |w: &mut World, what: &dyn Fn(&World) -> String| {
+            if extra == CATCH_UP_EVENTS_MAX || !w.step()? {
+                return Err(format!(
+                    "liveness: {} in {} events after the power loss, with every replica up and \
+                     no faults; newest configuration {:?}; {}",
+                    what(w),
+                    RECOVERY_EVENTS + extra,
+                    w.latest_conf.1,
+                    w.describe_replicas()
+                ));
+            }
+            extra += 1;
+            Ok(())
+        };
+        while self.stats.ops_ok == ops_before {
+            more(self, &|_| "no client operation answered".into())?;
+        }
+        let (leader, committed, cs) = loop {
+            if let Some(l) = self.leader() {
+                let raft = &self.replicas[&l]
+                    .live
+                    .as_ref()
+                    .expect("leader is live")
+                    .core
+                    .raw()
+                    .raft;
+                break (
+                    l,
+                    raft.raft_log.committed,
+                    raft.prs().conf().to_conf_state(),
+                );
+            }
+            more(self, &|_| "no leader after a client was answered".into())?;
+        };
+        let behind = |w: &World| {
+            w.replicas
+                .values()
+                .find(|r| {
+                    r.live.as_ref().is_some_and(|l| {
+                        is_member(&cs, r.id) && l.core.raw().raft.raft_log.committed < committed
+                    })
+                })
+                .map(|r| r.id)
+        };
+        while let Some(id) = behind(self) {
+            more(self, &|_| {
+                format!("replica {id} did not catch up with what leader {leader} had committed ({committed})")
+            })?;
+        }
+        Ok(())
+    }
+
     /// One line per replica: up or down, role, term, commit, applied and
     /// the configuration it holds.
     fn describe_replicas(&self) -> String {
@@ -1665,67 +1724,13 @@ impl World {
             let at = self.sched.random_in(1_000, 20_000);
             self.sched.schedule_after(at, Event::Client(c));
         }
-        // Halfway, note what the leader has committed: every member must
-        // have caught up with it by the end.
-        let mut halfway = None;
-        for k in 0..RECOVERY_EVENTS {
-            if k == RECOVERY_EVENTS / 2 {
-                halfway = self.leader().map(|l| {
-                    let raft = &self.replicas[&l]
-                        .live
-                        .as_ref()
-                        .expect("leader is live")
-                        .core
-                        .raw()
-                        .raft;
-                    (
-                        l,
-                        raft.raft_log.committed,
-                        raft.prs().conf().to_conf_state(),
-                    )
-                });
-            }
+        for _ in 0..RECOVERY_EVENTS {
             if !self.step()? {
                 break;
             }
         }
-        // A member still behind may be waiting out a lost message (a
-        // snapshot resent, say): give it more time, bounded.
-        if let Some((leader, committed, cs)) = halfway {
-            let behind = |w: &World| {
-                w.replicas
-                    .values()
-                    .find(|r| {
-                        r.live.as_ref().is_some_and(|l| {
-                            is_member(&cs, r.id) && l.core.raw().raft.raft_log.committed < committed
-                        })
-                    })
-                    .map(|r| r.id)
-            };
-            let mut extra = 0;
-            while let Some(id) = behind(self) {
-                if extra == CATCH_UP_EVENTS_MAX || !self.step()? {
-                    return Err(format!(
-                        "liveness: replica {id} did not catch up with what leader {leader} had \
-                         committed ({committed}) in {} events, with no faults; {}",
-                        RECOVERY_EVENTS - RECOVERY_EVENTS / 2 + extra,
-                        self.describe_replicas()
-                    ));
-                }
-                extra += 1;
-            }
-        }
+        self.check_liveness(ops_before)?;
         self.stats.ops_after_power_loss = self.stats.ops_ok - ops_before;
-        // Liveness: with every replica up and the network healed, the
-        // cluster elects a leader and answers its clients.
-        if self.stats.ops_after_power_loss == 0 {
-            return Err(format!(
-                "liveness: no client operation answered in {RECOVERY_EVENTS} events after the \
-                 power loss, with every replica up and no faults; newest configuration {:?}; {}",
-                self.latest_conf.1,
-                self.describe_replicas()
-            ));
-        }
         // Operations still in flight have an unknown outcome.
         for c in &mut self.clients {
             match c.pending.take() {
