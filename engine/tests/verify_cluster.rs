@@ -154,12 +154,33 @@ fn concurrent_clients_under_crashes_and_partitions_stay_linearizable() {
                         .find(|&&id| id != leader)
                         .expect("a follower")
                 };
-                if let Err(e) = cluster.replace(old, 3 + round) {
-                    panic!(
-                        "round {round}: replace {old} by {}: {e}; {:#?}",
-                        3 + round,
+                let new = 3 + round;
+                match cluster.replace(old, new) {
+                    Ok(()) => {}
+                    // A slow machine can outlast the client deadline; the
+                    // change must still complete.
+                    Err(Error::Timeout(_) | Error::NoQuorum(_)) => {
+                        wait_until("the replacement to complete", || {
+                            cluster
+                                .leader()
+                                .and_then(|l| cluster.replica(l))
+                                .is_some_and(|r| {
+                                    r.status().is_ok_and(|s| {
+                                        let cs = s.conf_state;
+                                        cs.voters.contains(&new)
+                                            && !cs.voters.contains(&old)
+                                            && cs.voters_outgoing.is_empty()
+                                    })
+                                })
+                        });
+                        if cluster.replica(old).is_some() {
+                            cluster.stop(old).expect("stop the replaced voter");
+                        }
+                    }
+                    Err(e) => panic!(
+                        "round {round}: replace {old} by {new}: {e}; {:#?}",
                         cluster.status()
-                    );
+                    ),
                 }
             }
             // Some operations on the healed cluster, then stop the clients.
