@@ -280,6 +280,9 @@ impl Cluster {
     /// Start a new, empty replica `id` and add it as a learner: it receives
     /// the log but does not vote.
     ///
+    /// Use a new id: as in etcd, the id of a removed replica is never
+    /// reused (replicas that saw it removed ignore its messages).
+    ///
     /// # Errors
     /// [`Error::ConfChange`] if refused; open errors.
     pub fn add_learner(&self, id: u64) -> Result<()> {

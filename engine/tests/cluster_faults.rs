@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tandem::raft::StateRole;
+use tandem::raft::{ConfState, StateRole};
 use tandem::{Cluster, ClusterConfig, Db, Error, ReadConsistency};
 
 fn config(replicas: u64) -> ClusterConfig {
@@ -84,6 +84,29 @@ fn check_all_replicas_hold(cluster: &Cluster, acked: &[KeyValue]) {
     }
 }
 
+/// Let the writers run a little longer, stop them, and check that every
+/// replica holds what they were acknowledged.
+fn finish_writers(
+    cluster: &Cluster,
+    stop: &AtomicBool,
+    writers: Vec<std::thread::JoinHandle<Vec<KeyValue>>>,
+) {
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<_> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(!acked.is_empty());
+    check_all_replicas_hold(cluster, &acked);
+}
+
+/// The configuration of the current leader.
+fn leader_conf(c: &Cluster) -> ConfState {
+    let l = c.wait_leader(Duration::from_secs(20)).unwrap();
+    c.replica(l).unwrap().status().unwrap().conf_state
+}
+
 #[test]
 fn leader_failover_under_concurrent_writers_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,10 +162,7 @@ fn membership_changes_while_writing() {
     let stop = Arc::new(AtomicBool::new(false));
     let writers = spawn_writers(&db, 2, &stop);
     cluster.add_learner(4).unwrap();
-    let cs = |c: &Cluster| {
-        let l = c.wait_leader(Duration::from_secs(20)).unwrap();
-        c.replica(l).unwrap().status().unwrap().conf_state
-    };
+    let cs = leader_conf;
     assert!(cs(&cluster).learners.contains(&4));
     cluster.promote(4).unwrap();
     assert!(cs(&cluster).voters.contains(&4));
@@ -161,14 +181,7 @@ fn membership_changes_while_writing() {
         !cs(&cluster).voters.contains(&leader)
     });
     assert_eq!(cs(&cluster).voters.len(), 2);
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    let acked: Vec<_> = writers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
-    assert!(!acked.is_empty());
-    check_all_replicas_hold(&cluster, &acked);
+    finish_writers(&cluster, &stop, writers);
     assert!(matches!(cluster.remove(77), Err(Error::UnknownNode(77))));
 }
 
@@ -177,10 +190,7 @@ fn voters_are_replaced_through_joint_configurations_while_writing() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::open(dir.path(), config(3)).unwrap();
     let db = cluster.db();
-    let cs = |c: &Cluster| {
-        let l = c.wait_leader(Duration::from_secs(20)).unwrap();
-        c.replica(l).unwrap().status().unwrap().conf_state
-    };
+    let cs = leader_conf;
     let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
     let follower = (1..=3).find(|&i| i != leader).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -225,14 +235,7 @@ fn voters_are_replaced_through_joint_configurations_while_writing() {
         cluster.replace(want[0], want[1]),
         Err(Error::InvalidInput(_))
     ));
-    std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    let acked: Vec<_> = writers
-        .into_iter()
-        .flat_map(|w| w.join().unwrap())
-        .collect();
-    assert!(!acked.is_empty());
-    check_all_replicas_hold(&cluster, &acked);
+    finish_writers(&cluster, &stop, writers);
 }
 
 #[test]
