@@ -373,14 +373,19 @@ pub fn raft_config(cfg: &Config, applied: u64) -> tandem_raft::Config {
     }
 }
 
-fn members_of(cs: &ConfState) -> HashSet<u64> {
+/// Every replica of a configuration, on both sides if it is joint (a
+/// replica may appear twice).
+pub(crate) fn conf_members(cs: &ConfState) -> impl Iterator<Item = u64> + '_ {
     cs.voters
         .iter()
         .chain(&cs.learners)
         .chain(&cs.voters_outgoing)
         .chain(&cs.learners_next)
         .copied()
-        .collect()
+}
+
+fn members_of(cs: &ConfState) -> HashSet<u64> {
+    conf_members(cs).collect()
 }
 
 impl<S: Storage, R> NodeCore<S, R> {

@@ -36,6 +36,16 @@ struct Sim {
     now: Instant,
 }
 
+/// The configuration of replica `id` in these tests.
+fn node_config(id: u64) -> Config {
+    Config {
+        election_ticks: 10,
+        heartbeat_ticks: 2,
+        request_timeout: Duration::from_secs(5),
+        ..Config::new(id)
+    }
+}
+
 impl Sim {
     fn new(n: u64) -> Sim {
         Sim::with_config(n, |_| {})
@@ -45,12 +55,7 @@ impl Sim {
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             let store = MemStorage::new_with_conf_state(ConfState::from_voters(1..=n));
-            let mut cfg = Config {
-                election_ticks: 10,
-                heartbeat_ticks: 2,
-                request_timeout: Duration::from_secs(5),
-                ..Config::new(id)
-            };
+            let mut cfg = node_config(id);
             tweak(&mut cfg);
             nodes.insert(id, NodeCore::new(&cfg, store, 0, 100 + id).unwrap());
         }
@@ -468,13 +473,8 @@ fn a_replica_whose_configuration_lacks_the_leader_follows_it() {
     sim.write_committed(1, 3, 16);
     // Replica 3 comes up, empty, with a configuration of 2, 3 and 4 only.
     let stale = MemStorage::new_with_conf_state(ConfState::from_voters([2, 3, 4]));
-    let cfg = Config {
-        election_ticks: 10,
-        heartbeat_ticks: 2,
-        ..Config::new(3)
-    };
     sim.nodes
-        .insert(3, NodeCore::new(&cfg, stale, 0, 999).unwrap());
+        .insert(3, NodeCore::new(&node_config(3), stale, 0, 999).unwrap());
     sim.cut.remove(&3);
     sim.write_committed(1, 2, 16);
     for _ in 0..5 {

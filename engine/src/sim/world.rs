@@ -17,6 +17,7 @@ use tandem_wal::{CrashSpec, Durable, Notify, SimFs, Wal, WalOptions};
 use super::{replay_command, PlantedBug, SeedStats, SimFailure, SimOptions};
 use crate::config::{Config, ReadConsistency, SnapshotConfig};
 use crate::error::Error;
+use crate::node::core::conf_members;
 use crate::node::oneshot::{self, TryRecvError};
 use crate::node::{
     ApplyTask, Effects, NodeCore, SnapshotCatalog, SnapshotEvent, SnapshotHost, SnapshotJob,
@@ -227,14 +228,7 @@ fn lag_bounds(seed: u64) -> Option<(u64, u64)> {
 
 /// `id` is in the configuration, on either side if it is joint.
 fn is_member(cs: &ConfState, id: u64) -> bool {
-    [
-        &cs.voters,
-        &cs.learners,
-        &cs.voters_outgoing,
-        &cs.learners_next,
-    ]
-    .iter()
-    .any(|ids| ids.contains(&id))
+    conf_members(cs).any(|m| m == id)
 }
 
 fn wal_options() -> WalOptions {
@@ -787,9 +781,9 @@ impl World {
             .prs()
             .conf()
             .to_conf_state();
-        let outsider = (1..=self.spare).find(|&id| {
-            !is_member(&cs, id) && !self.joined.contains_key(&id) && !self.replicas[&id].removed
-        });
+        // Never in any configuration (removed replicas were, so ids are not
+        // reused).
+        let outsider = (1..=self.spare).find(|id| !self.joined.contains_key(id));
         let learner = cs.learners.first().copied();
         let single = |change_type, node_id| ConfChangeV2 {
             changes: vec![ConfChangeSingle {
@@ -1407,16 +1401,7 @@ impl World {
                 self.stats.joint_configs += u64::from(joint && !was_joint);
                 self.stats.joint_left += u64::from(was_joint && !joint);
                 self.latest_conf = (c.index, c.conf_state.clone());
-                let cs = &self.latest_conf.1;
-                for &m in [
-                    &cs.voters,
-                    &cs.learners,
-                    &cs.voters_outgoing,
-                    &cs.learners_next,
-                ]
-                .into_iter()
-                .flatten()
-                {
+                for m in conf_members(&c.conf_state) {
                     self.joined.entry(m).or_insert(c.index);
                 }
             }
