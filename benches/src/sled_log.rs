@@ -33,22 +33,10 @@ impl SledLog {
     /// `Sled` when the database cannot be opened.
     pub fn open(dir: &Path) -> Result<Self> {
         let config = sled::Config::new().path(dir).flush_every_ms(None);
-        // sled 0.34 releases its file lock only when the last of its
-        // background threads drops its handle, a moment after the `Db` is
-        // dropped: a reopen in the same process right after a close can
-        // find it still held. Retried for up to 10 s.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match config.open() {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                other => return Ok(SledLog { db: other? }),
-            }
-        }
+        // A reopen right after a close in this process can find sled's lock
+        // still held by its background threads: retried for up to 10 s.
+        let db = tandem::sm::open_sled_retrying(&config, std::time::Duration::from_secs(10))?;
+        Ok(SledLog { db })
     }
 
     /// Reads entry `index` of `stream` back, if present.

@@ -1232,31 +1232,16 @@ const INSTALL_BATCH_PAIRS: usize = 4096;
 /// directory (in this process) to release sled's file lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Open sled. sled 0.34 releases its exclusive file lock only when the last
-/// of its background tasks drops its handle, which can be a moment after
-/// the `Db` itself was dropped; reopening right away (a restart in the same
-/// process) then sees the lock held. That case is retried for a bounded
-/// time; a lock held by another process stays held and fails after it.
+/// Open sled, waiting a bounded time for the lock of a handle of the same
+/// directory that this process just dropped
+/// ([`super::open_sled_retrying`]); a lock held by another process
+/// stays held and fails after it.
 fn open_sled(dir: &Path, opts: &SmOptions) -> Result<sled::Db> {
     let config = sled::Config::new()
         .path(dir)
         .cache_capacity(opts.cache_bytes)
         .flush_every_ms(opts.sled_flush_every_ms);
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                debug!(dir = %dir.display(), "sled lock still held; retrying");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_millis(50));
-            }
-            other => return Ok(other?),
-        }
-    }
+    Ok(super::open_sled_retrying(&config, LOCK_WAIT)?)
 }
 
 /// The writes of the entries applied so far in one group, on top of sled.

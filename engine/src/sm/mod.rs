@@ -7,6 +7,8 @@
 //!   entries as ONE sled atomic batch together with the applied index, serves
 //!   reads, and makes the applied index durable.
 //! - [`conf`]: the membership a conf-change entry yields.
+//! - [`open_sled_retrying`]: sled's open, waiting out the lock of a handle
+//!   this process just dropped.
 //! - [`storage`]: [`DiskStorage`], the raft `Storage` over the WAL and the
 //!   state machine, with restart replay and compaction bounded by the
 //!   durable applied index.
@@ -35,6 +37,7 @@ pub mod conf;
 mod durable;
 mod error;
 pub mod machine;
+mod sled_open;
 pub mod snapshot_store;
 pub mod storage;
 
@@ -45,5 +48,6 @@ pub use error::{Error, Result};
 pub use machine::{
     AppliedConfChange, ApplyOutput, EntryResult, Iter, SmOptions, SnapshotCapture, StateMachine,
 };
+pub use sled_open::{is_sled_lock_error, open_sled_retrying};
 pub use snapshot_store::{SnapshotStore, SnapshotTimings};
 pub use storage::{DiskStorage, Replay};

@@ -58,6 +58,8 @@ pub fn read_all(r: &SnapshotReader) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// lock only when its background flusher drops the last handle, which can
 /// be a moment after the `Db` itself was dropped, so reopening right away
 /// fails now and then ("could not acquire lock"). Bounded: 10 s.
+/// (The engine's `tandem::sm::open_sled_retrying` does the same; this crate
+/// depends on neither sled nor the engine outside its tests.)
 pub fn open_sled(dir: &Path) -> sled::Db {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
