@@ -270,7 +270,7 @@ fn status(dir: &Path) -> Result<(), String> {
             let sm =
                 tandem::sm::StateMachine::open(r.join("sm"), &tandem::sm::SmOptions::default())
                     .map_err(|e| e.to_string())?;
-            Some((sm.applied_index(), sm.conf_state()))
+            Some((sm.applied_index(), sm.conf_state(), sm.removed()))
         };
         let dash = || "-".to_string();
         let (term, vote, commit, first, last) = wal.as_ref().map_or_else(
@@ -287,11 +287,12 @@ fn status(dir: &Path) -> Result<(), String> {
         );
         let (applied, members) = sm.map_or_else(
             || (if held { "in use".to_string() } else { dash() }, dash()),
-            |(a, cs)| {
-                (
-                    a.to_string(),
-                    format!("{:?} / {:?}", cs.voters, cs.learners),
-                )
+            |(a, cs, removed)| {
+                let mut members = format!("{:?} / {:?}", cs.voters, cs.learners);
+                if !removed.is_empty() {
+                    members += &format!(" (removed: {removed:?})");
+                }
+                (a.to_string(), members)
             },
         );
         println!(

@@ -315,6 +315,7 @@ impl Replica {
             .map_or(0, |d| d.as_nanos() as u64);
         let incarnation = nanos ^ (u64::from(std::process::id()) << 48);
         let core = NodeCore::new(cfg, storage.clone(), sm.applied_index(), incarnation)?
+            .with_removed(sm.removed())
             .with_snapshots(catalog, newest);
         let node = Node::start(
             cfg,

@@ -185,6 +185,51 @@ fn membership_changes_while_writing() {
     assert!(matches!(cluster.remove(77), Err(Error::UnknownNode(77))));
 }
 
+/// A removed replica that never learned of its removal comes back with
+/// its old state and campaigns. The remaining replicas, restarted since the
+/// removal, must still know it was removed and drop its messages.
+#[test]
+fn replicas_restarted_after_a_removal_still_ignore_the_removed_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
+    let db = cluster.db();
+    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    let gone = (1..=3).find(|&i| i != leader).unwrap();
+    db.insert(b"before", b"1").unwrap();
+    // `gone` does not hear of its removal.
+    cluster.network().isolate(gone);
+    cluster.remove(gone).unwrap();
+    let stayed: Vec<u64> = (1..=3).filter(|&i| i != gone).collect();
+    for &id in &stayed {
+        wait_until("the removal to be applied", || {
+            cluster.replica(id).unwrap().status().unwrap().removed == [gone]
+        });
+        cluster.stop(id).unwrap();
+        cluster.restart(id).unwrap();
+        let st = cluster.replica(id).unwrap().status().unwrap();
+        assert_eq!(st.removed, vec![gone], "replica {id} after its restart");
+    }
+    cluster.network().rejoin(gone);
+    cluster.restart(gone).unwrap();
+    let st = cluster.replica(gone).unwrap().status().unwrap();
+    assert!(st.conf_state.voters.contains(&gone), "{st:?}");
+    // It campaigns for a configuration it thinks it is in; both others
+    // drop what it sends.
+    wait_until("both replicas to drop the removed one's messages", || {
+        stayed.iter().all(|&id| {
+            let st = cluster.replica(id).unwrap().status().unwrap();
+            st.counters.dropped_from_removed > 0
+        })
+    });
+    db.insert(b"after", b"2").unwrap();
+    let voters = leader_conf(&cluster).voters;
+    assert_eq!(voters, stayed);
+    assert!(
+        cluster.leader().is_some_and(|l| l != gone),
+        "the removed replica does not lead"
+    );
+}
+
 #[test]
 fn voters_are_replaced_through_joint_configurations_while_writing() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,12 +3,13 @@
 
 mod sm_support;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tandem::sm::{SmOptions, StateMachine};
 use tandem_snapshot::{BeforeImagesConfig, Stager, WriterConfig};
 
-use sm_support::{command_at, entry, Model};
+use sm_support::{command_at, conf_entry, entry, Model};
 
 const SEED: u64 = 7;
 
@@ -105,6 +106,76 @@ fn build_while_applying_then_install_elsewhere_then_reopen() {
     assert_eq!(
         pairs(&follower),
         model_at(at + 5).map.into_iter().collect::<Vec<_>>()
+    );
+}
+
+/// The replicas a state machine has seen removed are durable, and a
+/// snapshot install adds those its configuration leaves out: a restarted
+/// replica keeps ignoring them (the node drops their messages).
+#[test]
+fn replicas_seen_removed_survive_reopen_and_install() {
+    use tandem::raft::{ConfChangeType, ConfState};
+    let dir = tempfile::tempdir().unwrap();
+    let leader = StateMachine::open(dir.path().join("a/sm"), &SmOptions::default()).unwrap();
+    leader
+        .bootstrap(&ConfState::from_voters([1, 2, 3]))
+        .unwrap();
+    apply(&leader, 1, 10);
+    leader
+        .apply(&[
+            conf_entry(11, 1, ConfChangeType::AddNode, 4),
+            conf_entry(12, 1, ConfChangeType::RemoveNode, 3),
+        ])
+        .unwrap();
+    assert_eq!(leader.conf_state(), ConfState::from_voters([1, 2, 4]));
+    assert_eq!(leader.removed(), BTreeSet::from([3]));
+    let stager = Stager::open(&dir.path().join("a/snap")).unwrap();
+    let built = leader
+        .build_snapshot(
+            &stager,
+            &WriterConfig { chunk_bytes: 256 },
+            BeforeImagesConfig::default(),
+        )
+        .unwrap();
+    assert_eq!(built.manifest().index, 12);
+
+    // A follower that saw learner 9 come and go, then installs the snapshot.
+    let fdir = dir.path().join("b/sm");
+    {
+        let follower = StateMachine::open(&fdir, &SmOptions::default()).unwrap();
+        follower
+            .bootstrap(&ConfState::from_voters([1, 2, 3]))
+            .unwrap();
+        follower
+            .apply(&[
+                conf_entry(1, 1, ConfChangeType::AddLearnerNode, 9),
+                conf_entry(2, 1, ConfChangeType::RemoveNode, 9),
+            ])
+            .unwrap();
+        assert_eq!(follower.removed(), BTreeSet::from([9]));
+        follower.flush_durable().unwrap();
+    }
+    {
+        let follower = StateMachine::open(&fdir, &SmOptions::default()).unwrap();
+        assert_eq!(follower.removed(), BTreeSet::from([9]), "after a reopen");
+        follower.install_snapshot(&built).unwrap();
+        assert_eq!(follower.conf_state(), ConfState::from_voters([1, 2, 4]));
+        assert_eq!(follower.removed(), BTreeSet::from([3, 9]));
+    }
+    let follower = StateMachine::open(&fdir, &SmOptions::default()).unwrap();
+    assert_eq!(
+        follower.removed(),
+        BTreeSet::from([3, 9]),
+        "after install and reopen"
+    );
+    let leader_dir = leader.dir();
+    drop(leader);
+    let leader = StateMachine::open(dir.path().join("a/sm"), &SmOptions::default()).unwrap();
+    assert_eq!(
+        leader.removed(),
+        BTreeSet::from([3]),
+        "{}",
+        leader_dir.display()
     );
 }
 

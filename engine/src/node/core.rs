@@ -23,7 +23,7 @@
 //! The loop never waits: it hands the Ready over (`advance_append_async`)
 //! and goes on batching new inputs while the WAL syncs.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use std::sync::Arc;
@@ -41,6 +41,7 @@ use crate::node::reads::Reads;
 use crate::node::snapshots::{
     InstallOutcome, SnapshotCatalog, SnapshotCounters, SnapshotEvent, SnapshotJob, Transfers,
 };
+use crate::sm::conf::removed_after;
 use crate::transport::{Envelope, Payload};
 
 /// Entries and hard state to make durable, as one WAL submission.
@@ -213,6 +214,10 @@ pub struct NodeStatus {
     pub last_index: u64,
     /// Voters and learners.
     pub conf_state: ConfState,
+    /// Replicas this one has seen removed from the configuration, ascending:
+    /// their messages are dropped (counted in
+    /// [`Counters::dropped_from_removed`]). Kept across restarts.
+    pub removed: Vec<u64>,
     /// Per-peer progress (leaders only).
     pub progress: Vec<PeerProgress>,
     /// Requests waiting on this replica.
@@ -242,11 +247,13 @@ pub struct NodeCore<S: Storage, R> {
     applied: u64,
     /// Last index handed to the apply thread.
     apply_handed: u64,
-    /// Every replica of the current configuration, on both sides if joint.
-    members: HashSet<u64>,
+    /// The configuration last applied (or installed).
+    conf: ConfState,
     /// Replicas that left a configuration this replica applied (and have
-    /// not rejoined one since): their messages are dropped.
-    removed: HashSet<u64>,
+    /// not rejoined one since): their messages are dropped. The state
+    /// machine keeps the same set durable, so a restart starts from it
+    /// ([`NodeCore::with_removed`]).
+    removed: BTreeSet<u64>,
     role: StateRole,
     leader: u64,
     /// The term in which this replica, as leader, last had a leadership
@@ -373,21 +380,6 @@ pub fn raft_config(cfg: &Config, applied: u64) -> tandem_raft::Config {
     }
 }
 
-/// Every replica of a configuration, on both sides if it is joint (a
-/// replica may appear twice).
-pub(crate) fn conf_members(cs: &ConfState) -> impl Iterator<Item = u64> + '_ {
-    cs.voters
-        .iter()
-        .chain(&cs.learners)
-        .chain(&cs.voters_outgoing)
-        .chain(&cs.learners_next)
-        .copied()
-}
-
-fn members_of(cs: &ConfState) -> HashSet<u64> {
-    conf_members(cs).collect()
-}
-
 impl<S: Storage, R> NodeCore<S, R> {
     /// A replica over `storage`, whose state machine has applied `applied`.
     /// `incarnation` must differ across restarts of the replica (a random
@@ -414,8 +406,8 @@ impl<S: Storage, R> NodeCore<S, R> {
             outbox: Vec::new(),
             applied,
             apply_handed: applied,
-            members: members_of(&initial.conf_state),
-            removed: HashSet::new(),
+            conf: initial.conf_state.clone(),
+            removed: BTreeSet::new(),
             role: StateRole::Follower,
             leader: 0,
             transfer_term: 0,
@@ -430,6 +422,22 @@ impl<S: Storage, R> NodeCore<S, R> {
                 None,
             ),
         })
+    }
+
+    /// Start with `removed` as the replicas seen removed: the set the state
+    /// machine kept durable ([`crate::sm::StateMachine::removed`]), so that a
+    /// restarted replica keeps ignoring them.
+    #[must_use]
+    pub fn with_removed(mut self, removed: BTreeSet<u64>) -> Self {
+        self.removed = removed;
+        self
+    }
+
+    /// The replicas this replica has seen removed (their messages are
+    /// dropped).
+    #[must_use]
+    pub fn removed(&self) -> &BTreeSet<u64> {
+        &self.removed
     }
 
     /// Use `catalog` (shared with the raft storage, which answers raft's
@@ -820,12 +828,11 @@ impl<S: Storage, R> NodeCore<S, R> {
     }
 
     /// Take `cs` as the configuration: who left the previous one is
-    /// removed, who is in this one is not.
+    /// removed, who is in this one is not (the state machine's rule,
+    /// [`removed_after`]).
     fn set_members(&mut self, cs: &ConfState) {
-        let next = members_of(cs);
-        self.removed.extend(self.members.difference(&next));
-        self.removed.retain(|id| !next.contains(id));
-        self.members = next;
+        self.removed = removed_after(&self.removed, &self.conf, cs);
+        self.conf = cs.clone();
     }
 
     /// The apply thread applied everything up to `index`; `conf_changes`
@@ -1207,6 +1214,7 @@ impl<S: Storage, R> NodeCore<S, R> {
             first_index: log.first_index(),
             last_index: log.last_index(),
             conf_state: st.conf_state,
+            removed: self.removed.iter().copied().collect(),
             progress,
             pending_proposals: self.proposals.len(),
             pending_reads: self.reads.len(),

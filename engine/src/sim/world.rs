@@ -17,11 +17,11 @@ use tandem_wal::{CrashSpec, Durable, Notify, SimFs, Wal, WalOptions};
 use super::{replay_command, PlantedBug, SeedStats, SimFailure, SimOptions};
 use crate::config::{Config, ReadConsistency, SnapshotConfig};
 use crate::error::Error;
-use crate::node::core::conf_members;
 use crate::node::oneshot::{self, TryRecvError};
 use crate::node::{
     ApplyTask, Effects, NodeCore, SnapshotCatalog, SnapshotEvent, SnapshotHost, SnapshotJob,
 };
+use crate::sm::conf::conf_members;
 use crate::sm::{
     Cas, Command, CommandResult, DiskStorage, SnapshotStore, StateMachine, WriteBatch,
 };
@@ -434,6 +434,7 @@ impl World {
         let incarnation = (self.opts.seed << 16) ^ (r.id << 8) ^ r.incarnation;
         let core = NodeCore::new(&self.config(r.id), storage.clone(), applied, incarnation)
             .map_err(err("start node core"))?
+            .with_removed(sm.removed())
             .with_snapshots(catalog, newest);
         let (durable_tx, durable_rx) = unbounded();
         r.durable_image = sm.raw_image().map_err(err("image"))?;

@@ -7,6 +7,8 @@
 //! `RawNode::apply_conf_change` runs, so the stored configuration and the
 //! node's can never disagree.
 
+use std::collections::BTreeSet;
+
 use tandem_raft::{ConfChangeV2, ConfState, EntryType};
 
 use super::error::{Error, Result};
@@ -48,6 +50,33 @@ pub fn next_conf_state(
     tandem_raft::confchange::apply_conf_change_to(current, cc).map_err(|e| e.to_string())
 }
 
+/// Every replica a configuration names: voters, learners, and both sides
+/// of a joint configuration.
+pub fn conf_members(cs: &ConfState) -> impl Iterator<Item = u64> + '_ {
+    cs.voters
+        .iter()
+        .chain(&cs.learners)
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners_next)
+        .copied()
+}
+
+/// The replicas seen removed once the configuration moves from `old` to
+/// `new`: those already removed, plus the members of `old` that `new`
+/// leaves out, minus any that `new` names. Ids are never reused (see
+/// `Cluster::add_learner`), so the last rule only matters for a
+/// configuration that went back to an older one through a snapshot.
+#[must_use]
+pub fn removed_after(removed: &BTreeSet<u64>, old: &ConfState, new: &ConfState) -> BTreeSet<u64> {
+    let next: BTreeSet<u64> = conf_members(new).collect();
+    removed
+        .iter()
+        .copied()
+        .chain(conf_members(old))
+        .filter(|id| !next.contains(id))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use tandem_raft::{ConfChangeSingle, ConfChangeTransition, ConfChangeType};
@@ -66,6 +95,32 @@ mod tests {
             changes,
             ..ConfChangeV2::default()
         }
+    }
+
+    #[test]
+    fn removed_replicas_accumulate_and_leave_the_set_when_named_again() {
+        let none = BTreeSet::new();
+        let three = ConfState::from_voters([1, 2, 3]);
+        let mut joint = ConfState::from_voters([1, 2, 4]);
+        joint.voters_outgoing = vec![1, 2, 3];
+        // Entering the joint configuration removes nobody: 3 is outgoing.
+        assert!(removed_after(&none, &three, &joint).is_empty());
+        let left = ConfState::from_voters([1, 2, 4]);
+        let removed = removed_after(&none, &joint, &left);
+        assert_eq!(removed, BTreeSet::from([3]));
+        // Later changes keep the tombstone; a learner leaving adds one.
+        let mut with_learner = left.clone();
+        with_learner.learners = vec![5];
+        let removed = removed_after(&removed, &left, &with_learner);
+        assert_eq!(removed, BTreeSet::from([3]));
+        let removed = removed_after(&removed, &with_learner, &left);
+        assert_eq!(removed, BTreeSet::from([3, 5]));
+        // A configuration naming a removed id again (a snapshot of an older
+        // one) takes it out of the set.
+        assert_eq!(
+            removed_after(&removed, &left, &three),
+            BTreeSet::from([4, 5])
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@
 //! re-applies the committed entries above it from the log. Point reads
 //! consult the map before sled, so every reader sees the applied state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +76,7 @@ use tandem_snapshot::{
 use tracing::{debug, error, info, warn};
 
 use super::command::{CasMismatch, CommandResult, CommandView, OpView};
-use super::conf::{decode_conf_change, next_conf_state};
+use super::conf::{decode_conf_change, next_conf_state, removed_after};
 use super::durable::FileSyncer;
 use super::error::{Error, Result};
 
@@ -87,6 +87,7 @@ const META_APPLIED: &[u8] = b"\x00applied";
 const META_CONF: &[u8] = b"\x00conf";
 const META_FORMAT: &[u8] = b"\x00format";
 const META_SNAPSHOT: &[u8] = b"\x00snapshot";
+const META_REMOVED: &[u8] = b"\x00removed";
 const USER_PREFIX: u8 = 0x01;
 
 // Metadata sorts before every user key.
@@ -191,6 +192,9 @@ struct ApplyState {
     applied_index: u64,
     applied_term: u64,
     conf_state: ConfState,
+    /// Replicas that left a configuration applied here (see
+    /// [`StateMachine::removed`]).
+    removed: BTreeSet<u64>,
     /// The membership changed since the last sled batch.
     conf_unwritten: bool,
     snapshot: SnapshotMetadata,
@@ -292,8 +296,9 @@ struct HeldBatch {
     /// The applied index and term of the last entry they include.
     index: u64,
     term: u64,
-    /// The membership, if it changed since the last batch.
-    conf: Option<ConfState>,
+    /// The membership and the replicas seen removed, if they changed since
+    /// the last batch.
+    conf: Option<(ConfState, BTreeSet<u64>)>,
     /// The snapshot capture under way, which records before-images.
     capture: Option<Arc<BeforeImages>>,
 }
@@ -430,6 +435,10 @@ impl StateMachine {
             Some(v) => decode_meta("conf", &v)?,
             None => ConfState::default(),
         };
+        let removed = match db.get(META_REMOVED)? {
+            Some(v) => decode_removed(&v)?,
+            None => BTreeSet::new(),
+        };
         let snapshot: SnapshotMetadata = match db.get(META_SNAPSHOT)? {
             Some(v) => decode_meta("snapshot", &v)?,
             None => SnapshotMetadata::default(),
@@ -455,6 +464,7 @@ impl StateMachine {
                 applied_index,
                 applied_term,
                 conf_state,
+                removed,
                 conf_unwritten: false,
                 snapshot,
                 stopped: None,
@@ -507,6 +517,16 @@ impl StateMachine {
     #[must_use]
     pub fn conf_state(&self) -> ConfState {
         self.state.lock().conf_state.clone()
+    }
+
+    /// The replicas seen removed as of the applied index: members of a
+    /// configuration applied here that a later one left out (and that no
+    /// later one named again). Kept durable beside the configuration, in
+    /// the same sled batches, so a restarted replica still ignores them
+    /// (`docs/state-machine.md` §2).
+    #[must_use]
+    pub fn removed(&self) -> BTreeSet<u64> {
+        self.state.lock().removed.clone()
     }
 
     /// Metadata of the last snapshot installed or created (index 0: none).
@@ -692,6 +712,7 @@ impl StateMachine {
         let writing = Arc::clone(&self.writing.read());
         let mut group = Group::new(&db, &unwritten.writes, &writing);
         let mut conf: Option<ConfState> = None;
+        let mut removed: Option<BTreeSet<u64>> = None;
         let mut results = Vec::with_capacity(entries.len());
         let mut conf_changes = Vec::new();
         let mut last_term = st.applied_term;
@@ -714,6 +735,11 @@ impl StateMachine {
                         match next_conf_state(current, &change) {
                             Ok(next) => {
                                 info!(index = e.index, ?next, "membership change applied");
+                                removed = Some(removed_after(
+                                    removed.as_ref().unwrap_or(&st.removed),
+                                    current,
+                                    &next,
+                                ));
                                 conf = Some(next.clone());
                                 conf_changes.push(AppliedConfChange {
                                     index: e.index,
@@ -763,6 +789,7 @@ impl StateMachine {
         st.applied_index = last.index;
         st.applied_term = last.term;
         if let Some(cs) = conf {
+            st.removed = removed.expect("set with conf");
             st.conf_state = cs;
             st.conf_unwritten = true;
         }
@@ -847,7 +874,9 @@ impl StateMachine {
             // A write that failed before: this one carries both.
             Arc::make_mut(&mut writing).extend(moved);
         }
-        let conf = st.conf_unwritten.then(|| st.conf_state.clone());
+        let conf = st
+            .conf_unwritten
+            .then(|| (st.conf_state.clone(), st.removed.clone()));
         st.conf_unwritten = false;
         Some(HeldBatch {
             writes: Arc::clone(&writing),
@@ -907,8 +936,9 @@ impl StateMachine {
             }
         }
         batch.insert(META_APPLIED, &encode_applied(held.index, held.term)[..]);
-        if let Some(cs) = &held.conf {
+        if let Some((cs, removed)) = &held.conf {
             batch.insert(META_CONF, tandem_raft::types::encode(cs));
+            batch.insert(META_REMOVED, encode_removed(removed));
         }
         db.apply_batch(batch)?;
         Ok(())
@@ -1053,6 +1083,13 @@ impl StateMachine {
                 self.applied_index()
             )));
         }
+        // Who the snapshot's configuration leaves out is removed, as if its
+        // changes had been applied here (recomputed below if a change is
+        // applied meanwhile).
+        let removed = {
+            let st = self.state.lock();
+            removed_after(&st.removed, &st.conf_state, &meta.conf_state)
+        };
         let switch = StateSwitch::open(&self.root).map_err(snap_err)?;
         let name = version_name(meta.index);
         let dir = switch.create_version(&name).map_err(snap_err)?;
@@ -1071,6 +1108,7 @@ impl StateMachine {
             }
             batch.insert(META_APPLIED, &encode_applied(meta.index, meta.term)[..]);
             batch.insert(META_CONF, tandem_raft::types::encode(&meta.conf_state));
+            batch.insert(META_REMOVED, encode_removed(&removed));
             batch.insert(META_SNAPSHOT, tandem_raft::types::encode(&meta));
             db.apply_batch(batch)?;
             db.flush()?;
@@ -1115,7 +1153,11 @@ impl StateMachine {
         *unwritten = Unwritten::default();
         *self.writing.write() = Arc::default();
         drop(unwritten);
-        st.conf_unwritten = false;
+        let removed_now = removed_after(&st.removed, &st.conf_state, &meta.conf_state);
+        // A membership change applied during the fill: the next sled batch
+        // carries the set as it is now.
+        st.conf_unwritten = removed_now != removed;
+        st.removed = removed_now;
         *self.dir.write() = dir.clone();
         *syncer = FileSyncer::new(&dir);
         drop(syncer);
@@ -1422,6 +1464,24 @@ fn decode_applied(bytes: &[u8]) -> Result<(u64, u64)> {
         u64::from_le_bytes(i.try_into().expect("8 bytes")),
         u64::from_le_bytes(t.try_into().expect("8 bytes")),
     ))
+}
+
+/// The removed set as ascending u64 LE ids.
+fn encode_removed(removed: &BTreeSet<u64>) -> Vec<u8> {
+    removed.iter().flat_map(|id| id.to_le_bytes()).collect()
+}
+
+fn decode_removed(bytes: &[u8]) -> Result<BTreeSet<u64>> {
+    if bytes.len() % 8 != 0 {
+        return Err(Error::CorruptMetadata {
+            key: "removed",
+            reason: format!("{} bytes, not a multiple of 8", bytes.len()),
+        });
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 fn decode_meta<T: bincode::Decode<()>>(key: &'static str, bytes: &[u8]) -> Result<T> {

@@ -78,6 +78,27 @@ pub fn entry(index: u64, term: u64, command: &Command) -> Entry {
     }
 }
 
+/// A membership-change entry: `change_type` of replica `id`.
+pub fn conf_entry(
+    index: u64,
+    term: u64,
+    change_type: tandem::raft::ConfChangeType,
+    id: u64,
+) -> Entry {
+    Entry {
+        entry_type: tandem::raft::EntryType::EntryConfChange,
+        index,
+        term,
+        data: tandem::raft::types::encode(&tandem::raft::ConfChange {
+            change_type,
+            node_id: id,
+            context: vec![],
+        })
+        .into(),
+        context: tandem::raft::Bytes::new(),
+    }
+}
+
 /// The command of entry `index` in the deterministic workload `seed`:
 /// batches of up to `batch_max` writes, compare-and-swap that succeed and
 /// fail, removes, no-ops, over a small key space so keys collide.
