@@ -277,6 +277,18 @@ impl Cluster {
         }
     }
 
+    /// Refuse to add `id` back if the leader has seen it removed: as in
+    /// etcd, ids are never reused, and the replicas that saw it removed
+    /// ignore its messages (and keep doing so across restarts).
+    fn refuse_removed(&self, id: u64) -> Result<()> {
+        if self.leader_replica()?.status()?.removed.contains(&id) {
+            return Err(Error::InvalidInput(format!(
+                "replica {id} was removed from this cluster; ids are never reused, add a new one"
+            )));
+        }
+        Ok(())
+    }
+
     /// Start a new, empty replica `id` and add it as a learner: it receives
     /// the log but does not vote.
     ///
@@ -284,8 +296,10 @@ impl Cluster {
     /// reused (replicas that saw it removed ignore its messages).
     ///
     /// # Errors
+    /// [`Error::InvalidInput`] if the leader has seen `id` removed;
     /// [`Error::ConfChange`] if refused; open errors.
     pub fn add_learner(&self, id: u64) -> Result<()> {
+        self.refuse_removed(id)?;
         if self.replica(id).is_none() {
             self.start_joining(id)?;
         }
@@ -297,6 +311,7 @@ impl Cluster {
     /// # Errors
     /// As [`Cluster::add_learner`].
     pub fn add_voter(&self, id: u64) -> Result<()> {
+        self.refuse_removed(id)?;
         if self.replica(id).is_none() {
             self.start_joining(id)?;
         }
@@ -344,7 +359,8 @@ impl Cluster {
     ///
     /// # Errors
     /// [`Error::UnknownNode`] if `old` is not a voter;
-    /// [`Error::InvalidInput`] if `new` is `old`, `0` or already a voter;
+    /// [`Error::InvalidInput`] if `new` is `old`, `0`, already a voter or a
+    /// replica the leader has seen removed;
     /// [`Error::ConfChange`] if refused (for instance while another joint
     /// change is under way); [`Error::Timeout`] if the joint configuration
     /// is not left within the client deadline; open errors.
@@ -371,6 +387,7 @@ impl Cluster {
         if cs.voters.contains(&new) {
             return Err(Error::InvalidInput(format!("{new} is a voter already")));
         }
+        self.refuse_removed(new)?;
         if self.replica(new).is_none() {
             self.start_joining(new)?;
         }

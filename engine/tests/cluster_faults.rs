@@ -228,6 +228,20 @@ fn replicas_restarted_after_a_removal_still_ignore_the_removed_replica() {
         cluster.leader().is_some_and(|l| l != gone),
         "the removed replica does not lead"
     );
+    // Its id is not reused.
+    cluster.stop(gone).unwrap();
+    let keep = stayed[0];
+    for refused in [
+        cluster.add_learner(gone),
+        cluster.add_voter(gone),
+        cluster.replace(keep, gone),
+    ] {
+        assert!(
+            matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("removed")),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(leader_conf(&cluster).voters, stayed);
 }
 
 #[test]
