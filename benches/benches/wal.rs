@@ -167,6 +167,8 @@ struct Settings {
     filter: Option<String>,
     skip_criterion: bool,
     warmup: Duration,
+    /// `sync` the file system before every measured slice.
+    settle: bool,
     only: Option<Vec<String>>,
     recovery_bytes: u64,
     root: PathBuf,
@@ -194,6 +196,7 @@ fn settings() -> Settings {
         filter: std::env::var("TANDEM_BENCH_FILTER").ok(),
         skip_criterion: std::env::var_os("TANDEM_BENCH_SKIP_CRITERION").is_some(),
         warmup: Duration::from_millis(env_u64("TANDEM_BENCH_WARMUP_MS", 0)),
+        settle: env_u64("TANDEM_BENCH_SETTLE", 1) != 0,
         only: std::env::var("TANDEM_BENCH_ONLY")
             .ok()
             .map(|v| v.split(',').map(str::to_string).collect()),
@@ -269,8 +272,17 @@ fn run_scenario(c: &mut Criterion, st: &Settings, s: Scenario) -> (Comparison, s
             Contender::new(name, move |slice| d.run_for(slice))
         })
         .collect();
+    // Each slice starts from a quiet disk: what a contender left unsynced
+    // (sled does not fdatasync) is written back before the next one runs,
+    // outside both timings. TANDEM_BENCH_SETTLE=0 turns this off.
+    let mut settle = || {
+        if st.settle {
+            nix::unistd::sync();
+        }
+    };
     let cmp =
-        compare::interleave(&s.name(), st.rounds, st.slice, &mut contenders).expect("interleave");
+        compare::interleave_settled(&s.name(), st.rounds, st.slice, &mut contenders, &mut settle)
+            .expect("interleave");
     drop(contenders);
     // The first is `tandem`; the others (A/B variants) are printed only.
     let mut amps = wals.iter().map(|w| wal_amplification(&s, w));

@@ -141,9 +141,24 @@ impl Comparison {
     }
 }
 
-/// Runs every contender for `slice`, `rounds` times, interleaved: round `r`
-/// starts with contender `r % n`, so none always runs first (on a cold
-/// cache) or last (after the others filled the disk's write cache).
+/// The order of the contenders in round `round`: rotated by the round, and
+/// reversed in odd rounds. Rotation alone would have every contender follow
+/// the same one in every round (and so inherit the same predecessor's
+/// leftover writeback each time); reversing odd rounds changes who comes
+/// before whom.
+#[must_use]
+pub fn round_order(round: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).map(|k| (round + k) % n).collect();
+    if round % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+/// Runs every contender for `slice`, `rounds` times, interleaved in the
+/// order of [`round_order`], so none always runs first (on a cold cache),
+/// last (after the others filled the disk's write cache), or after the
+/// same neighbour.
 ///
 /// # Errors
 /// `InvalidParameter` for zero rounds or no contenders; the first error a
@@ -154,6 +169,22 @@ pub fn interleave(
     slice: Duration,
     contenders: &mut [Contender<'_>],
 ) -> Result<Comparison> {
+    interleave_settled(scenario, rounds, slice, contenders, &mut || {})
+}
+
+/// [`interleave`], calling `settle` before every slice, outside the timed
+/// part: a disk benchmark passes a `sync` of the file system there, so
+/// that no contender pays for the writeback another one left behind.
+///
+/// # Errors
+/// As [`interleave`].
+pub fn interleave_settled(
+    scenario: &str,
+    rounds: usize,
+    slice: Duration,
+    contenders: &mut [Contender<'_>],
+    settle: &mut dyn FnMut(),
+) -> Result<Comparison> {
     if rounds == 0 || contenders.is_empty() {
         return Err(Error::InvalidParameter(format!(
             "{scenario}: {rounds} rounds of {} contenders",
@@ -163,8 +194,8 @@ pub fn interleave(
     let n = contenders.len();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(rounds); n];
     for round in 0..rounds {
-        for k in 0..n {
-            let i = (round + k) % n;
+        for i in round_order(round, n) {
+            settle();
             let s = (contenders[i].run)(slice)?;
             samples[i].push(s);
         }
@@ -348,9 +379,12 @@ mod tests {
                 Ok(fixed(10, 10, 1))
             }),
         ];
-        interleave("s", 3, Duration::ZERO, &mut cs).unwrap();
+        let mut settles = 0;
+        interleave_settled("s", 3, Duration::ZERO, &mut cs, &mut || settles += 1).unwrap();
         let got: String = order.borrow().iter().collect();
-        assert_eq!(got, "abcbcacab");
+        // Round 1 is rotated and reversed: `a` now follows `c`, `b` follows `a`.
+        assert_eq!(got, "abcacbcab");
+        assert_eq!(settles, 9, "before every slice");
     }
 
     #[test]
