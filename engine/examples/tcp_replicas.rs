@@ -146,8 +146,12 @@ fn read_from(stream: TcpStream, inbox: &Inbox) {
     }
 }
 
-/// Propose `command` through the leader, following `NotLeader` hints.
-fn write(replicas: &HashMap<u64, Replica>, command: &Command) -> tandem::Result<CommandResult> {
+/// Propose `command` through the leader, following `NotLeader` hints; the
+/// result and the replica that took it.
+fn write(
+    replicas: &HashMap<u64, Replica>,
+    command: &Command,
+) -> tandem::Result<(CommandResult, u64)> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut target = *replicas.keys().next().expect("a replica");
     loop {
@@ -167,15 +171,24 @@ fn write(replicas: &HashMap<u64, Replica>, command: &Command) -> tandem::Result<
                     }
                 };
             }
-            other => return other,
+            other => return other.map(|result| (result, target)),
         }
     }
 }
 
-fn put(key: &str, value: &str) -> Command {
-    let mut batch = WriteBatch::new();
-    batch.insert(key.as_bytes().to_vec(), value.as_bytes().to_vec());
-    Command::Batch(batch)
+/// Write `key-<i>` = `value <i>` for every i in `keys`, one write each;
+/// returns the replica that took the last one (the leader).
+fn write_keys(replicas: &HashMap<u64, Replica>, keys: std::ops::Range<u32>) -> tandem::Result<u64> {
+    let mut leader = 0;
+    for i in keys {
+        let mut batch = WriteBatch::new();
+        batch.insert(
+            format!("key-{i:03}").into_bytes(),
+            format!("value {i}").into_bytes(),
+        );
+        leader = write(replicas, &Command::Batch(batch))?.1;
+    }
+    Ok(leader)
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -226,16 +239,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         replicas.insert(id, replica);
     }
 
-    for i in 0..100 {
-        write(
-            &replicas,
-            &put(&format!("key-{i:03}"), &format!("value {i}")),
-        )?;
-    }
-    let leader = replicas
-        .values()
-        .find_map(|r| r.status().ok().and_then(|s| s.leader))
-        .expect("a leader");
+    let leader = write_keys(&replicas, 0..100)?;
     println!("100 writes acknowledged; replica {leader} leads");
 
     // Stop the leader; the other two elect a new one over TCP.
@@ -243,16 +247,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .remove(&leader)
         .expect("leader runs here")
         .shutdown();
-    for i in 100..150 {
-        write(
-            &replicas,
-            &put(&format!("key-{i:03}"), &format!("value {i}")),
-        )?;
-    }
-    let new_leader = replicas
-        .values()
-        .find_map(|r| r.status().ok().and_then(|s| s.leader))
-        .expect("a leader");
+    let new_leader = write_keys(&replicas, 100..150)?;
     assert_ne!(new_leader, leader);
     println!("replica {leader} stopped; 50 more writes through replica {new_leader}");
 
