@@ -117,11 +117,20 @@ fn engine_simulation_keeps_every_invariant() {
 ///   the initial configuration, without itself, and the simulator stopped
 ///   it for good as removed (simulator bug: a configuration counts as a
 ///   removal only past the one that added the replica).
+/// - 2004125, 2005917 (once replicas kept their tombstones across restarts,
+///   2026-12-07): with neither pre-vote nor check-quorum, removed replica 1,
+///   unaware of its removal, campaigned at ever higher terms; replica 4, a
+///   learner (or not yet a member) in its own stale configuration, granted
+///   its votes and took its terms, then ignored leader 2's lower-term
+///   heartbeats without a reply, and 2 dropped 1's votes (1 is removed): 2
+///   never learned the higher term and 4 never caught up (fixed in the raft
+///   core: a lower-term append or heartbeat is always answered with the
+///   current term; `scenarios::election::without_check_quorum_a_stale_leader_still_learns_a_followers_higher_term`).
 #[test]
 fn seeds_that_found_bugs_pass() {
     for seed in [
         17, 78, 88, 139, 163, 229, 230, 267, 435, 693, 705, 1031, 1234, 1947, 1964, 1996, 3061,
-        6102, 55365, 929701, 1119195,
+        6102, 55365, 929701, 1119195, 2004125, 2005917,
     ] {
         if let Err(f) = run_seed(&opts(seed, PlantedBug::None)) {
             panic!("{f}");

@@ -921,15 +921,20 @@ impl<S: Storage> Raft<S> {
             {
                 return self.step_candidate(m);
             }
-            if (self.check_quorum || self.pre_vote)
-                && matches!(
-                    m.msg_type,
-                    MessageType::MsgHeartbeat | MessageType::MsgAppend
-                )
-            {
+            if matches!(
+                m.msg_type,
+                MessageType::MsgHeartbeat | MessageType::MsgAppend
+            ) {
                 // A stale leader (e.g. healed from a partition) would keep
-                // sending; tell it the new term so it steps down. Without
-                // this, with pre-vote/check-quorum it might never learn.
+                // sending; tell it the new term so it steps down (§5.1: a
+                // reply carries the current term). With pre-vote or
+                // check-quorum it might otherwise never learn. Without
+                // either, etcd leaves this to vote requests at the higher
+                // term, but a replica that cannot campaign (a learner in its
+                // own, stale configuration) whose term a removed replica
+                // raised has only this reply to offer: the host drops the
+                // removed replica's votes, and the leader would never step
+                // down for it to catch up.
                 let to = m.from;
                 self.send(new_message(to, MessageType::MsgAppendResponse, INVALID_ID));
             } else if matches!(

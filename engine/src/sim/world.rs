@@ -551,14 +551,17 @@ impl World {
                 Some(l) => {
                     let raft = &l.core.raw().raft;
                     format!(
-                        "replica {}: {:?} term {} commit {} applied {} last {} {:?}",
+                        "replica {}: {:?} term {} commit {} applied {} last {} {:?} removed {:?} \
+                         ({} messages dropped from them)",
                         r.id,
                         raft.state,
                         raft.term,
                         raft.raft_log.committed,
                         l.sm.applied_index(),
                         raft.raft_log.last_index(),
-                        raft.prs().conf().to_conf_state()
+                        raft.prs().conf().to_conf_state(),
+                        l.core.removed(),
+                        l.core.counters().dropped_from_removed
                     )
                 }
             })

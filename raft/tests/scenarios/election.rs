@@ -518,3 +518,38 @@ fn candidate_learns_commit_from_vote_response_when_logs_match() {
     net.raw(3).step(r).unwrap();
     assert_eq!(committed(&net, 3), 2);
 }
+
+/// Without check-quorum or pre-vote, a follower whose term was raised by a
+/// vote request the leader never saw (in the engine: from a removed replica,
+/// whose messages the other replicas drop) must still answer the leader's
+/// lower-term heartbeats with its term. Otherwise, if it cannot campaign
+/// itself (a learner in its own stale configuration), the leader never
+/// learns the term, the follower ignores it for good and never catches up.
+#[test]
+fn without_check_quorum_a_stale_leader_still_learns_a_followers_higher_term() {
+    let mut net = cluster(&[1, 2, 3], |c| {
+        c.check_quorum = false;
+        c.pre_vote = false;
+    });
+    elect(&mut net, 1);
+    // A vote request at term 5 reaches 3 alone (refused: its log is behind).
+    let req = msg(MessageType::MsgRequestVote, 2, 3, 5);
+    net.raw(3).step(req).unwrap();
+    net.process(3);
+    net.drain_queue();
+    assert_eq!(net.raft(3).term, 5);
+    assert_eq!(net.raft(1).term, 1, "the leader did not hear of it");
+    // 3 does not tick, so it never campaigns (as a learner would not): the
+    // leader's heartbeats, answered with term 5, are the only way out.
+    for _ in 0..40 {
+        net.tick(1);
+        net.tick(2);
+        net.stabilize();
+        net.check().unwrap();
+    }
+    assert!(net.raft(1).term >= 5, "the leader learned the term");
+    let leader = net.leader().expect("a leader");
+    assert!(net.raft(leader).term > 5);
+    assert_eq!(net.raft(3).leader_id, leader);
+    assert_eq!(committed(&net, 3), committed(&net, leader));
+}
