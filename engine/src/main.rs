@@ -251,11 +251,13 @@ fn replica_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 fn status(dir: &Path) -> Result<(), String> {
+    // Bad input fails before anything is printed.
+    let replicas = replica_dirs(dir)?;
     println!(
         "{:<28} {:<7} {:>6} {:>8} {:>7} {:>10} {:>10} {:>10}  voters / learners",
         "replica", "state", "term", "vote", "commit", "applied", "log first", "log last"
     );
-    for r in replica_dirs(dir)? {
+    for r in replicas {
         let held = DirLock::is_held(&r).map_err(|e| e.to_string())?;
         let wal = if r.join("wal").is_dir() {
             Some(tandem_wal::inspect(r.join("wal")).map_err(|e| e.to_string())?)
