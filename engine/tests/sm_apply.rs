@@ -379,6 +379,29 @@ fn a_directory_with_another_format_is_refused() {
     );
 }
 
+#[test]
+fn a_corrupt_removed_record_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled_dir = {
+        let sm = open(dir.path());
+        sm.bootstrap(&ConfState::from_voters([1, 2])).unwrap();
+        sm.dir()
+    };
+    {
+        let config = sled::Config::new().path(&sled_dir);
+        let db =
+            tandem::sm::open_sled_retrying(&config, std::time::Duration::from_secs(10)).unwrap();
+        // Ids are whole u64s: 7 bytes cannot be one.
+        db.insert(b"\x00removed", &[1u8; 7][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let r = StateMachine::open(dir.path(), &SmOptions::default());
+    assert!(
+        matches!(r, Err(Error::CorruptMetadata { key: "removed", .. })),
+        "{r:?}"
+    );
+}
+
 /// Apply entries 1..=n, one per call: entry i sets "counter" to i and
 /// inserts "k<i>" with a `value_len`-byte value.
 fn apply_counted(sm: &StateMachine, n: u64, value_len: usize) {
