@@ -277,11 +277,16 @@ impl Cluster {
         }
     }
 
-    /// Refuse to add `id` back if the leader has seen it removed: as in
+    /// The leader's status.
+    fn leader_status(&self) -> Result<NodeStatus> {
+        self.leader_replica()?.status()
+    }
+
+    /// Refuse to add `id` back if the `leader` has seen it removed: as in
     /// etcd, ids are never reused, and the replicas that saw it removed
     /// ignore its messages (and keep doing so across restarts).
-    fn refuse_removed(&self, id: u64) -> Result<()> {
-        if self.leader_replica()?.status()?.removed.contains(&id) {
+    fn refuse_removed(leader: &NodeStatus, id: u64) -> Result<()> {
+        if leader.removed.contains(&id) {
             return Err(Error::InvalidInput(format!(
                 "replica {id} was removed from this cluster; ids are never reused, add a new one"
             )));
@@ -299,7 +304,7 @@ impl Cluster {
     /// [`Error::InvalidInput`] if the leader has seen `id` removed;
     /// [`Error::ConfChange`] if refused; open errors.
     pub fn add_learner(&self, id: u64) -> Result<()> {
-        self.refuse_removed(id)?;
+        Self::refuse_removed(&self.leader_status()?, id)?;
         if self.replica(id).is_none() {
             self.start_joining(id)?;
         }
@@ -311,7 +316,7 @@ impl Cluster {
     /// # Errors
     /// As [`Cluster::add_learner`].
     pub fn add_voter(&self, id: u64) -> Result<()> {
-        self.refuse_removed(id)?;
+        Self::refuse_removed(&self.leader_status()?, id)?;
         if self.replica(id).is_none() {
             self.start_joining(id)?;
         }
@@ -323,8 +328,7 @@ impl Cluster {
     /// # Errors
     /// [`Error::UnknownNode`] if `id` is not a learner; as [`Cluster::add_voter`].
     pub fn promote(&self, id: u64) -> Result<()> {
-        let leader = self.leader_replica()?;
-        if !leader.status()?.conf_state.learners.contains(&id) {
+        if !self.leader_status()?.conf_state.learners.contains(&id) {
             return Err(Error::UnknownNode(id));
         }
         self.change(ConfChangeType::AddNode, id)
@@ -335,8 +339,7 @@ impl Cluster {
     /// # Errors
     /// [`Error::UnknownNode`] if `id` is not a member; conf change errors.
     pub fn remove(&self, id: u64) -> Result<()> {
-        let leader = self.leader_replica()?;
-        let cs = leader.status()?.conf_state;
+        let cs = self.leader_status()?.conf_state;
         if !cs.voters.contains(&id) && !cs.learners.contains(&id) {
             return Err(Error::UnknownNode(id));
         }
@@ -380,14 +383,14 @@ impl Cluster {
                 "cannot replace voter {old} by {new}"
             )));
         }
-        let cs = self.leader_replica()?.status()?.conf_state;
-        if !cs.voters.contains(&old) {
+        let leader = self.leader_status()?;
+        if !leader.conf_state.voters.contains(&old) {
             return Err(Error::UnknownNode(old));
         }
-        if cs.voters.contains(&new) {
+        if leader.conf_state.voters.contains(&new) {
             return Err(Error::InvalidInput(format!("{new} is a voter already")));
         }
-        self.refuse_removed(new)?;
+        Self::refuse_removed(&leader, new)?;
         if self.replica(new).is_none() {
             self.start_joining(new)?;
         }
@@ -411,12 +414,12 @@ impl Cluster {
             Ok(()) => {}
             // A retry after a leader change can meet the first attempt
             // already applied, and be refused for it.
-            Err(Error::ConfChange(_)) if target(&self.leader_replica()?.status()?.conf_state) => {}
+            Err(Error::ConfChange(_)) if target(&self.leader_status()?.conf_state) => {}
             Err(e) => return Err(e),
         }
         let deadline = Instant::now() + self.cfg.client_deadline;
         loop {
-            let cs = self.leader_replica()?.status()?.conf_state;
+            let cs = self.leader_status()?.conf_state;
             if target(&cs) && cs.voters_outgoing.is_empty() {
                 break;
             }
