@@ -247,11 +247,11 @@ pub struct NodeCore<S: Storage, R> {
     applied: u64,
     /// Last index handed to the apply thread.
     apply_handed: u64,
-    /// The configuration last applied (or installed).
-    conf: ConfState,
     /// Replicas that left a configuration this replica applied (and have
-    /// not rejoined one since): their messages are dropped. The state
-    /// machine keeps the same set durable, so a restart starts from it
+    /// not rejoined one since): their messages are dropped. Updated with
+    /// the state machine's rule ([`removed_after`]) from raft's
+    /// configuration before and after each change; the state machine keeps
+    /// the same set durable, so a restart starts from it
     /// ([`NodeCore::with_removed`]).
     removed: BTreeSet<u64>,
     role: StateRole,
@@ -390,7 +390,6 @@ impl<S: Storage, R> NodeCore<S, R> {
     /// storage cannot be read.
     pub fn new(cfg: &Config, storage: S, applied: u64, incarnation: u64) -> Result<Self> {
         cfg.validate()?;
-        let initial = storage.initial_state()?;
         let raft_cfg = raft_config(cfg, applied);
         raft_cfg
             .validate()
@@ -406,7 +405,6 @@ impl<S: Storage, R> NodeCore<S, R> {
             outbox: Vec::new(),
             applied,
             apply_handed: applied,
-            conf: initial.conf_state.clone(),
             removed: BTreeSet::new(),
             role: StateRole::Follower,
             leader: 0,
@@ -644,7 +642,9 @@ impl<S: Storage, R> NodeCore<S, R> {
         self.applied = self.applied.max(index);
         self.apply_handed = self.apply_handed.max(index);
         self.compaction.durable = self.compaction.durable.max(index);
-        self.set_members(&meta.conf_state);
+        // Raft's configuration is still the one before the snapshot.
+        let current = self.raw.raft.prs().conf().to_conf_state();
+        self.removed = removed_after(&self.removed, &current, &meta.conf_state);
         self.reads.on_applied(self.applied);
         self.step_raft(m);
         let restored = self.raw.raft.raft_log.has_pending_snapshot();
@@ -827,14 +827,6 @@ impl<S: Storage, R> NodeCore<S, R> {
         }
     }
 
-    /// Take `cs` as the configuration: who left the previous one is
-    /// removed, who is in this one is not (the state machine's rule,
-    /// [`removed_after`]).
-    fn set_members(&mut self, cs: &ConfState) {
-        self.removed = removed_after(&self.removed, &self.conf, cs);
-        self.conf = cs.clone();
-    }
-
     /// The apply thread applied everything up to `index`; `conf_changes`
     /// are the membership changes that took effect, in order.
     ///
@@ -852,9 +844,10 @@ impl<S: Storage, R> NodeCore<S, R> {
             self.applied
         );
         for cc in conf_changes {
+            let current = self.raw.raft.prs().conf().to_conf_state();
             match self.raw.apply_conf_change(cc) {
                 Ok(cs) => {
-                    self.set_members(&cs);
+                    self.removed = removed_after(&self.removed, &current, &cs);
                     tracing::info!(id = self.id, ?cs, "membership changed");
                 }
                 Err(e) => tracing::warn!(id = self.id, error = %e, "conf change not applied"),
