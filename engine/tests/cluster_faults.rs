@@ -101,6 +101,16 @@ fn finish_writers(
     check_all_replicas_hold(cluster, &acked);
 }
 
+/// A 3-replica cluster in `dir` once it has a leader: the cluster, a
+/// handle, the leader and one of its followers.
+fn three_replicas(dir: &std::path::Path) -> (Arc<Cluster>, Db, u64, u64) {
+    let cluster = Cluster::open(dir, config(3)).unwrap();
+    let db = cluster.db();
+    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    (cluster, db, leader, follower)
+}
+
 /// The configuration of the current leader.
 fn leader_conf(c: &Cluster) -> ConfState {
     let l = c.wait_leader(Duration::from_secs(20)).unwrap();
@@ -135,10 +145,7 @@ fn leader_failover_under_concurrent_writers_loses_no_acknowledged_write() {
 #[test]
 fn a_stopped_follower_catches_up_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
-    let db = cluster.db();
-    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
-    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let (cluster, db, _, follower) = three_replicas(dir.path());
     db.insert(b"before", b"1").unwrap();
     cluster.stop(follower).unwrap();
     let mut acked = Vec::new();
@@ -191,10 +198,7 @@ fn membership_changes_while_writing() {
 #[test]
 fn replicas_restarted_after_a_removal_still_ignore_the_removed_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
-    let db = cluster.db();
-    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
-    let gone = (1..=3).find(|&i| i != leader).unwrap();
+    let (cluster, db, _, gone) = three_replicas(dir.path());
     db.insert(b"before", b"1").unwrap();
     // `gone` does not hear of its removal.
     cluster.network().isolate(gone);
@@ -247,11 +251,8 @@ fn replicas_restarted_after_a_removal_still_ignore_the_removed_replica() {
 #[test]
 fn voters_are_replaced_through_joint_configurations_while_writing() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster::open(dir.path(), config(3)).unwrap();
-    let db = cluster.db();
+    let (cluster, db, leader, follower) = three_replicas(dir.path());
     let cs = leader_conf;
-    let leader = cluster.wait_leader(Duration::from_secs(20)).unwrap();
-    let follower = (1..=3).find(|&i| i != leader).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writers = spawn_writers(&db, 2, &stop);
     // A follower by a new, empty replica.
