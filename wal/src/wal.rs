@@ -1288,15 +1288,17 @@ impl Shared {
     /// Publish `ticket` as durable and unpark its waiters and earlier ones.
     fn publish_durable(&self, ticket: u64) {
         self.durable.store(ticket, Ordering::SeqCst);
-        let mut w = self.waiters.lock();
-        w.retain(|(t, th)| {
-            if *t <= ticket {
-                th.unpark();
-                false
-            } else {
-                true
-            }
-        });
+        // Unparked after the lock is released: an unpark is a system call
+        // (and may switch to the thread it wakes), and the threads it wakes,
+        // like new waiters, take this lock next.
+        let woken: Vec<(u64, std::thread::Thread)> = self
+            .waiters
+            .lock()
+            .extract_if(.., |(t, _)| *t <= ticket)
+            .collect();
+        for (_, th) in woken {
+            th.unpark();
+        }
     }
 
     /// Unpark every waiter (poison, close).
