@@ -1291,12 +1291,19 @@ impl Shared {
         // Unparked after the lock is released: an unpark is a system call
         // (and may switch to the thread it wakes), and the threads it wakes,
         // like new waiters, take this lock next.
-        let woken: Vec<(u64, std::thread::Thread)> = self
-            .waiters
-            .lock()
-            .extract_if(.., |(t, _)| *t <= ticket)
-            .collect();
-        for (_, th) in woken {
+        let mut woken = Vec::new();
+        {
+            let mut w = self.waiters.lock();
+            let mut k = 0;
+            while k < w.len() {
+                if w[k].0 <= ticket {
+                    woken.push(w.swap_remove(k).1);
+                } else {
+                    k += 1;
+                }
+            }
+        }
+        for th in woken {
             th.unpark();
         }
     }
