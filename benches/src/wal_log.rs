@@ -18,9 +18,9 @@ fn wal_err(e: tandem_wal::Error) -> Error {
 /// A Tandem WAL driven by the benchmarks.
 ///
 /// A raft replica has one log, so every stream maps onto it: a batch is
-/// re-indexed to the log's next free index under the WAL's append lock
-/// ([`Wal::append_next_wait`]) and the appender waits for its completion
-/// outside it. Concurrent appenders therefore meet in the WAL's group commit, which
+/// placed at the log's next free index ([`Wal::append_wait`]: encoded
+/// first, then ordered in a short critical section) and the appender waits
+/// for its completion. Concurrent appenders therefore meet in the WAL's group commit, which
 /// is what the 8-appender scenario measures.
 ///
 /// With [`WalLog::with_tail_compaction`] the log is also compacted as it
@@ -33,6 +33,10 @@ pub struct WalLog {
     wal: Wal,
     compaction: Option<TailCompaction>,
     name: &'static str,
+    /// Append through [`Wal::append_next_wait`] (the index chosen in a
+    /// closure, encoding under the append lock) instead of
+    /// [`Wal::append_wait`]: `TANDEM_BENCH_APPEND_NEXT=1`, to compare.
+    append_next: bool,
 }
 
 impl WalLog {
@@ -54,6 +58,7 @@ impl WalLog {
             wal: Wal::open(dir, opts).map_err(wal_err)?,
             compaction: None,
             name: "tandem",
+            append_next: std::env::var_os("TANDEM_BENCH_APPEND_NEXT").is_some(),
         })
     }
 
@@ -82,19 +87,26 @@ impl LogStore for WalLog {
         self.name
     }
 
-    fn append_durable(&self, _stream: u64, mut entries: Vec<Entry>) -> Result<()> {
+    fn append_durable(&self, _stream: u64, entries: Vec<Entry>) -> Result<()> {
         let entry_bytes = entries.first().map_or(0, |e| e.data.len() as u64);
         let payload = entry_bytes * entries.len() as u64;
         // The synchronous call: the appender writes its own group when no
-        // one else is writing, without waking the WAL's writer thread.
-        self.wal
-            .append_next_wait(move |next| {
-                for (k, e) in entries.iter_mut().enumerate() {
-                    e.index = next + k as u64;
-                }
-                entries
-            })
-            .map_err(wal_err)?;
+        // one else is writing, without waking the WAL's writer thread; the
+        // entries are encoded before the log places them at its next index,
+        // so concurrent appenders encode in parallel.
+        if self.append_next {
+            let mut entries = entries;
+            self.wal
+                .append_next_wait(move |next| {
+                    for (k, e) in entries.iter_mut().enumerate() {
+                        e.index = next + k as u64;
+                    }
+                    entries
+                })
+                .map_err(wal_err)?;
+        } else {
+            self.wal.append_wait(entries).map_err(wal_err)?;
+        }
         if let Some(c) = &self.compaction {
             if c.due(payload) {
                 let last = self.wal.last_index().map_err(wal_err)?;

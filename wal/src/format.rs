@@ -174,7 +174,11 @@ pub struct EncodedRecord {
     /// An entries record's entries, as their spans in the payload (the
     /// writer indexes them from these instead of re-reading the bytes).
     spans: Vec<EntrySpan>,
+    /// CRC of `kind || payload` (the salt is added by [`EncodedRecord::seal`]).
     crc_body: crc32fast::Hasher,
+    /// An entries record's CRC of its payload after `first_index`, so that
+    /// [`EncodedRecord::set_first_index`] needs no pass over the payload.
+    crc_after_index: Option<crc32fast::Hasher>,
 }
 
 /// The pieces of an [`EncodedRecord`], in order (none empty).
@@ -231,6 +235,7 @@ impl EncodedRecord {
             shared: Vec::new(),
             spans: Vec::new(),
             crc_body: crc32fast::Hasher::new(),
+            crc_after_index: None,
         }
     }
 
@@ -263,15 +268,69 @@ impl EncodedRecord {
             "record payload length {len}"
         );
         self.head[0..4].copy_from_slice(&(len as u32).to_le_bytes());
-        let mut h = crc32fast::Hasher::new();
-        let mut skip = 8;
-        for piece in self.pieces() {
-            let n = skip.min(piece.len());
-            skip -= n;
-            h.update(&piece[n..]);
+        if self.kind() == Kind::Entries {
+            // kind and first_index are checksummed apart from the rest, so
+            // the first index can change without a pass over the payload.
+            let mut h = crc32fast::Hasher::new();
+            let mut skip = RECORD_HEADER_BYTES as usize + 8;
+            for piece in self.pieces() {
+                let n = skip.min(piece.len());
+                skip -= n;
+                h.update(&piece[n..]);
+            }
+            self.crc_after_index = Some(h);
+            self.checksum_entries_head();
+        } else {
+            let mut h = crc32fast::Hasher::new();
+            let mut skip = 8;
+            for piece in self.pieces() {
+                let n = skip.min(piece.len());
+                skip -= n;
+                h.update(&piece[n..]);
+            }
+            self.crc_body = h;
         }
-        self.crc_body = h;
         self
+    }
+
+    /// `crc_body` of an entries record from its kind, first index and
+    /// `crc_after_index` (an O(log n) combine).
+    fn checksum_entries_head(&mut self) {
+        let after = self
+            .crc_after_index
+            .as_ref()
+            .expect("an entries record keeps the CRC after its first index");
+        let h0 = RECORD_HEADER_BYTES as usize - 1;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&self.head[h0..RECORD_HEADER_BYTES as usize + 8]);
+        h.combine(after);
+        self.crc_body = h;
+    }
+
+    /// The first index of an entries record (`None` for other kinds).
+    #[cfg(test)]
+    #[must_use]
+    pub fn first_index(&self) -> Option<u64> {
+        self.crc_after_index.as_ref()?;
+        let at = RECORD_HEADER_BYTES as usize;
+        Some(u64::from_le_bytes(
+            self.head[at..at + 8].try_into().expect("8 bytes"),
+        ))
+    }
+
+    /// Move an entries record to start at `first` (its entries become
+    /// `first, first + 1, ...`): the index field, the spans and the CRC are
+    /// updated without a pass over the payload, since entry indexes are
+    /// implicit. Lets a submitter encode before it knows where its entries
+    /// land. Panics on any other kind of record (a bug).
+    pub fn set_first_index(&mut self, first: u64) {
+        assert_eq!(self.kind(), Kind::Entries, "only entries records move");
+        let at = RECORD_HEADER_BYTES as usize;
+        self.head[at..at + 8].copy_from_slice(&first.to_le_bytes());
+        for (k, span) in self.spans.iter_mut().enumerate() {
+            span.index = first + k as u64;
+        }
+        self.checksum_entries_head();
     }
 
     /// Fill in the CRC salted with segment `seq`; the bytes are then final.
@@ -794,6 +853,31 @@ mod tests {
             data: data.to_vec().into(),
             context: b"ctx".to_vec().into(),
         }
+    }
+
+    #[test]
+    fn a_moved_entries_record_is_the_record_encoded_at_its_new_index() {
+        // Shared (>= 8 bytes) and copied payloads, so the CRC after the
+        // index spans pieces of both kinds.
+        let at = |first: u64| -> Vec<Entry> {
+            (0..3)
+                .map(|k| entry(first + k, 7, &[k as u8; 40][..(10 + 10 * k as usize)]))
+                .collect()
+        };
+        for shared_min in [8, usize::MAX] {
+            let mut moved = encode_entries(&at(5), shared_min);
+            assert_eq!(moved.first_index(), Some(5));
+            moved.set_first_index(1_000_000);
+            let mut direct = encode_entries(&at(1_000_000), shared_min);
+            moved.seal(3);
+            direct.seal(3);
+            assert_eq!(moved.to_vec(), direct.to_vec(), "shared_min {shared_min}");
+            assert_eq!(moved.first_index(), Some(1_000_000));
+            let idx: Vec<u64> = moved.entry_spans().iter().map(|e| e.index).collect();
+            assert_eq!(idx, vec![1_000_000, 1_000_001, 1_000_002]);
+            assert!(check_record(&moved.to_vec(), 3).is_ok());
+        }
+        assert_eq!(encode_hard_state(&HardState::default()).first_index(), None);
     }
 
     fn segment(seq: u64, records: &mut [EncodedRecord], size: usize) -> Vec<u8> {

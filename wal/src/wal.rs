@@ -259,6 +259,11 @@ struct Shared {
     /// Wakes submitters waiting for pending bytes to drain (with `queue`).
     space_cv: Condvar,
     writer: Mutex<Writer>,
+    /// EXPERIMENT: 1 = defer own-group wakes after hand-off, 2 = chain wakes.
+    wake_mode: u8,
+    /// Waiters still to wake, one by each woken waiter (wake chain).
+    chain: Mutex<Vec<std::thread::Thread>>,
+    chain_len: AtomicU64,
     /// Spare files reused so far; bumped before a reuse overwrites a file
     /// that a reader may still hold a handle of (see [`Wal::entries`]).
     recycled: Arc<AtomicU64>,
@@ -288,8 +293,14 @@ impl std::ops::DerefMut for WriterGuard<'_> {
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
+        let woken = self
+            .guard
+            .as_mut()
+            .map(|g| std::mem::take(&mut g.woken))
+            .unwrap_or_default();
         drop(self.guard.take());
         self.shared.hand_off();
+        self.shared.wake(woken);
     }
 }
 
@@ -398,6 +409,8 @@ impl Completion {
             // harmless spurious unpark, by the next group's completion.
             if !matches!(r, Some(Ok(()))) {
                 s.unregister(self.ticket);
+            } else {
+                s.pass_wake();
             }
             if r.is_some() || Instant::now() >= deadline {
                 return r;
@@ -577,6 +590,7 @@ impl Wal {
             zeros: Vec::new(),
             last_sync: Instant::now(),
             caller_led: false,
+            woken: Vec::new(),
         };
         let shared = Arc::new(Shared {
             opts: opts.clone(),
@@ -592,6 +606,12 @@ impl Wal {
             queue_cv: Condvar::new(),
             space_cv: Condvar::new(),
             writer: Mutex::new(writer),
+            wake_mode: std::env::var("TANDEM_WAL_WAKE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            chain: Mutex::new(Vec::new()),
+            chain_len: AtomicU64::new(0),
             recycled,
         });
         if opts.background_threads {
@@ -724,6 +744,60 @@ impl Wal {
         self.completion(ticket).lead()
     }
 
+    /// Append `entries` at the next free indexes, for several threads
+    /// appending to one log: their `index` fields are ignored and set to
+    /// `first, first + 1, ...`, where `first` is `last_index() + 1` when the
+    /// submission is ordered. Returns `first` and the completion.
+    ///
+    /// Unlike [`Wal::append_next`], the record is encoded and checksummed
+    /// before its index is known, outside every lock, so concurrent
+    /// appenders encode in parallel; ordering a submission then takes a
+    /// short critical section (the record's first index is patched and its
+    /// CRC fixed up in O(log n), [`crate::format::EncodedRecord::set_first_index`]).
+    /// Ordered with `append_next` callers; like them, it must not race with
+    /// [`Wal::submit`] calls that choose their own indexes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty `entries`; otherwise as
+    /// [`Wal::submit`].
+    pub fn append(&self, entries: Vec<Entry>) -> Result<(u64, Completion)> {
+        let (first, ticket) = self.append_inner(entries, Mode::Wake)?;
+        Ok((first, self.completion(ticket)))
+    }
+
+    /// [`Wal::append`] and wait until durable, writing the group in the
+    /// calling thread when no other thread is writing (see
+    /// [`Wal::submit_wait`]). Returns the first index of the entries.
+    ///
+    /// # Errors
+    /// As [`Wal::append`] and [`Wal::submit_wait`].
+    pub fn append_wait(&self, entries: Vec<Entry>) -> Result<u64> {
+        let (first, ticket) = self.append_inner(entries, Mode::Lead)?;
+        self.completion(ticket).lead()?;
+        Ok(first)
+    }
+
+    fn append_inner(&self, mut entries: Vec<Entry>, mode: Mode) -> Result<(u64, u64)> {
+        if entries.is_empty() {
+            return Err(Error::InvalidArgument("append: no entries".into()));
+        }
+        // Provisional indexes, for the checks and the encoding; the real
+        // ones are set when the submission is ordered.
+        for (k, e) in entries.iter_mut().enumerate() {
+            e.index = 1 + k as u64;
+        }
+        let (records, bytes) = self.encode_checked(&entries, None)?;
+        self.shared.reserve(bytes)?;
+        let r = {
+            let _g = self.shared.append_lock.lock();
+            self.submit_locked(entries, None, None, records, bytes, mode, true)
+        };
+        if r.is_err() {
+            self.shared.release(bytes);
+        }
+        r
+    }
+
     fn append_next_inner(&self, build: impl FnOnce(u64) -> Vec<Entry>, mode: Mode) -> Result<u64> {
         // Holding the appender lock keeps index choice and submission atomic
         // without holding the state lock while `build` runs.
@@ -753,6 +827,23 @@ impl Wal {
         notify: Option<Notify>,
         mode: Mode,
     ) -> Result<u64> {
+        let (records, bytes) = self.encode_checked(&entries, hard_state.as_ref())?;
+        self.shared.reserve(bytes)?;
+        let r = self
+            .submit_locked(entries, hard_state, notify, records, bytes, mode, false)
+            .map(|(_, ticket)| ticket);
+        if r.is_err() {
+            self.shared.release(bytes);
+        }
+        r
+    }
+
+    /// Check a submission's entries and encode it: `(records, bytes)`.
+    fn encode_checked(
+        &self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(Vec<EncodedRecord>, u64)> {
         let opts = &self.shared.opts;
         for (k, e) in entries.iter().enumerate() {
             if e.size_bytes() > opts.entry_bytes_max {
@@ -777,9 +868,9 @@ impl Wal {
         }
         let mut records = Vec::with_capacity(2);
         if !entries.is_empty() {
-            records.push(encode_entries(&entries, opts.shared_payload_min));
+            records.push(encode_entries(entries, opts.shared_payload_min));
         }
-        if let Some(hs) = &hard_state {
+        if let Some(hs) = hard_state {
             records.push(encode_hard_state(hs));
         }
         let bytes: u64 = records.iter().map(EncodedRecord::len).sum();
@@ -789,26 +880,38 @@ impl Wal {
                 max: opts.batch_bytes_max,
             });
         }
-        self.shared.reserve(bytes)?;
-        let r = self.submit_locked(entries, hard_state, notify, records, bytes, mode);
-        if r.is_err() {
-            self.shared.release(bytes);
-        }
-        r
+        Ok((records, bytes))
     }
 
+    /// Order a checked, encoded submission: update the visible state and
+    /// queue it. With `place`, the entries (encoded in `records[0]`) are
+    /// first moved to `last_index() + 1`. Returns `(first index, ticket)`
+    /// (the first index is 0 without entries).
+    #[allow(clippy::too_many_arguments)]
     fn submit_locked(
         &self,
-        entries: Vec<Entry>,
+        mut entries: Vec<Entry>,
         hard_state: Option<HardState>,
         notify: Option<Notify>,
-        records: Vec<EncodedRecord>,
+        mut records: Vec<EncodedRecord>,
         bytes: u64,
         mode: Mode,
-    ) -> Result<u64> {
+        place: bool,
+    ) -> Result<(u64, u64)> {
         let opts = &self.shared.opts;
         let mut st = self.shared.state.lock();
         st.check_poison()?;
+        if place {
+            let first = st.last_index + 1;
+            if first + entries.len() as u64 > crate::format::INDEX_MAX {
+                return Err(Error::InvalidArgument(format!("entry index {first}")));
+            }
+            for (k, e) in entries.iter_mut().enumerate() {
+                e.index = first + k as u64;
+            }
+            records[0].set_first_index(first);
+        }
+        let first_index = entries.first().map_or(0, |e| e.index);
         if let Some(first) = entries.first().map(|e| e.index) {
             if first <= st.snapshot.index {
                 return Err(Error::Compacted {
@@ -868,7 +971,7 @@ impl Wal {
         if mode == Mode::Wake {
             self.shared.queue_cv.notify_one();
         }
-        Ok(ticket)
+        Ok((first_index, ticket))
     }
 
     /// Persist a hard state (shorthand for `submit(vec![], Some(hs))`).
@@ -1287,6 +1390,47 @@ impl Shared {
 
     /// Publish `ticket` as durable and unpark its waiters and earlier ones.
     fn publish_durable(&self, ticket: u64) {
+        let woken = self.take_durable(ticket);
+        self.wake(woken);
+    }
+
+    /// Wake threads, all at once or (chain mode) the first, which wakes the
+    /// next.
+    fn wake(&self, mut woken: Vec<std::thread::Thread>) {
+        if woken.is_empty() {
+            return;
+        }
+        if self.wake_mode & 2 != 0 && woken.len() > 1 {
+            let first = woken.swap_remove(0);
+            {
+                let mut c = self.chain.lock();
+                c.extend(woken);
+                self.chain_len.store(c.len() as u64, Ordering::SeqCst);
+            }
+            first.unpark();
+            return;
+        }
+        for th in woken {
+            th.unpark();
+        }
+    }
+
+    fn pass_wake(&self) {
+        if self.chain_len.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let th = {
+            let mut c = self.chain.lock();
+            let th = c.pop();
+            self.chain_len.store(c.len() as u64, Ordering::SeqCst);
+            th
+        };
+        if let Some(th) = th {
+            th.unpark();
+        }
+    }
+
+    fn take_durable(&self, ticket: u64) -> Vec<std::thread::Thread> {
         self.durable.store(ticket, Ordering::SeqCst);
         // Unparked after the lock is released: an unpark is a system call
         // (and may switch to the thread it wakes), and the threads it wakes,
@@ -1303,9 +1447,7 @@ impl Shared {
                 }
             }
         }
-        for th in woken {
-            th.unpark();
-        }
+        woken
     }
 
     /// Unpark every waiter (poison, close).
@@ -1405,6 +1547,10 @@ impl Shared {
             let cycled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 writer.cycle(self, &mut batch);
             }));
+            if self.durable.load(Ordering::SeqCst) < until {
+                let woken = std::mem::take(&mut writer.woken);
+                self.wake(woken);
+            }
             if let Err(panic) = cycled {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -1654,10 +1800,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = Arc::new(Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap());
         let (tx, rx) = crossbeam_channel::unbounded();
+        let (placed_tx, placed_rx) = crossbeam_channel::unbounded::<Vec<(u64, u64, u64)>>();
         for t in 0..THREADS {
             let wal = Arc::clone(&wal);
             let tx = tx.clone();
+            let placed_tx = placed_tx.clone();
             std::thread::spawn(move || {
+                let mut placed = Vec::new();
                 for k in 0..PER_THREAD {
                     // Payloads from 1 to 1.5 KiB: several appends fill a
                     // group's 8 KiB, so groups split.
@@ -1671,20 +1820,30 @@ mod tests {
                             ..Entry::default()
                         }]
                     };
-                    let r = if t % 4 == 3 {
-                        wal.append_next(build).and_then(|c| c.wait())
-                    } else {
-                        wal.append_next_wait(build)
+                    // Four ways in: the index chosen in a closure or
+                    // assigned to encoded entries, waited on or led.
+                    let r = match t % 4 {
+                        0 => wal.append_next_wait(build),
+                        1 => wal
+                            .append_wait(build(0))
+                            .map(|first| placed.push((first, t, k))),
+                        2 => wal.append(build(0)).and_then(|(first, c)| {
+                            placed.push((first, t, k));
+                            c.wait()
+                        }),
+                        _ => wal.append_next(build).and_then(|c| c.wait()),
                     };
                     if let Err(e) = r {
                         let _ = tx.send(Err(e));
                         return;
                     }
                 }
+                let _ = placed_tx.send(placed);
                 let _ = tx.send(Ok(t));
             });
         }
         drop(tx);
+        drop(placed_tx);
         for _ in 0..THREADS {
             rx.recv_timeout(Duration::from_secs(120))
                 .expect("every appender finishes")
@@ -1701,6 +1860,60 @@ mod tests {
             next_k[t] += 1;
         }
         assert_eq!(next_k, [PER_THREAD; THREADS as usize]);
+        // The indexes `append` returned are where those entries are, also
+        // as read back from the segments after a reopen (records moved to
+        // their index after encoding carry valid CRCs).
+        let placed: Vec<(u64, u64, u64)> = placed_rx.iter().flatten().collect();
+        assert_eq!(placed.len() as u64, 2 * (THREADS / 4) * PER_THREAD);
+        drop(wal);
+        let wal = Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap();
+        assert_eq!(wal.last_index().unwrap(), n);
+        for (first, t, k) in placed {
+            let e = &wal.entries(first, first + 1, None).unwrap()[0];
+            assert_eq!(e.index, first);
+            assert_eq!(
+                (e.data[0] as u64, &e.context[..]),
+                (t, &k.to_le_bytes()[..])
+            );
+        }
+    }
+
+    #[test]
+    fn append_places_entries_after_the_last_index_and_refuses_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap();
+        wal.submit_wait((1..=3).map(entry).collect(), None).unwrap();
+        // The indexes passed in do not matter.
+        let first = wal.append_wait(vec![entry(77), entry(12)]).unwrap();
+        assert_eq!(first, 4);
+        let (first, c) = wal.append(vec![entry(0)]).unwrap();
+        assert_eq!(first, 6);
+        c.wait().unwrap();
+        let got: Vec<u64> = wal
+            .entries(1, 7, None)
+            .unwrap()
+            .iter()
+            .map(|e| e.index)
+            .collect();
+        assert_eq!(got, vec![1, 2, 3, 4, 5, 6]);
+        assert!(matches!(
+            wal.append(Vec::new()),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            wal.append_wait(Vec::new()),
+            Err(Error::InvalidArgument(_))
+        ));
+        // After a compaction past the end and a snapshot reset alike, the
+        // next append lands right after the (new) last index.
+        wal.reset_to_snapshot(100, 2).unwrap().wait().unwrap();
+        assert_eq!(wal.append_wait(vec![entry(1)]).unwrap(), 101);
+        drop(wal);
+        let wal = Wal::open(dir.path(), WalOptions::small_for_tests()).unwrap();
+        assert_eq!(
+            (wal.first_index().unwrap(), wal.last_index().unwrap()),
+            (101, 101)
+        );
     }
 
     /// Rounds of synchronous appends that start together and end with every

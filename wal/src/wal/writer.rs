@@ -78,6 +78,8 @@ pub(super) struct Writer {
     /// Set while a submitter, not the writer thread, writes groups
     /// ([`WalStats::groups_led_by_callers`](crate::WalStats)).
     pub(super) caller_led: bool,
+    /// Waiters of written groups to wake after the writer is handed off.
+    pub(super) woken: Vec<std::thread::Thread>,
 }
 
 pub(super) fn background(
@@ -451,7 +453,12 @@ impl Writer {
                 st.log.index.shrink();
             }
         }
-        shared.publish_durable(last_ticket);
+        if shared.wake_mode & 1 != 0 {
+            let woken = shared.take_durable(last_ticket);
+            self.woken.extend(woken);
+        } else {
+            shared.publish_durable(last_ticket);
+        }
         for r in batch.iter_mut() {
             if let Some(n) = r.notify.take() {
                 n.fire(r.ticket, Ok(()));
