@@ -259,11 +259,6 @@ struct Shared {
     /// Wakes submitters waiting for pending bytes to drain (with `queue`).
     space_cv: Condvar,
     writer: Mutex<Writer>,
-    /// EXPERIMENT: 1 = defer own-group wakes after hand-off, 2 = chain wakes.
-    wake_mode: u8,
-    /// Waiters still to wake, one by each woken waiter (wake chain).
-    chain: Mutex<Vec<std::thread::Thread>>,
-    chain_len: AtomicU64,
     /// Spare files reused so far; bumped before a reuse overwrites a file
     /// that a reader may still hold a handle of (see [`Wal::entries`]).
     recycled: Arc<AtomicU64>,
@@ -293,14 +288,8 @@ impl std::ops::DerefMut for WriterGuard<'_> {
 
 impl Drop for WriterGuard<'_> {
     fn drop(&mut self) {
-        let woken = self
-            .guard
-            .as_mut()
-            .map(|g| std::mem::take(&mut g.woken))
-            .unwrap_or_default();
         drop(self.guard.take());
         self.shared.hand_off();
-        self.shared.wake(woken);
     }
 }
 
@@ -409,8 +398,6 @@ impl Completion {
             // harmless spurious unpark, by the next group's completion.
             if !matches!(r, Some(Ok(()))) {
                 s.unregister(self.ticket);
-            } else {
-                s.pass_wake();
             }
             if r.is_some() || Instant::now() >= deadline {
                 return r;
@@ -590,7 +577,6 @@ impl Wal {
             zeros: Vec::new(),
             last_sync: Instant::now(),
             caller_led: false,
-            woken: Vec::new(),
         };
         let shared = Arc::new(Shared {
             opts: opts.clone(),
@@ -606,12 +592,6 @@ impl Wal {
             queue_cv: Condvar::new(),
             space_cv: Condvar::new(),
             writer: Mutex::new(writer),
-            wake_mode: std::env::var("TANDEM_WAL_WAKE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            chain: Mutex::new(Vec::new()),
-            chain_len: AtomicU64::new(0),
             recycled,
         });
         if opts.background_threads {
@@ -1390,47 +1370,6 @@ impl Shared {
 
     /// Publish `ticket` as durable and unpark its waiters and earlier ones.
     fn publish_durable(&self, ticket: u64) {
-        let woken = self.take_durable(ticket);
-        self.wake(woken);
-    }
-
-    /// Wake threads, all at once or (chain mode) the first, which wakes the
-    /// next.
-    fn wake(&self, mut woken: Vec<std::thread::Thread>) {
-        if woken.is_empty() {
-            return;
-        }
-        if self.wake_mode & 2 != 0 && woken.len() > 1 {
-            let first = woken.swap_remove(0);
-            {
-                let mut c = self.chain.lock();
-                c.extend(woken);
-                self.chain_len.store(c.len() as u64, Ordering::SeqCst);
-            }
-            first.unpark();
-            return;
-        }
-        for th in woken {
-            th.unpark();
-        }
-    }
-
-    fn pass_wake(&self) {
-        if self.chain_len.load(Ordering::SeqCst) == 0 {
-            return;
-        }
-        let th = {
-            let mut c = self.chain.lock();
-            let th = c.pop();
-            self.chain_len.store(c.len() as u64, Ordering::SeqCst);
-            th
-        };
-        if let Some(th) = th {
-            th.unpark();
-        }
-    }
-
-    fn take_durable(&self, ticket: u64) -> Vec<std::thread::Thread> {
         self.durable.store(ticket, Ordering::SeqCst);
         // Unparked after the lock is released: an unpark is a system call
         // (and may switch to the thread it wakes), and the threads it wakes,
@@ -1447,7 +1386,9 @@ impl Shared {
                 }
             }
         }
-        woken
+        for th in woken {
+            th.unpark();
+        }
     }
 
     /// Unpark every waiter (poison, close).
@@ -1547,10 +1488,6 @@ impl Shared {
             let cycled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 writer.cycle(self, &mut batch);
             }));
-            if self.durable.load(Ordering::SeqCst) < until {
-                let woken = std::mem::take(&mut writer.woken);
-                self.wake(woken);
-            }
             if let Err(panic) = cycled {
                 let what = panic
                     .downcast_ref::<&str>()

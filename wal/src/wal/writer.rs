@@ -78,8 +78,6 @@ pub(super) struct Writer {
     /// Set while a submitter, not the writer thread, writes groups
     /// ([`WalStats::groups_led_by_callers`](crate::WalStats)).
     pub(super) caller_led: bool,
-    /// Waiters of written groups to wake after the writer is handed off.
-    pub(super) woken: Vec<std::thread::Thread>,
 }
 
 pub(super) fn background(
@@ -453,12 +451,7 @@ impl Writer {
                 st.log.index.shrink();
             }
         }
-        if shared.wake_mode & 1 != 0 {
-            let woken = shared.take_durable(last_ticket);
-            self.woken.extend(woken);
-        } else {
-            shared.publish_durable(last_ticket);
-        }
+        shared.publish_durable(last_ticket);
         for r in batch.iter_mut() {
             if let Some(n) = r.notify.take() {
                 n.fire(r.ticket, Ok(()));
