@@ -749,6 +749,30 @@ impl Wal {
     /// calling thread when no other thread is writing (see
     /// [`Wal::submit_wait`]). Returns the first index of the entries.
     ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tandem_raft::Entry;
+    /// use tandem_wal::{Wal, WalOptions};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let wal = Arc::new(Wal::open(dir.path(), WalOptions::default()).unwrap());
+    /// let threads: Vec<_> = (0..4u8)
+    ///     .map(|t| {
+    ///         let wal = Arc::clone(&wal);
+    ///         std::thread::spawn(move || {
+    ///             // The index given here does not matter: the log places it.
+    ///             let e = Entry { term: 1, data: vec![t; 16].into(), ..Entry::default() };
+    ///             (t, wal.append_wait(vec![e]).unwrap())
+    ///         })
+    ///     })
+    ///     .collect();
+    /// for th in threads {
+    ///     let (t, index) = th.join().unwrap();
+    ///     assert_eq!(wal.entries(index, index + 1, None).unwrap()[0].data[0], t);
+    /// }
+    /// assert_eq!(wal.last_index().unwrap(), 4);
+    /// ```
+    ///
     /// # Errors
     /// As [`Wal::append`] and [`Wal::submit_wait`].
     pub fn append_wait(&self, entries: Vec<Entry>) -> Result<u64> {
