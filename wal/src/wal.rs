@@ -733,7 +733,7 @@ impl Wal {
     /// before its index is known, outside every lock, so concurrent
     /// appenders encode in parallel; ordering a submission then takes a
     /// short critical section (the record's first index is patched and its
-    /// CRC fixed up in O(log n), [`crate::format::EncodedRecord::set_first_index`]).
+    /// CRC fixed up in O(log n); `docs/wal.md` §4).
     /// Ordered with `append_next` callers; like them, it must not race with
     /// [`Wal::submit`] calls that choose their own indexes.
     ///

@@ -18,6 +18,12 @@ enum Op {
         len: usize,
         wait: bool,
     },
+    /// `Wal::append`: the log places the entries after its last index.
+    Place {
+        count: u64,
+        len: usize,
+        wait: bool,
+    },
     HardState {
         commit: u64,
     },
@@ -36,6 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (0u64..4, 1u64..6, 0usize..400, any::<bool>())
             .prop_map(|(back, count, len, wait)| Op::Append { back, count, len, wait }),
+        3 => (1u64..6, 0usize..400, any::<bool>())
+            .prop_map(|(count, len, wait)| Op::Place { count, len, wait }),
         2 => (0u64..50).prop_map(|commit| Op::HardState { commit }),
         2 => (0u64..=100).prop_map(|pct| Op::Compact { pct }),
         1 => (0u64..4).prop_map(|ahead| Op::Reset { ahead }),
@@ -162,6 +170,21 @@ fn run_with(ops: &[Op], threads: bool, reopen_every_step: bool) -> u64 {
                 m.truncate_from(first);
                 m.entries.extend(es.iter().cloned());
                 let c = wal.submit(es, None).unwrap();
+                if wait {
+                    c.wait().unwrap();
+                }
+            }
+            Op::Place { count, len, wait } => {
+                term = term.max(m.last_term());
+                let first = m.last() + 1;
+                let es: Vec<Entry> = (first..first + count)
+                    .map(|i| entry(i, term, len))
+                    .collect();
+                m.entries.extend(es.iter().cloned());
+                // The indexes passed in are ignored: the log assigns them.
+                let given: Vec<Entry> = es.into_iter().map(|e| Entry { index: 7, ..e }).collect();
+                let (placed, c) = wal.append(given).unwrap();
+                assert_eq!(placed, first, "append places after the last index");
                 if wait {
                     c.wait().unwrap();
                 }
