@@ -10,7 +10,8 @@
 //!    speed drifts too much for ratios between runs minutes apart.
 //!
 //! At the end a summary table, the targets' verdicts, and
-//! `benches/results/wal.json` + `.csv` (only under `cargo bench`).
+//! `benches/results/wal.json` + `.csv` (only under `cargo bench`, and only
+//! for a whole run: not with `TANDEM_BENCH_FILTER` or `TANDEM_BENCH_ONLY`).
 //!
 //! Knobs (environment): `TANDEM_BENCH_ROUNDS` (3), `TANDEM_BENCH_SLICE_MS`
 //! (500), `TANDEM_BENCH_FILTER` (substring of scenario names for the
@@ -438,7 +439,13 @@ fn main() {
         );
     }
 
-    if st.full {
+    // A partial run (a filter, or some contenders only) must not replace
+    // the results of a whole one.
+    let partial = st.filter.is_some() || st.only.is_some();
+    if st.full && partial {
+        println!("results: not written (a partial run: TANDEM_BENCH_FILTER or TANDEM_BENCH_ONLY)");
+    }
+    if st.full && !partial {
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/wal.json");
         compare::write_results(&out, &comparisons, &verdicts).expect("write results");
         if let Some(r) = recovery {
