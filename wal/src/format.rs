@@ -271,26 +271,24 @@ impl EncodedRecord {
         if self.kind() == Kind::Entries {
             // kind and first_index are checksummed apart from the rest, so
             // the first index can change without a pass over the payload.
-            let mut h = crc32fast::Hasher::new();
-            let mut skip = RECORD_HEADER_BYTES as usize + 8;
-            for piece in self.pieces() {
-                let n = skip.min(piece.len());
-                skip -= n;
-                h.update(&piece[n..]);
-            }
-            self.crc_after_index = Some(h);
+            self.crc_after_index = Some(self.crc_from(RECORD_HEADER_BYTES as usize + 8));
             self.checksum_entries_head();
         } else {
-            let mut h = crc32fast::Hasher::new();
-            let mut skip = 8;
-            for piece in self.pieces() {
-                let n = skip.min(piece.len());
-                skip -= n;
-                h.update(&piece[n..]);
-            }
-            self.crc_body = h;
+            // kind || payload: everything after len and crc.
+            self.crc_body = self.crc_from(8);
         }
         self
+    }
+
+    /// CRC of the record's bytes from offset `skip` on, over all pieces.
+    fn crc_from(&self, mut skip: usize) -> crc32fast::Hasher {
+        let mut h = crc32fast::Hasher::new();
+        for piece in self.pieces() {
+            let n = skip.min(piece.len());
+            skip -= n;
+            h.update(&piece[n..]);
+        }
+        h
     }
 
     /// `crc_body` of an entries record from its kind, first index and
